@@ -1,0 +1,252 @@
+//! Wiring: builds the parts from a `Config`, binds the listeners and runs the tasks until shutdown.
+//! Used by `sigex run`, by `sigex demo` and by the integration tests, so all three run the same bot.
+
+use crate::clock::SharedClock;
+use crate::config::{Config, Credentials, Mode, Secret};
+use crate::dispatch::Dispatcher;
+use crate::executor::Executor;
+use crate::inbox::Inbox;
+use crate::sim::{SimConfig, Simulator};
+use crate::store::Store;
+use crate::strategy::Strategy;
+use crate::venue::VenueClient;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// A shutdown signal every long-running task takes as a parameter, so a test can fire it.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Fires a `Shutdown`.
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown(self.0.subscribe())
+    }
+}
+
+impl Shutdown {
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown is triggered (or the trigger is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+
+    /// Sleeps for `d`; returns true when shutdown came first.
+    pub async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = self.wait() => true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Venue(String),
+}
+
+/// A started bot: its addresses, and the handles to stop it.
+pub struct RunningBot {
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub store: Store,
+    /// In paper mode, the in-process paper venue.
+    pub paper_venue: Option<Simulator>,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningBot {
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.trigger.subscribe()
+    }
+
+    /// Stops accepting work, lets the tasks reach a safe point, and closes the database.
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.store.close().await;
+    }
+}
+
+pub async fn start(
+    config: Config,
+    strategies: Vec<Strategy>,
+    clock: SharedClock,
+) -> Result<RunningBot, StartError> {
+    let store = Store::open(&config.storage.database_url).await?;
+    let (trigger, shutdown) = shutdown_pair();
+    let mut tasks = Vec::new();
+
+    let webhook_listener = bind(config.webhook.listen).await?;
+    let webhook_addr = local_addr(&webhook_listener, config.webhook.listen)?;
+    let admin_listener = bind(config.admin.listen).await?;
+    let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
+
+    let (venue_url, credentials, paper_venue) = match config.mode {
+        Mode::Live => {
+            let credentials = config
+                .venue
+                .credentials
+                .clone()
+                .ok_or_else(|| StartError::Venue("live mode needs venue credentials".into()))?;
+            (config.venue.base_url.clone(), credentials, None)
+        }
+        Mode::Paper => {
+            let (url, credentials, sim) =
+                start_paper_venue(&config, webhook_addr, shutdown.clone(), &mut tasks).await?;
+            (url, credentials, Some(sim))
+        }
+    };
+    let venue = VenueClient::new(
+        &venue_url,
+        credentials,
+        config.venue.request_timeout,
+        clock.clone(),
+    )
+    .map_err(StartError::Venue)?;
+
+    let stored = Arc::new(Notify::new());
+    let orders_ready = Arc::new(Notify::new());
+    let inbox = Inbox::spawn(store.clone(), stored.clone());
+
+    let ingress = crate::ingress::router(
+        &config.webhook.path,
+        config.webhook.secret.clone(),
+        inbox,
+        clock.clone(),
+        config.webhook.max_body_bytes,
+    );
+    tasks.push(serve(webhook_listener, ingress, shutdown.clone()));
+    tasks.push(serve(
+        admin_listener,
+        crate::admin::router(store.clone()),
+        shutdown.clone(),
+    ));
+
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Arc::new(strategies),
+        venue.clone(),
+        clock.clone(),
+        stored.clone(),
+        orders_ready.clone(),
+    );
+    tasks.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+    let executor = Executor {
+        store: store.clone(),
+        venue,
+        clock,
+        orders_ready,
+        inbox_ready: stored,
+    };
+    tasks.push(tokio::spawn(executor.run(shutdown)));
+
+    tracing::info!(
+        mode = ?config.mode,
+        webhook = %webhook_addr,
+        webhook_path = %config.webhook.path,
+        admin = %admin_addr,
+        venue = %venue_url,
+        "sigex started"
+    );
+    Ok(RunningBot {
+        webhook_addr,
+        admin_addr,
+        store,
+        paper_venue,
+        trigger,
+        tasks,
+    })
+}
+
+/// Paper mode: an in-process simulator on loopback plays the venue. It issues its own
+/// credentials and sends its `order.*` events back to our webhook endpoint, signed with our
+/// webhook secret, so the pipeline is exactly the live one.
+async fn start_paper_venue(
+    config: &Config,
+    webhook_addr: SocketAddr,
+    mut shutdown: Shutdown,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(String, Credentials, Simulator), StartError> {
+    let api_key = format!("paper-{}", uuid::Uuid::new_v4().simple());
+    let api_secret = uuid::Uuid::new_v4().simple().to_string();
+    let mut sim_config = SimConfig::new(
+        api_key.clone(),
+        api_secret.clone(),
+        config.webhook.secret.expose().to_owned(),
+    );
+    let loopback = SocketAddr::from(([127, 0, 0, 1], webhook_addr.port()));
+    sim_config.webhook_url = Some(format!("http://{loopback}{}", config.webhook.path));
+    let sim = Simulator::new(sim_config);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = bind(addr).await?;
+    let sim_addr = local_addr(&listener, addr)?;
+    let runner = sim.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = runner
+            .serve(listener, async move { shutdown.wait().await })
+            .await
+        {
+            tracing::error!(error = %e, "paper venue stopped");
+        }
+    }));
+    Ok((
+        format!("http://{sim_addr}/api/v1"),
+        Credentials {
+            api_key: Secret::new(api_key),
+            api_secret: Secret::new(api_secret),
+        },
+        sim,
+    ))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    })
+}

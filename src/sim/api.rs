@@ -1,0 +1,809 @@
+//! The REST surface of the simulated venue under `/api/v1`, as `vibe-api.md` describes it.
+//!
+//! Owns routing, the signature gate in front of every route, the wire shapes of requests and responses,
+//! and the mapping of every failure to `{"error":{"code","message"}}` with its HTTP status. Guarantees:
+//! - no handler runs before the request's signature has been checked over the raw path-and-query (as
+//!   received, percent-encoding kept) and the raw body bytes;
+//! - numbers in a request must be JSON numbers and are read straight into `Decimal`; numbers in a
+//!   response are exact JSON numbers;
+//! - a repeated `clientOrderId` answers 409 with the existing order and never creates a second one.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{self, SignedRequest};
+use super::book::{
+    iso, CancelError, OrderFilter, OrderKind, OrderRequest, PlaceError, Quote, Side, SimOrder,
+    TimeInForce,
+};
+use super::{Inner, PlaceOutcome};
+
+/// Orders are a few hundred bytes; anything far larger is a client bug or abuse.
+const MAX_BODY: usize = 64 * 1024;
+const DEFAULT_LIST_LIMIT: usize = 100;
+const MAX_LIST_LIMIT: usize = 1000;
+
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/api/v1/orders", get(list_orders).post(create_order))
+        .route(
+            "/api/v1/orders/{order_id}",
+            get(get_order).delete(cancel_order),
+        )
+        .route("/api/v1/positions", get(positions))
+        .route("/api/v1/account/balances", get(balances))
+        // `{symbol}` is one segment: a client that forgets to encode `/` as `%2F` gets a 404, not a pass.
+        .route("/api/v1/market/price/{symbol}", get(price))
+        .route("/api/v1/market/prices", get(prices))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(inner.clone(), authenticate))
+        .with_state(inner)
+}
+
+/// One error answer of the venue.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(e: PlaceError) -> Self {
+        let code = match e {
+            PlaceError::UnknownSymbol(_) => "unknown_symbol",
+            PlaceError::InsufficientBalance { .. } => "insufficient_balance",
+        };
+        Self::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::invalid(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::invalid(e.body_text())
+    }
+}
+
+/// The signature gate. Reads the whole body first, because the signature covers its exact bytes, then
+/// hands the same bytes on to the handler.
+async fn authenticate(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {MAX_BODY} bytes"),
+        )
+        .into_response();
+    };
+    let verdict = {
+        let header = |name: &str| parts.headers.get(name).map(|v| v.as_bytes());
+        // The origin-form request target, exactly as the client sent it.
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+        let request = SignedRequest {
+            method: parts.method.as_str(),
+            path_and_query,
+            body: &bytes,
+            api_key: header("x-api-key"),
+            timestamp: header("x-timestamp"),
+            signature: header("x-signature"),
+        };
+        auth::verify(&inner.credentials(), &request, Utc::now().timestamp())
+            .map_err(|e| (e, path_and_query.to_string()))
+    };
+    if let Err((e, path)) = verdict {
+        inner.count_auth_failure();
+        tracing::debug!(method = %parts.method, %path, error = %e, "sim refused a request");
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// `POST /orders` as sent. Numbers are kept as JSON number text until converted to `Decimal`, so a
+/// quantity sent as a string is refused instead of silently accepted.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOrder {
+    symbol: String,
+    side: String,
+    #[serde(rename = "type")]
+    order_type: String,
+    quantity: serde_json::Number,
+    price: Option<serde_json::Number>,
+    stop_price: Option<serde_json::Number>,
+    time_in_force: Option<String>,
+    client_order_id: Option<String>,
+}
+
+fn decimal(field: &str, n: &serde_json::Number) -> Result<Decimal, ApiError> {
+    let text = n.as_str();
+    // `from_str_exact` refuses rather than rounds digits beyond Decimal's 28.
+    Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| ApiError::invalid(format!("{field} {text} is not representable exactly")))
+}
+
+impl TryFrom<WireOrder> for OrderRequest {
+    type Error = ApiError;
+
+    fn try_from(w: WireOrder) -> Result<Self, ApiError> {
+        let side = Side::parse(&w.side).ok_or_else(|| {
+            ApiError::invalid(format!("side must be buy or sell, got {:?}", w.side))
+        })?;
+        let quantity = decimal("quantity", &w.quantity)?;
+        let price = w.price.as_ref().map(|n| decimal("price", n)).transpose()?;
+        let stop = w
+            .stop_price
+            .as_ref()
+            .map(|n| decimal("stopPrice", n))
+            .transpose()?;
+        let need = |v: Option<Decimal>, what: &str| {
+            v.ok_or_else(|| ApiError::invalid(format!("a {} order needs {what}", w.order_type)))
+        };
+        // Prices an order type does not use are ignored, as a venue would.
+        let kind = match w.order_type.as_str() {
+            "market" => OrderKind::Market,
+            "limit" => OrderKind::Limit {
+                price: need(price, "price")?,
+            },
+            "stop" => OrderKind::Stop {
+                stop: need(stop, "stopPrice")?,
+            },
+            "stop_limit" => OrderKind::StopLimit {
+                price: need(price, "price")?,
+                stop: need(stop, "stopPrice")?,
+            },
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "type must be market, limit, stop or stop_limit, got {other:?}"
+                )))
+            }
+        };
+        let time_in_force = match w.time_in_force.as_deref() {
+            None => TimeInForce::Gtc,
+            Some(s) => TimeInForce::parse(s).ok_or_else(|| {
+                ApiError::invalid(format!("timeInForce must be GTC, IOC or FOK, got {s:?}"))
+            })?,
+        };
+        OrderRequest::new(
+            w.symbol,
+            side,
+            kind,
+            quantity,
+            time_in_force,
+            w.client_order_id,
+        )
+        .map_err(ApiError::invalid)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderJson {
+    order_id: String,
+    client_order_id: Option<String>,
+    symbol: String,
+    side: String,
+    #[serde(rename = "type")]
+    order_type: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    quantity: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
+    price: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
+    stop_price: Option<Decimal>,
+    time_in_force: String,
+    status: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    filled_quantity: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
+    average_price: Option<Decimal>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fills: Option<Vec<FillJson>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FillJson {
+    fill_id: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    quantity: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    price: Decimal,
+    timestamp: String,
+}
+
+impl OrderJson {
+    /// `fills` only on `GET /orders/{id}`, as the API describes.
+    fn new(o: SimOrder, with_fills: bool) -> Self {
+        let fills = with_fills.then(|| {
+            o.fills
+                .iter()
+                .map(|f| FillJson {
+                    fill_id: f.fill_id.clone(),
+                    quantity: f.quantity,
+                    price: f.price,
+                    timestamp: iso(f.timestamp),
+                })
+                .collect()
+        });
+        Self {
+            order_id: o.order_id,
+            client_order_id: o.client_order_id,
+            symbol: o.symbol,
+            side: o.side,
+            order_type: o.order_type,
+            quantity: o.quantity,
+            price: o.price,
+            stop_price: o.stop_price,
+            time_in_force: o.time_in_force,
+            status: o.status,
+            filled_quantity: o.filled_quantity,
+            average_price: o.average_price,
+            created_at: iso(o.created_at),
+            updated_at: iso(o.updated_at),
+            fills,
+        }
+    }
+}
+
+async fn create_order(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    let wire: WireOrder = serde_json::from_slice(&body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    })?;
+    let request = OrderRequest::try_from(wire)?;
+    Ok(match inner.place(request)? {
+        PlaceOutcome::Created(order) => {
+            (StatusCode::CREATED, Json(OrderJson::new(order, false))).into_response()
+        }
+        PlaceOutcome::Duplicate(order) => {
+            (StatusCode::CONFLICT, Json(OrderJson::new(order, false))).into_response()
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    symbol: Option<String>,
+    #[serde(rename = "clientOrderId")]
+    client_order_id: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_orders(
+    State(inner): State<Arc<Inner>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<OrderJson>>, ApiError> {
+    let Query(q) = query?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(0) | Err(_) => {
+                return Err(ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {text:?}"
+                )))
+            }
+            Ok(n) => n.min(MAX_LIST_LIMIT),
+        },
+    };
+    let filter = OrderFilter {
+        status: q.status,
+        symbol: q.symbol,
+        client_order_id: q.client_order_id,
+        limit,
+    };
+    let orders = inner.with_book(|b| b.list(&filter));
+    Ok(Json(
+        orders
+            .into_iter()
+            .map(|o| OrderJson::new(o, false))
+            .collect(),
+    ))
+}
+
+async fn get_order(
+    State(inner): State<Arc<Inner>>,
+    order_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderJson>, ApiError> {
+    let Path(order_id) = order_id?;
+    inner
+        .with_book(|b| b.order(&order_id))
+        .map(|o| Json(OrderJson::new(o, true)))
+        .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))
+}
+
+async fn cancel_order(
+    State(inner): State<Arc<Inner>>,
+    order_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderJson>, ApiError> {
+    let Path(order_id) = order_id?;
+    match inner.cancel(&order_id) {
+        Ok(order) => Ok(Json(OrderJson::new(order, false))),
+        Err(CancelError::NotFound) => Err(ApiError::not_found(format!("no order {order_id}"))),
+        Err(CancelError::NotCancellable(order)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!("order {order_id} is {}", order.status),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PositionJson {
+    symbol: String,
+    side: &'static str,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    quantity: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    average_price: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    unrealized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    mark_price: Decimal,
+}
+
+async fn positions(State(inner): State<Arc<Inner>>) -> Json<Vec<PositionJson>> {
+    let positions = inner.with_book(|b| b.positions());
+    Json(
+        positions
+            .into_iter()
+            .map(|p| PositionJson {
+                symbol: p.symbol,
+                side: p.side,
+                quantity: p.quantity,
+                average_price: p.average_price,
+                unrealized_pnl: p.unrealized_pnl,
+                mark_price: p.mark_price,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize)]
+struct BalanceJson {
+    asset: &'static str,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    available: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    locked: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    total: Decimal,
+}
+
+async fn balances(State(inner): State<Arc<Inner>>) -> Json<Vec<BalanceJson>> {
+    let b = inner.with_book(|b| b.balance());
+    Json(vec![BalanceJson {
+        asset: "USD",
+        available: b.available,
+        locked: b.locked,
+        total: b.total,
+    }])
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QuoteJson {
+    symbol: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    price: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    bid: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    ask: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    bid_size: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    ask_size: Decimal,
+    #[serde(
+        rename = "volume24h",
+        with = "rust_decimal::serde::arbitrary_precision"
+    )]
+    volume_24h: Decimal,
+    timestamp: String,
+}
+
+impl QuoteJson {
+    fn new(q: Quote, timestamp: &str) -> Self {
+        Self {
+            symbol: q.symbol,
+            price: q.price,
+            bid: q.bid,
+            ask: q.ask,
+            bid_size: q.bid_size,
+            ask_size: q.ask_size,
+            volume_24h: q.volume_24h,
+            timestamp: timestamp.to_string(),
+        }
+    }
+}
+
+fn unknown_symbol(symbol: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "unknown_symbol",
+        format!("unknown symbol {symbol}"),
+    )
+}
+
+async fn price(
+    State(inner): State<Arc<Inner>>,
+    symbol: Result<Path<String>, PathRejection>,
+) -> Result<Json<QuoteJson>, ApiError> {
+    // Path extraction percent-decodes: `BTC%2FUSD` arrives here as `BTC/USD`.
+    let Path(symbol) = symbol?;
+    let quote = inner
+        .with_book(|b| b.quote(&symbol))
+        .ok_or_else(|| unknown_symbol(&symbol))?;
+    Ok(Json(QuoteJson::new(quote, &iso(Utc::now()))))
+}
+
+#[derive(Deserialize)]
+struct PricesQuery {
+    symbols: Option<String>,
+}
+
+async fn prices(
+    State(inner): State<Arc<Inner>>,
+    query: Result<Query<PricesQuery>, QueryRejection>,
+) -> Result<Json<Vec<QuoteJson>>, ApiError> {
+    let Query(q) = query?;
+    let now = iso(Utc::now());
+    let quotes = inner.with_book(|b| -> Result<Vec<Quote>, ApiError> {
+        match q
+            .symbols
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            // Without a list, every symbol the venue trades.
+            None => Ok(b.symbols().filter_map(|s| b.quote(s)).collect()),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .map(|s| b.quote(s).ok_or_else(|| unknown_symbol(s)))
+                .collect(),
+        }
+    })?;
+    Ok(Json(
+        quotes
+            .into_iter()
+            .map(|q| QuoteJson::new(q, &now))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+    use rust_decimal::Decimal;
+    use serde_json::Value;
+
+    use crate::sim::testkit::{eventually, TestVenue, API_KEY};
+
+    fn dec(v: &Value) -> Decimal {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+            .parse()
+            .unwrap_or_else(|_| panic!("not a decimal: {v}"))
+    }
+
+    const MARKET_BUY: &str =
+        r#"{"symbol":"BTC/USD","side":"buy","type":"market","quantity":0.1,"clientOrderId":"c-1"}"#;
+
+    #[tokio::test]
+    async fn signed_market_order_fills_and_a_retry_returns_the_same_order() {
+        let venue = TestVenue::start(|_| {}).await;
+
+        let (status, order) = venue.send("POST", "/api/v1/orders", MARKET_BUY).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        assert_eq!(order["status"], "pending");
+        assert_eq!(order["clientOrderId"], "c-1");
+        assert_eq!(order["averagePrice"], Value::Null);
+        assert!(order["quantity"].is_number());
+        assert_eq!(dec(&order["quantity"]), Decimal::new(1, 1));
+        let id = order["orderId"].as_str().expect("orderId").to_string();
+        assert!(uuid::Uuid::parse_str(&id).is_ok_and(|u| u.get_version_num() == 4));
+
+        let path = format!("/api/v1/orders/{id}");
+        let filled = eventually(|| async {
+            let (status, order) = venue.send("GET", &path, "").await;
+            assert_eq!(status, StatusCode::OK);
+            (order["status"] == "filled").then_some(order)
+        })
+        .await;
+        assert_eq!(dec(&filled["filledQuantity"]), Decimal::new(1, 1));
+        let fills = filled["fills"].as_array().expect("fills");
+        assert_eq!(fills.len(), 1);
+        assert_eq!(dec(&fills[0]["price"]), dec(&filled["averagePrice"]));
+
+        let (status, again) = venue.send("POST", "/api/v1/orders", MARKET_BUY).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(again["orderId"], id.as_str());
+        assert_eq!(again["status"], "filled");
+        assert_eq!(venue.sim.orders().len(), 1);
+        let stats = venue.sim.stats();
+        assert_eq!(
+            (stats.orders_accepted, stats.duplicate_client_order_ids),
+            (1, 1)
+        );
+
+        let (_, positions) = venue.send("GET", "/api/v1/positions", "").await;
+        assert_eq!(positions[0]["side"], "long");
+        let (_, balances) = venue.send("GET", "/api/v1/account/balances", "").await;
+        assert_eq!(balances[0]["asset"], "USD");
+        assert_eq!(
+            dec(&balances[0]["locked"]),
+            Decimal::new(1, 1) * dec(&filled["averagePrice"])
+        );
+    }
+
+    #[tokio::test]
+    async fn badly_signed_requests_get_401_and_are_counted() {
+        let venue = TestVenue::start(|_| {}).await;
+        let now = chrono::Utc::now().timestamp().to_string();
+        let good = venue.signature("GET", "/api/v1/positions", "", &now);
+        let stale = (chrono::Utc::now().timestamp() - 120).to_string();
+        let cases = [
+            ("wrong key", "other", now.as_str(), good.clone()),
+            (
+                "stale",
+                API_KEY,
+                stale.as_str(),
+                venue.signature("GET", "/api/v1/positions", "", &stale),
+            ),
+            (
+                "signed another path",
+                API_KEY,
+                now.as_str(),
+                venue.signature("GET", "/api/v1/orders", "", &now),
+            ),
+            ("upper-case hex", API_KEY, now.as_str(), good.to_uppercase()),
+        ];
+        for (name, key, ts, sig) in &cases {
+            let (status, body) = venue
+                .send_raw(
+                    "GET",
+                    "/api/v1/positions",
+                    "",
+                    Some(key),
+                    Some(ts),
+                    Some(sig),
+                )
+                .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{name}");
+        }
+        let (status, _) = venue
+            .send_raw(
+                "GET",
+                "/api/v1/positions",
+                "",
+                Some(API_KEY),
+                Some(&now),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(venue.sim.stats().auth_failures, 5);
+        let (status, _) = venue
+            .send_raw(
+                "GET",
+                "/api/v1/positions",
+                "",
+                Some(API_KEY),
+                Some(&now),
+                Some(&good),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn invalid_orders_are_refused_with_a_json_error() {
+        let venue = TestVenue::start(|_| {}).await;
+        let cases = [
+            (
+                r#"{"symbol":"DOGE/USD","side":"buy","type":"market","quantity":1}"#,
+                "unknown_symbol",
+            ),
+            (
+                r#"{"symbol":"BTC/USD","side":"buy","type":"market","quantity":0}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"symbol":"BTC/USD","side":"buy","type":"market","quantity":"0.1"}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"symbol":"BTC/USD","side":"buy","type":"limit","quantity":0.1}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"symbol":"BTC/USD","side":"hold","type":"market","quantity":0.1}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"symbol":"BTC/USD","side":"buy","type":"market","quantity":0.1,"timeInForce":"DAY"}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"symbol":"BTC/USD","side":"buy","type":"market","quantity":100}"#,
+                "insufficient_balance",
+            ),
+            (r#"{"symbol":"BTC/USD""#, "invalid_json"),
+        ];
+        for (body, code) in cases {
+            let (status, err) = venue.send("POST", "/api/v1/orders", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(err["error"]["code"], code, "{body}");
+        }
+        assert!(venue.sim.orders().is_empty());
+    }
+
+    #[tokio::test]
+    async fn limit_orders_rest_and_can_be_cancelled_once() {
+        let venue = TestVenue::start(|_| {}).await;
+        let body = r#"{"symbol":"SOL/USD","side":"buy","type":"limit","quantity":2,"price":100.5,"clientOrderId":"lim-1"}"#;
+        let (status, order) = venue.send("POST", "/api/v1/orders", body).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(order["price"].to_string(), "100.5");
+        let id = order["orderId"].as_str().expect("orderId").to_string();
+        eventually(|| async {
+            let (_, o) = venue
+                .send("GET", "/api/v1/orders?status=open&symbol=SOL/USD", "")
+                .await;
+            (o.as_array().map_or(0, Vec::len) == 1).then_some(())
+        })
+        .await;
+
+        let path = format!("/api/v1/orders/{id}");
+        let (status, cancelled) = venue.send("DELETE", &path, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cancelled["status"], "cancelled");
+        let (status, err) = venue.send("DELETE", &path, "").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(err["error"]["code"], "not_cancellable");
+        let (status, _) = venue
+            .send(
+                "DELETE",
+                "/api/v1/orders/00000000-0000-4000-8000-000000000000",
+                "",
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (_, found) = venue
+            .send("GET", "/api/v1/orders?clientOrderId=lim-1&limit=5", "")
+            .await;
+        assert_eq!(found[0]["orderId"], id.as_str());
+        let (status, _) = venue.send("GET", "/api/v1/orders?limit=0", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn market_data_is_signed_over_the_encoded_path() {
+        let venue = TestVenue::start(|_| {}).await;
+        let (status, quote) = venue
+            .send("GET", "/api/v1/market/price/BTC%2FUSD", "")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{quote}");
+        assert_eq!(quote["symbol"], "BTC/USD");
+        assert!(dec(&quote["bid"]) < dec(&quote["ask"]));
+        assert!(quote["volume24h"].is_number());
+
+        let (status, _) = venue.send("GET", "/api/v1/market/price/BTC/USD", "").await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "an unencoded slash is another route"
+        );
+
+        let (status, quotes) = venue
+            .send(
+                "GET",
+                "/api/v1/market/prices?symbols=BTC%2FUSD,ETH%2FUSD",
+                "",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{quotes}");
+        let symbols: Vec<&str> = quotes
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|q| q["symbol"].as_str())
+            .collect();
+        assert_eq!(symbols, ["BTC/USD", "ETH/USD"]);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_get_a_json_404() {
+        let venue = TestVenue::start(|_| {}).await;
+        let (status, body) = venue.send("GET", "/api/v1/nothing-here", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+}

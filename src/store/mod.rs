@@ -1,0 +1,744 @@
+//! Persistence: every SQL statement of the bot, and the migrations. No business rules.
+//!
+//! SQLite (WAL, `synchronous = FULL`: a commit is on disk before anyone is told it happened) with
+//! one writer connection, so write transactions queue instead of failing with "database is locked",
+//! and a small reader pool for the admin API. Decimals are stored as exact text. Migrations live in
+//! `migrations/sqlite/`; a PostgreSQL dialect gets its own folder beside it.
+
+use crate::order::{OrderStatus, Progress};
+use crate::portfolio::Position;
+use crate::risk::{OrderPlan, RiskApproved};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt value in column {column}: {value:?}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// RFC 3339 with milliseconds in UTC: sorts as text in time order.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens (creating if missing) and migrates the database at `url` (`sqlite://path`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.writer.begin().await?)
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    // ---- inbox ------------------------------------------------------------------------------
+
+    /// Inserts a batch of raw events in one transaction (group commit). Returns, per event,
+    /// `Some(seq)` when new and `None` when its dedupe key was already stored.
+    pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING seq",
+            )
+            .bind(&e.dedupe_key)
+            .bind(&e.event_type)
+            .bind(ts(e.received_at))
+            .bind(&e.body[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+            out.push(seq);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, dedupe_key, event_type, body, attempts FROM inbox
+             WHERE status = 'pending' ORDER BY seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| InboxEvent {
+                seq: r.get("seq"),
+                dedupe_key: r.get("dedupe_key"),
+                event_type: r.get("event_type"),
+                body: r.get("body"),
+                attempts: r.get("attempts"),
+            })
+            .collect())
+    }
+
+    pub async fn set_event_status(
+        tx: &mut SqliteConnection,
+        seq: i64,
+        status: EventStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE inbox SET status = ?, error = ?, attempts = attempts + 1, processed_at = ?
+             WHERE seq = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(ts(now))
+        .bind(seq)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts deferred events (news about orders not yet known locally) back in the queue.
+    pub async fn requeue_deferred(tx: &mut SqliteConnection) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("UPDATE inbox SET status = 'pending' WHERE status = 'deferred'")
+                .execute(tx)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn event_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM inbox GROUP BY status")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("status"), r.get("n")))
+            .collect())
+    }
+
+    /// `(decision, count)` over all signal decisions.
+    pub async fn decision_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT decision, COUNT(*) AS n FROM signal_decisions GROUP BY decision")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("decision"), r.get("n")))
+            .collect())
+    }
+
+    /// `(status, count)` over all orders.
+    pub async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("status"), r.get("n")))
+            .collect())
+    }
+
+    // ---- signals ------------------------------------------------------------------------------
+
+    pub async fn insert_decision(
+        tx: &mut SqliteConnection,
+        d: &Decision<'_>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signal_decisions (inbox_seq, strategy, received_at, symbol, recommendation,
+                 confidence, decision, reason, client_order_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.inbox_seq)
+        .bind(d.strategy)
+        .bind(ts(d.received_at))
+        .bind(d.symbol)
+        .bind(d.recommendation)
+        .bind(i64::from(d.confidence))
+        .bind(d.decision)
+        .bind(&d.reason)
+        .bind(d.client_order_id)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT inbox_seq, strategy, received_at, symbol, recommendation, confidence, decision,
+                    reason, client_order_id
+             FROM signal_decisions ORDER BY inbox_seq DESC, strategy LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DecisionView {
+                event_seq: r.get("inbox_seq"),
+                strategy: r.get("strategy"),
+                received_at: r.get("received_at"),
+                symbol: r.get("symbol"),
+                recommendation: r.get("recommendation"),
+                confidence: r.get("confidence"),
+                decision: r.get("decision"),
+                reason: r.get("reason"),
+                client_order_id: r.get("client_order_id"),
+            })
+            .collect())
+    }
+
+    // ---- orders -------------------------------------------------------------------------------
+
+    /// Writes an approved order as an intent. Idempotent: the same `clientOrderId` twice is one row.
+    pub async fn insert_intent(
+        tx: &mut SqliteConnection,
+        plan: &RiskApproved<OrderPlan>,
+        client_order_id: &str,
+        signal_seq: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let p = plan.get();
+        sqlx::query(
+            "INSERT INTO orders (client_order_id, strategy, signal_seq, symbol, side, order_type,
+                 quantity, price, time_in_force, status, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'market', ?, NULL, 'GTC', 'intent', ?, ?)
+             ON CONFLICT (client_order_id) DO NOTHING",
+        )
+        .bind(client_order_id)
+        .bind(&p.strategy)
+        .bind(signal_seq)
+        .bind(p.symbol.as_str())
+        .bind(p.side.as_str())
+        .bind(p.quantity.get().to_string())
+        .bind(ts(now))
+        .bind(ts(now))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Orders to send now: new intents, and unknown outcomes whose retry time has come.
+    pub async fn orders_to_submit(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE status = 'intent' OR (status = 'unknown' AND next_attempt_at <= ?)
+             ORDER BY created_at, client_order_id LIMIT ?"
+        ))
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// The earliest time an unknown order is due for another look.
+    pub async fn next_retry_at(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM orders WHERE status = 'unknown'")
+                .fetch_one(&self.writer)
+                .await?,
+        )
+    }
+
+    pub async fn order_by_client_id(
+        tx: &mut SqliteConnection,
+        client_order_id: &str,
+    ) -> Result<Option<OrderRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = ?"
+        ))
+        .bind(client_order_id)
+        .fetch_optional(tx)
+        .await?;
+        row.as_ref().map(OrderRow::from_row).transpose()
+    }
+
+    pub async fn order_by_venue_id(
+        tx: &mut SqliteConnection,
+        venue_order_id: &str,
+    ) -> Result<Option<OrderRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE venue_order_id = ?"
+        ))
+        .bind(venue_order_id)
+        .fetch_optional(tx)
+        .await?;
+        row.as_ref().map(OrderRow::from_row).transpose()
+    }
+
+    pub async fn save_progress(
+        tx: &mut SqliteConnection,
+        client_order_id: &str,
+        venue_order_id: Option<&str>,
+        progress: &Progress,
+        venue_status: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET venue_order_id = COALESCE(venue_order_id, ?), status = ?,
+                 venue_status = COALESCE(?, venue_status), filled_quantity = ?, average_price = ?,
+                 next_attempt_at = NULL, updated_at = ?
+             WHERE client_order_id = ?",
+        )
+        .bind(venue_order_id)
+        .bind(progress.status.as_str())
+        .bind(venue_status)
+        .bind(progress.filled_quantity.to_string())
+        .bind(progress.average_price.map(|p| p.to_string()))
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn mark_rejected(
+        &self,
+        client_order_id: &str,
+        code: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET status = 'rejected', reject_code = ?, reject_message = ?,
+                 submit_attempts = submit_attempts + 1, next_attempt_at = NULL, updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(code)
+        .bind(message)
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn mark_unknown(
+        &self,
+        client_order_id: &str,
+        error: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET status = 'unknown', last_error = ?, next_attempt_at = ?,
+                 submit_attempts = submit_attempts + 1, updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(error)
+        .bind(ts(retry_at))
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Position and the unfilled remainder of working orders on one symbol.
+    pub async fn exposure(
+        tx: &mut SqliteConnection,
+        symbol: &str,
+    ) -> Result<crate::risk::Exposure, StoreError> {
+        let position = Self::position(&mut *tx, symbol).await?.quantity;
+        let rows = sqlx::query(
+            "SELECT side, quantity, filled_quantity FROM orders
+             WHERE symbol = ? AND status NOT IN ('filled', 'cancelled', 'rejected', 'expired')",
+        )
+        .bind(symbol)
+        .fetch_all(tx)
+        .await?;
+        let mut exposure = crate::risk::Exposure {
+            position,
+            ..Default::default()
+        };
+        for r in rows {
+            let remaining = dec(&r, "quantity")? - dec(&r, "filled_quantity")?;
+            match r.get::<String, _>("side").as_str() {
+                "buy" => exposure.working_buy += remaining,
+                _ => exposure.working_sell += remaining,
+            }
+        }
+        Ok(exposure)
+    }
+
+    pub async fn list_orders(&self, limit: i64) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders ORDER BY created_at DESC, client_order_id LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    // ---- positions and balances --------------------------------------------------------------
+
+    pub async fn position(tx: &mut SqliteConnection, symbol: &str) -> Result<Position, StoreError> {
+        let row = sqlx::query(
+            "SELECT quantity, average_price, realized_pnl FROM positions WHERE symbol = ?",
+        )
+        .bind(symbol)
+        .fetch_optional(tx)
+        .await?;
+        match row {
+            None => Ok(Position::default()),
+            Some(r) => Ok(Position {
+                quantity: dec(&r, "quantity")?,
+                average_price: dec(&r, "average_price")?,
+                realized_pnl: dec(&r, "realized_pnl")?,
+            }),
+        }
+    }
+
+    pub async fn save_position(
+        tx: &mut SqliteConnection,
+        symbol: &str,
+        p: &Position,
+        last_price: Decimal,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO positions (symbol, quantity, average_price, realized_pnl, last_price, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity,
+                 average_price = excluded.average_price, realized_pnl = excluded.realized_pnl,
+                 last_price = excluded.last_price, updated_at = excluded.updated_at",
+        )
+        .bind(symbol)
+        .bind(p.quantity.normalize().to_string())
+        .bind(p.average_price.normalize().to_string())
+        .bind(p.realized_pnl.normalize().to_string())
+        .bind(last_price.normalize().to_string())
+        .bind(ts(now))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_positions(&self) -> Result<Vec<PositionView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.symbol, p.quantity, p.average_price, p.realized_pnl, p.last_price, p.updated_at,
+                    v.quantity AS venue_quantity, v.mark_price, v.unrealized_pnl
+             FROM positions p LEFT JOIN venue_positions v ON v.symbol = p.symbol
+             ORDER BY p.symbol",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PositionView {
+                    symbol: r.get("symbol"),
+                    quantity: dec(r, "quantity")?,
+                    average_price: dec(r, "average_price")?,
+                    realized_pnl: dec(r, "realized_pnl")?,
+                    last_price: opt_dec(r, "last_price")?,
+                    venue_quantity: opt_dec(r, "venue_quantity")?,
+                    venue_mark_price: opt_dec(r, "mark_price")?,
+                    venue_unrealized_pnl: opt_dec(r, "unrealized_pnl")?,
+                    updated_at: r.get("updated_at"),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn save_venue_position(
+        tx: &mut SqliteConnection,
+        v: &VenuePosition,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO venue_positions (symbol, side, quantity, average_price, unrealized_pnl,
+                 mark_price, realized_pnl, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (symbol) DO UPDATE SET side = COALESCE(excluded.side, side),
+                 quantity = excluded.quantity,
+                 average_price = COALESCE(excluded.average_price, average_price),
+                 unrealized_pnl = COALESCE(excluded.unrealized_pnl, unrealized_pnl),
+                 mark_price = COALESCE(excluded.mark_price, mark_price),
+                 realized_pnl = COALESCE(excluded.realized_pnl, realized_pnl),
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&v.symbol)
+        .bind(&v.side)
+        .bind(v.quantity.to_string())
+        .bind(v.average_price.map(|d| d.to_string()))
+        .bind(v.unrealized_pnl.map(|d| d.to_string()))
+        .bind(v.mark_price.map(|d| d.to_string()))
+        .bind(v.realized_pnl.map(|d| d.to_string()))
+        .bind(ts(now))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn save_balance(
+        tx: &mut SqliteConnection,
+        asset: &str,
+        available: Decimal,
+        locked: Decimal,
+        total: Decimal,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO balances (asset, available, locked, total, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (asset) DO UPDATE SET available = excluded.available,
+                 locked = excluded.locked, total = excluded.total, updated_at = excluded.updated_at",
+        )
+        .bind(asset)
+        .bind(available.to_string())
+        .bind(locked.to_string())
+        .bind(total.to_string())
+        .bind(ts(now))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_balances(&self) -> Result<Vec<BalanceView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT asset, available, locked, total, updated_at FROM balances ORDER BY asset",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BalanceView {
+                    asset: r.get("asset"),
+                    available: dec(r, "available")?,
+                    locked: dec(r, "locked")?,
+                    total: dec(r, "total")?,
+                    updated_at: r.get("updated_at"),
+                })
+            })
+            .collect()
+    }
+}
+
+const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, side, order_type,
+    quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
+    reject_code, reject_message, submit_attempts, last_error, created_at, updated_at";
+
+fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
+    let s: String = row.get(column);
+    Decimal::from_str(&s).map_err(|_| StoreError::Corrupt { column, value: s })
+}
+
+fn opt_dec(
+    row: &sqlx::sqlite::SqliteRow,
+    column: &'static str,
+) -> Result<Option<Decimal>, StoreError> {
+    let s: Option<String> = row.get(column);
+    s.map(|s| Decimal::from_str(&s).map_err(|_| StoreError::Corrupt { column, value: s }))
+        .transpose()
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub dedupe_key: String,
+    pub event_type: String,
+    pub received_at: DateTime<Utc>,
+    pub body: axum::body::Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxEvent {
+    pub seq: i64,
+    pub dedupe_key: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Processed,
+    /// Waiting for something else first (e.g. news about an order whose POST has not returned).
+    Deferred,
+    /// Signed but unusable, or failed too often: kept for the operator.
+    Dead,
+    /// Failed; will be tried again.
+    Pending,
+}
+
+impl EventStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Deferred => "deferred",
+            Self::Dead => "dead",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+pub struct Decision<'a> {
+    pub inbox_seq: i64,
+    pub strategy: &'a str,
+    pub received_at: DateTime<Utc>,
+    pub symbol: &'a str,
+    pub recommendation: &'a str,
+    pub confidence: u8,
+    /// `ordered`, `refused` or `ignored`.
+    pub decision: &'a str,
+    pub reason: String,
+    pub client_order_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionView {
+    pub event_seq: i64,
+    pub strategy: String,
+    pub received_at: String,
+    pub symbol: String,
+    pub recommendation: String,
+    pub confidence: i64,
+    pub decision: String,
+    pub reason: String,
+    pub client_order_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRow {
+    pub client_order_id: String,
+    pub order_id: Option<String>,
+    pub strategy: String,
+    pub symbol: String,
+    pub side: String,
+    #[serde(rename = "type")]
+    pub order_type: String,
+    pub quantity: Decimal,
+    pub price: Option<Decimal>,
+    pub time_in_force: String,
+    pub status: String,
+    pub venue_status: Option<String>,
+    pub filled_quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub reject_code: Option<String>,
+    pub reject_message: Option<String>,
+    pub submit_attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl OrderRow {
+    fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            client_order_id: r.get("client_order_id"),
+            order_id: r.get("venue_order_id"),
+            strategy: r.get("strategy"),
+            symbol: r.get("symbol"),
+            side: r.get("side"),
+            order_type: r.get("order_type"),
+            quantity: dec(r, "quantity")?,
+            price: opt_dec(r, "price")?,
+            time_in_force: r.get("time_in_force"),
+            status: r.get("status"),
+            venue_status: r.get("venue_status"),
+            filled_quantity: dec(r, "filled_quantity")?,
+            average_price: opt_dec(r, "average_price")?,
+            reject_code: r.get("reject_code"),
+            reject_message: r.get("reject_message"),
+            submit_attempts: r.get("submit_attempts"),
+            last_error: r.get("last_error"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        })
+    }
+
+    pub fn status(&self) -> Result<OrderStatus, StoreError> {
+        OrderStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt {
+            column: "status",
+            value: self.status.clone(),
+        })
+    }
+
+    pub fn progress(&self) -> Result<Progress, StoreError> {
+        Ok(Progress {
+            status: self.status()?,
+            filled_quantity: self.filled_quantity,
+            average_price: self.average_price,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionView {
+    pub symbol: String,
+    pub quantity: Decimal,
+    pub average_price: Decimal,
+    pub realized_pnl: Decimal,
+    pub last_price: Option<Decimal>,
+    /// What the venue last reported (`position.*` events), for comparison.
+    pub venue_quantity: Option<Decimal>,
+    pub venue_mark_price: Option<Decimal>,
+    pub venue_unrealized_pnl: Option<Decimal>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct VenuePosition {
+    pub symbol: String,
+    pub side: Option<String>,
+    pub quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub unrealized_pnl: Option<Decimal>,
+    pub mark_price: Option<Decimal>,
+    pub realized_pnl: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceView {
+    pub asset: String,
+    pub available: Decimal,
+    pub locked: Decimal,
+    pub total: Decimal,
+    pub updated_at: String,
+}

@@ -1,0 +1,221 @@
+//! The Vibe Trading REST client: signing, timeouts, and classifying every answer.
+//!
+//! It owns no business logic. What it guarantees: every request is signed per `wire`, has a timeout,
+//! and every order submission ends in exactly one `SubmitOutcome`; an ambiguous failure is
+//! `Unknown`, never `Rejected`, so the caller resolves it by asking rather than assuming.
+
+pub mod sign;
+pub mod wire;
+
+use crate::clock::SharedClock;
+use crate::config::Credentials;
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+use wire::{ErrorResponse, OrderResponse, PlaceOrderRequest, PriceResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VenueError {
+    /// The venue answered with a definite error status.
+    #[error("venue answered {status}: {code}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No usable answer: timeout, connection failure, unreadable body.
+    #[error("no usable answer from the venue: {0}")]
+    Transport(String),
+}
+
+impl VenueError {
+    /// Whether trying again may succeed (the request may or may not have taken effect).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            VenueError::Transport(_) => true,
+            VenueError::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
+        }
+    }
+}
+
+/// The outcome of one `POST /orders`.
+#[derive(Debug)]
+pub enum SubmitOutcome {
+    /// 2xx, or **[decided]** 409 for a `clientOrderId` the venue already has (the first attempt
+    /// succeeded; this is not a new order).
+    Accepted(OrderResponse),
+    /// A definite refusal: the order does not exist at the venue.
+    Rejected { code: String, message: String },
+    /// Timeout, reset, 5xx, 429 or an unreadable answer: the order may or may not exist.
+    Unknown { reason: String },
+}
+
+#[derive(Clone)]
+pub struct VenueClient {
+    http: reqwest::Client,
+    base_url: String,
+    /// The path part of `base_url` (e.g. `/api/v1`): it is part of what gets signed.
+    base_path: String,
+    credentials: Credentials,
+    clock: SharedClock,
+}
+
+impl VenueClient {
+    pub fn new(
+        base_url: &str,
+        credentials: Credentials,
+        timeout: Duration,
+        clock: SharedClock,
+    ) -> Result<Self, String> {
+        let url = reqwest::Url::parse(base_url).map_err(|e| format!("venue base_url: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            credentials,
+            clock,
+        })
+    }
+
+    pub async fn place_order(&self, order: &PlaceOrderRequest) -> SubmitOutcome {
+        let body = match serde_json::to_vec(order) {
+            Ok(b) => b,
+            Err(e) => {
+                return SubmitOutcome::Rejected {
+                    code: "unserializable".into(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        match self.send(Method::POST, wire::paths::ORDERS, body).await {
+            Ok((status, bytes)) if status.is_success() || status == StatusCode::CONFLICT => {
+                match serde_json::from_slice::<OrderResponse>(&bytes) {
+                    Ok(o) => SubmitOutcome::Accepted(o),
+                    Err(e) => SubmitOutcome::Unknown {
+                        reason: format!("{status} with an unreadable order: {e}"),
+                    },
+                }
+            }
+            Ok((status, bytes)) => {
+                let (code, message) = error_fields(&bytes);
+                if is_definite_refusal(status) {
+                    SubmitOutcome::Rejected { code, message }
+                } else {
+                    SubmitOutcome::Unknown {
+                        reason: format!("{status}: {code}: {message}"),
+                    }
+                }
+            }
+            Err(reason) => SubmitOutcome::Unknown { reason },
+        }
+    }
+
+    /// Finds an order by our `clientOrderId`; `Ok(None)` means the venue says it has none.
+    pub async fn find_by_client_order_id(
+        &self,
+        client_order_id: &str,
+    ) -> Result<Option<OrderResponse>, VenueError> {
+        let orders: Vec<OrderResponse> = self
+            .get_json(&wire::paths::orders_by_client_id(client_order_id))
+            .await?;
+        Ok(orders
+            .into_iter()
+            .find(|o| o.client_order_id.as_deref() == Some(client_order_id)))
+    }
+
+    pub async fn get_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {
+        self.get_json(&wire::paths::order(order_id)).await
+    }
+
+    pub async fn price(&self, symbol: &str) -> Result<PriceResponse, VenueError> {
+        self.get_json(&wire::paths::market_price(symbol)).await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, VenueError> {
+        let (status, bytes) = self
+            .send(Method::GET, path, Vec::new())
+            .await
+            .map_err(VenueError::Transport)?;
+        if !status.is_success() {
+            let (code, message) = error_fields(&bytes);
+            return Err(VenueError::Status {
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| VenueError::Transport(format!("unreadable answer to GET {path}: {e}")))
+    }
+
+    /// Signs and sends one request; `Err` only when no complete answer arrived.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, axum::body::Bytes), String> {
+        let timestamp = self.clock.now().timestamp();
+        let signed_path = format!("{}{}", self.base_path, path);
+        let signature = sign::sign_request(
+            self.credentials.api_secret.expose().as_bytes(),
+            method.as_str(),
+            &signed_path,
+            &body,
+            timestamp,
+        );
+        let response = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base_url, path))
+            .header(wire::HEADER_API_KEY, self.credentials.api_key.expose())
+            .header(wire::HEADER_TIMESTAMP, timestamp.to_string())
+            .header(wire::HEADER_SIGNATURE, signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe_transport_error(&e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| describe_transport_error(&e))?;
+        Ok((status, bytes))
+    }
+}
+
+/// 4xx other than 408 and 429 means the venue looked at the order and said no.
+fn is_definite_refusal(status: StatusCode) -> bool {
+    status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+}
+
+fn error_fields(bytes: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<ErrorResponse>(bytes) {
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (
+            "unknown".into(),
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+        ),
+    }
+}
+
+/// Credentials travel in headers only, so the URL in reqwest's message is safe to show.
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body interrupted"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {e}")
+}

@@ -1,0 +1,279 @@
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use sigex::app::{self, RunningBot, ShutdownTrigger};
+use sigex::clock::{SharedClock, SystemClock};
+use sigex::config::{
+    AdminConfig, Config, Credentials, Mode, Secret, StorageConfig, VenueConfig, WebhookConfig,
+};
+use sigex::sim::{SimConfig, Simulator};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
+pub const WEBHOOK_PATH: &str = "/webhooks/vibe";
+/// How long a test waits for the pipeline before failing; generous for a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+pub const TEST_STRATEGY: &str = r#"
+name = "test"
+symbols = ["BTC/USD", "ETH/USD"]
+recommendations = ["buy", "sell"]
+min_confidence = 70
+
+[sizing]
+order_notional = 1000
+quantity_decimals = 5
+
+[limits]
+max_position_notional = 2500
+"#;
+
+pub struct TestApp {
+    pub bot: Option<RunningBot>,
+    pub sim: Simulator,
+    sim_stop: ShutdownTrigger,
+    pub webhook_url: String,
+    pub admin_url: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the simulator and a live-mode bot pointed at it.
+pub async fn spawn_app() -> TestApp {
+    let api_key = "test-key".to_owned();
+    let api_secret = "test-api-secret".to_owned();
+    let sim = Simulator::new(SimConfig::new(
+        api_key.clone(),
+        api_secret.clone(),
+        WEBHOOK_SECRET.to_owned(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_addr = listener.local_addr().unwrap();
+    let (sim_stop, mut sim_shutdown) = app::shutdown_pair();
+    tokio::spawn(
+        sim.clone()
+            .serve(listener, async move { sim_shutdown.wait().await }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(
+        &dir,
+        Mode::Live,
+        Some(Credentials {
+            api_key: Secret::new(api_key),
+            api_secret: Secret::new(api_secret),
+        }),
+        format!("http://{sim_addr}/api/v1"),
+    );
+    let app = start_bot(config, dir, sim, sim_stop).await;
+    app.sim.set_webhook_url(Some(app.webhook_url.clone()));
+    app
+}
+
+/// Starts a paper-mode bot: no venue credentials, its own in-process paper venue.
+pub async fn spawn_paper_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    // The live URL is deliberately unroutable: paper mode must never use it.
+    let config = test_config(&dir, Mode::Paper, None, "http://127.0.0.1:9/api/v1".into());
+    let (sim_stop, _) = app::shutdown_pair();
+    let bot = sigex::app::start(config, strategies(), clock())
+        .await
+        .unwrap();
+    let sim = bot
+        .paper_venue
+        .clone()
+        .expect("paper mode runs a paper venue");
+    TestApp {
+        webhook_url: format!("http://{}{WEBHOOK_PATH}", bot.webhook_addr),
+        admin_url: format!("http://{}", bot.admin_addr),
+        bot: Some(bot),
+        sim,
+        sim_stop,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+fn test_config(
+    dir: &tempfile::TempDir,
+    mode: Mode,
+    credentials: Option<Credentials>,
+    base_url: String,
+) -> Config {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    Config {
+        mode,
+        venue: VenueConfig {
+            base_url,
+            credentials,
+            request_timeout: Duration::from_secs(5),
+        },
+        webhook: WebhookConfig {
+            listen: loopback,
+            path: WEBHOOK_PATH.to_owned(),
+            secret: Secret::new(WEBHOOK_SECRET),
+            max_body_bytes: 64 * 1024,
+        },
+        admin: AdminConfig { listen: loopback },
+        storage: StorageConfig {
+            database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
+        },
+        strategies_dir: PathBuf::from("unused"),
+    }
+}
+
+fn strategies() -> Vec<sigex::strategy::Strategy> {
+    sigex::strategy::load_sources(&[("test.toml".into(), "test".into(), TEST_STRATEGY.into())])
+        .unwrap()
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+async fn start_bot(
+    config: Config,
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    sim_stop: ShutdownTrigger,
+) -> TestApp {
+    let bot = sigex::app::start(config, strategies(), clock())
+        .await
+        .unwrap();
+    TestApp {
+        webhook_url: format!("http://{}{WEBHOOK_PATH}", bot.webhook_addr),
+        admin_url: format!("http://{}", bot.admin_addr),
+        bot: Some(bot),
+        sim,
+        sim_stop,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+pub fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct.
+pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u32) -> String {
+    serde_json::json!({
+        "event": "signal.generated",
+        "timestamp": format!("2026-11-27T12:00:{:02}.{:03}Z", nonce % 60, nonce % 1000),
+        "data": {
+            "symbol": symbol,
+            "recommendation": recommendation,
+            "confidence": confidence,
+            "timeHorizon": "short_term",
+            "riskLevel": "medium",
+            "reasoning": ["test"],
+            "technicalAnalysis": {"rsi": 35.2, "macd": "bullish", "support": 48500.0, "resistance": 50200.0}
+        }
+    })
+    .to_string()
+}
+
+impl TestApp {
+    /// POSTs `body` signed with the webhook secret.
+    pub async fn post_signed(&self, body: &str) -> reqwest::Response {
+        self.post_with_signature(body, Some(&sign(body.as_bytes())))
+            .await
+    }
+
+    pub async fn post_with_signature(
+        &self,
+        body: &str,
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(&self.webhook_url)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned());
+        if let Some(sig) = signature {
+            req = req.header("X-Webhook-Signature", sig);
+        }
+        req.send().await.expect("webhook endpoint reachable")
+    }
+
+    pub async fn send_signal(&self, symbol: &str, rec: &str, confidence: u32, nonce: u32) {
+        let r = self
+            .post_signed(&signal_body(symbol, rec, confidence, nonce))
+            .await;
+        assert_eq!(
+            r.status(),
+            200,
+            "signal refused: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.admin_url))
+            .send()
+            .await
+            .expect("admin API reachable");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn orders(&self) -> Vec<Value> {
+        self.get("/api/orders").await.as_array().unwrap().clone()
+    }
+
+    pub async fn signals(&self) -> Vec<Value> {
+        self.get("/api/signals").await.as_array().unwrap().clone()
+    }
+
+    pub async fn positions(&self) -> Vec<Value> {
+        self.get("/api/positions").await.as_array().unwrap().clone()
+    }
+
+    /// Polls the admin API until `check` returns `Some`, or fails the test after `PATIENCE`.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every order is in a terminal state and returns them.
+    pub async fn settled_orders(&self, expected: usize) -> Vec<Value> {
+        self.wait_for("orders to settle", || async {
+            let orders = self.orders().await;
+            let settled = orders.len() == expected
+                && orders.iter().all(|o| {
+                    matches!(
+                        o["status"].as_str(),
+                        Some("filled" | "cancelled" | "rejected" | "expired")
+                    )
+                });
+            settled.then_some(orders)
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(bot) = self.bot.take() {
+            bot.stop().await;
+        }
+        self.sim_stop.trigger();
+    }
+}
