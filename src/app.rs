@@ -69,6 +69,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Venue(String),
+    #[error("webhook TLS: {0}")]
+    Tls(String),
 }
 
 /// A started bot: its addresses, and the handles to stop it.
@@ -102,6 +104,12 @@ pub async fn start(
     strategies: Vec<Strategy>,
     clock: SharedClock,
 ) -> Result<RunningBot, StartError> {
+    let tls = match &config.webhook.tls {
+        Some((cert, key)) => {
+            Some(crate::ingress::server::load_tls(cert, key).map_err(StartError::Tls)?)
+        }
+        None => None,
+    };
     let store = Store::open(&config.storage.database_url).await?;
     let (trigger, shutdown) = shutdown_pair();
     let mut tasks = Vec::new();
@@ -137,15 +145,21 @@ pub async fn start(
     let stored = Arc::new(Notify::new());
     let orders_ready = Arc::new(Notify::new());
     let inbox = Inbox::spawn(store.clone(), stored.clone());
-
-    let ingress = crate::ingress::router(
-        &config.webhook.path,
-        config.webhook.secret.clone(),
-        inbox,
+    tasks.push(tokio::spawn(crate::inbox::prune_task(
+        store.clone(),
+        config.inbox.retention,
         clock.clone(),
-        config.webhook.max_body_bytes,
-    );
-    tasks.push(serve(webhook_listener, ingress, shutdown.clone()));
+        shutdown.clone(),
+    )));
+
+    let ingress = crate::ingress::router(&config.webhook, inbox, clock.clone());
+    tasks.push(tokio::spawn(crate::ingress::server::serve(
+        webhook_listener,
+        ingress,
+        tls,
+        config.webhook.header_timeout,
+        shutdown.clone(),
+    )));
     tasks.push(serve(
         admin_listener,
         crate::admin::router(store.clone()),

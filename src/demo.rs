@@ -5,8 +5,8 @@
 use crate::app;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
-    AdminConfig, Config, Credentials, Mode, Secret, StorageConfig, VenueConfig, WebhookConfig,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_WEBHOOK_PATH,
+    AdminConfig, Config, Credentials, InboxConfig, Mode, Secret, StorageConfig, VenueConfig,
+    WebhookConfig, DEFAULT_WEBHOOK_PATH,
 };
 use crate::sim::{SimConfig, Simulator};
 use crate::store::Store;
@@ -72,12 +72,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             }),
             request_timeout: Duration::from_secs(5),
         },
-        webhook: WebhookConfig {
-            listen: loopback,
-            path: DEFAULT_WEBHOOK_PATH.to_owned(),
-            secret: Secret::new(webhook_secret),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        },
+        webhook: WebhookConfig::new(loopback, Secret::new(webhook_secret)),
+        inbox: InboxConfig::default(),
         admin: AdminConfig { listen: loopback },
         storage: StorageConfig {
             database_url: format!("sqlite://{}", db_path.display()),

@@ -41,6 +41,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Inspect the inbox: list events and dead letters, show one, replay one.
+    Events {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Manage the webhooks registered with the venue (signed REST calls).
+    Webhooks {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Run the Vibe API simulator. Credentials come from SIGEX_SIM_API_KEY, SIGEX_SIM_API_SECRET
     /// and SIGEX_SIM_WEBHOOK_SECRET.
     Sim {
@@ -71,6 +85,59 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Newest first.
+    List {
+        /// Only dead letters (signed but unusable, or failed too often).
+        #[arg(long)]
+        dead: bool,
+        /// Only events with this status: pending, processed, deferred, dead.
+        #[arg(long, conflicts_with = "dead")]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One event with its raw body.
+    Show { seq: i64 },
+    /// Process a dead (or processed) event again; its effects are idempotent.
+    Replay { seq: i64 },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Register this bot's webhook URL; the secret sent is the configured webhook secret.
+    Register {
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event names, e.g. signal.generated,order.updated
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// Register it inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    List,
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        #[arg(long)]
+        active: Option<bool>,
+    },
+    Delete {
+        id: String,
+    },
+    /// Ask the venue to send a test event to the webhook.
+    Test {
+        id: String,
+        #[arg(long, default_value = "test")]
+        event: String,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -87,6 +154,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).map(|_| ()),
+            Command::Events { config, command } => events(config, command).await,
+            Command::Webhooks { config, command } => webhooks(config, command).await,
             Command::Sim {
                 listen,
                 webhook_url,
@@ -147,6 +216,139 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     bot.stop().await;
     Ok(())
+}
+
+async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
+    let config = Config::load(&path, std::env::vars())?;
+    let store = sigex::store::Store::open(&config.storage.database_url).await?;
+    match command {
+        EventsCommand::List {
+            dead,
+            status,
+            limit,
+        } => {
+            let status = if dead {
+                Some("dead".to_owned())
+            } else {
+                status
+            };
+            let events = store.list_events(status.as_deref(), limit).await?;
+            if events.is_empty() {
+                println!("no events");
+            }
+            for e in events {
+                println!(
+                    "{:>8}  {:<10} {:<28} {}  attempts {}{}",
+                    e.seq,
+                    e.status,
+                    e.event_type,
+                    e.received_at,
+                    e.attempts,
+                    e.error.map(|m| format!("  error: {m}")).unwrap_or_default()
+                );
+            }
+        }
+        EventsCommand::Show { seq } => {
+            let (e, body) = store
+                .event(seq)
+                .await?
+                .with_context(|| format!("no event {seq}"))?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+            println!("body:\n{}", String::from_utf8_lossy(&body));
+        }
+        EventsCommand::Replay { seq } => {
+            if store.replay_event(seq).await? {
+                println!("event {seq} queued again; a running bot processes it within a second");
+            } else {
+                anyhow::bail!("event {seq} does not exist or is already waiting to be processed");
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn webhooks(path: PathBuf, command: WebhooksCommand) -> anyhow::Result<()> {
+    use sigex::venue::wire::{WebhookRegistration, WebhookTestRequest};
+    let config = Config::load(&path, std::env::vars())?;
+    let credentials = config.venue.credentials.clone().context(
+        "webhook management signs requests with the venue API key: set SIGEX_VENUE__API_KEY and \
+         SIGEX_VENUE__API_SECRET",
+    )?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let venue = sigex::venue::VenueClient::new(
+        &config.venue.base_url,
+        credentials,
+        config.venue.request_timeout,
+        clock,
+    )
+    .map_err(anyhow::Error::msg)?;
+    match command {
+        WebhooksCommand::Register {
+            url,
+            events,
+            inactive,
+        } => {
+            let created = venue
+                .create_webhook(&WebhookRegistration {
+                    url: Some(url),
+                    events: Some(events),
+                    secret: Some(config.webhook.secret.expose().to_owned()),
+                    active: Some(!inactive),
+                })
+                .await?;
+            println!("{}", show_webhook(&created));
+        }
+        WebhooksCommand::List => {
+            for w in venue.list_webhooks().await? {
+                println!("{}", show_webhook(&w));
+            }
+        }
+        WebhooksCommand::Update {
+            id,
+            url,
+            events,
+            active,
+        } => {
+            let updated = venue
+                .update_webhook(
+                    &id,
+                    &WebhookRegistration {
+                        url,
+                        events,
+                        secret: None,
+                        active,
+                    },
+                )
+                .await?;
+            println!("{}", show_webhook(&updated));
+        }
+        WebhooksCommand::Delete { id } => {
+            venue.delete_webhook(&id).await?;
+            println!("deleted {id}");
+        }
+        WebhooksCommand::Test { id, event } => {
+            let webhook_id = serde_json::from_str(&id).unwrap_or(serde_json::Value::String(id));
+            let answer = venue
+                .test_webhook(&WebhookTestRequest {
+                    webhook_id,
+                    test_event: event,
+                })
+                .await?;
+            println!("{answer}");
+        }
+    }
+    Ok(())
+}
+
+fn show_webhook(w: &sigex::venue::wire::WebhookInfo) -> String {
+    format!(
+        "{}  {}  active={}  events={}",
+        w.id,
+        w.url,
+        w.active.map_or("?".to_owned(), |a| a.to_string()),
+        w.events.join(",")
+    )
 }
 
 async fn sim(

@@ -17,6 +17,9 @@ pub fn router(store: Store) -> Router {
         .route("/api/balances", get(balances))
         .route("/api/signals", get(signals))
         .route("/api/events", get(events))
+        .route("/api/events/recent", get(recent_events))
+        .route("/api/event-types", get(event_types))
+        .route("/api/transactions", get(transactions))
         .with_state(store)
 }
 
@@ -57,6 +60,30 @@ async fn events(State(store): State<Store>) -> Response {
             .into_iter()
             .collect::<std::collections::BTreeMap<String, i64>>()
     }))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventFilter {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Recent events, newest first; `?status=dead` lists the dead letters.
+async fn recent_events(State(store): State<Store>, Query(f): Query<EventFilter>) -> Response {
+    let limit = f.limit.unwrap_or(100).clamp(1, 10_000);
+    json(store.list_events(f.status.as_deref(), limit).await)
+}
+
+async fn event_types(State(store): State<Store>) -> Response {
+    json(store.event_type_counts().await.map(|counts| {
+        counts
+            .into_iter()
+            .collect::<std::collections::BTreeMap<String, i64>>()
+    }))
+}
+
+async fn transactions(State(store): State<Store>) -> Response {
+    json(store.list_transactions().await)
 }
 
 fn json<T: serde::Serialize>(result: Result<T, crate::store::StoreError>) -> Response {

@@ -39,6 +39,7 @@ pub struct Config {
     pub mode: Mode,
     pub venue: VenueConfig,
     pub webhook: WebhookConfig,
+    pub inbox: InboxConfig,
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub strategies_dir: PathBuf,
@@ -64,6 +65,50 @@ pub struct WebhookConfig {
     pub path: String,
     pub secret: Secret,
     pub max_body_bytes: usize,
+    /// Source ranges allowed to call; empty admits every source.
+    pub allow_sources: Vec<ipnet::IpNet>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `(certificate chain, private key)` PEM files: serve TLS directly.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Requests per second per source; 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub header_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// Defaults for everything but where to listen and the secret (used by the demo and tests).
+    pub fn new(listen: SocketAddr, secret: Secret) -> Self {
+        Self {
+            listen,
+            path: DEFAULT_WEBHOOK_PATH.to_owned(),
+            secret,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            allow_sources: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
+            rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            read_timeout: Duration::from_millis(DEFAULT_READ_TIMEOUT_MS),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// Processed events older than this are pruned (the dedupe horizon is the same).
+    pub retention: chrono::Duration,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            retention: chrono::Duration::days(DEFAULT_RETENTION_DAYS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +131,8 @@ struct RawConfig {
     venue: RawVenue,
     #[serde(default)]
     webhook: RawWebhook,
+    #[serde(default)]
+    inbox: RawInbox,
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
@@ -113,6 +160,22 @@ struct RawWebhook {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    allow_sources: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    header_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbox {
+    retention_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +207,24 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/vibe";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sigex.db";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 1000;
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 2000;
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_RETENTION_DAYS: i64 = 30;
+
+/// Keys whose environment value is a whole number or a comma-separated list; everything else is
+/// taken as a string.
+const NUMERIC_KEYS: &[&str] = &[
+    "request_timeout_ms",
+    "max_body_bytes",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "header_timeout_ms",
+    "read_timeout_ms",
+    "retention_days",
+];
+const LIST_KEYS: &[&str] = &["allow_sources", "trusted_proxies"];
 
 impl Config {
     /// Reads `path`, applies `SIGEX_*` overrides from `env`, resolves secrets and validates.
@@ -203,11 +284,20 @@ fn apply_env_overrides(
             Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
             None => (None, rest),
         };
-        let value = if key.ends_with("_ms") || key.ends_with("_bytes") {
+        let value = if NUMERIC_KEYS.contains(&key.as_str()) {
             toml::Value::Integer(
                 value
                     .parse()
                     .map_err(|_| format!("environment variable {name} must be a whole number"))?,
+            )
+        } else if LIST_KEYS.contains(&key.as_str()) {
+            toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_owned()))
+                    .collect(),
             )
         } else {
             toml::Value::String(value)
@@ -309,6 +399,36 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         return Err(format!("[webhook] path {path:?} must start with '/'"));
     }
 
+    let ranges = |key: &str, values: &[String]| {
+        crate::ingress::guard::parse_ranges(values).map_err(|e| format!("[webhook] {key}: {e}"))
+    };
+    let tls = match (raw.webhook.tls_cert_file, raw.webhook.tls_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let abs = |p: PathBuf| if p.is_relative() { base_dir.join(p) } else { p };
+            Some((abs(cert), abs(key)))
+        }
+        _ => {
+            return Err(
+                "[webhook] tls_cert_file and tls_key_file go together: set both to serve \
+                        TLS, or neither to run behind a TLS-terminating proxy"
+                    .to_owned(),
+            )
+        }
+    };
+    let retention_days = raw.inbox.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if !(1..=3650).contains(&retention_days) {
+        return Err(format!(
+            "[inbox] retention_days = {retention_days} is out of range; use 1 to 3650"
+        ));
+    }
+    let max_body_bytes = raw.webhook.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(format!(
+            "[webhook] max_body_bytes = {max_body_bytes} is out of range; use 1024 to 16777216"
+        ));
+    }
+
     Ok(Config {
         mode,
         venue: VenueConfig {
@@ -320,7 +440,31 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             listen: parse_addr("webhook", "listen", raw.webhook.listen, "0.0.0.0:8080")?,
             path,
             secret: webhook_secret,
-            max_body_bytes: raw.webhook.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_body_bytes,
+            allow_sources: ranges("allow_sources", &raw.webhook.allow_sources)?,
+            trusted_proxies: ranges("trusted_proxies", &raw.webhook.trusted_proxies)?,
+            tls,
+            rate_limit_per_second: raw
+                .webhook
+                .rate_limit_per_second
+                .unwrap_or(DEFAULT_RATE_LIMIT_PER_SECOND),
+            rate_limit_burst: raw
+                .webhook
+                .rate_limit_burst
+                .unwrap_or(DEFAULT_RATE_LIMIT_BURST),
+            header_timeout: Duration::from_millis(
+                raw.webhook
+                    .header_timeout_ms
+                    .unwrap_or(DEFAULT_HEADER_TIMEOUT_MS),
+            ),
+            read_timeout: Duration::from_millis(
+                raw.webhook
+                    .read_timeout_ms
+                    .unwrap_or(DEFAULT_READ_TIMEOUT_MS),
+            ),
+        },
+        inbox: InboxConfig {
+            retention: chrono::Duration::days(retention_days),
         },
         admin: AdminConfig {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
@@ -418,6 +562,37 @@ mod tests {
         assert_eq!(c.venue.base_url, "http://127.0.0.1:9/api/v1");
         assert_eq!(c.venue.request_timeout, Duration::from_millis(250));
         assert_eq!(c.webhook.path, DEFAULT_WEBHOOK_PATH);
+    }
+
+    #[test]
+    fn lists_and_numbers_can_come_from_the_environment() {
+        let mut e = env(SECRET_ENV);
+        e.push((
+            "SIGEX_WEBHOOK__ALLOW_SOURCES".into(),
+            "203.0.113.0/24, 10.1.2.3".into(),
+        ));
+        e.push(("SIGEX_WEBHOOK__RATE_LIMIT_PER_SECOND".into(), "0".into()));
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap();
+        assert_eq!(c.webhook.allow_sources.len(), 2);
+        assert_eq!(c.webhook.rate_limit_per_second, 0);
+        let mut e = env(SECRET_ENV);
+        e.push((
+            "SIGEX_WEBHOOK__TRUSTED_PROXIES".into(),
+            "10.0.0.0/33".into(),
+        ));
+        let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap_err();
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let err = Config::from_toml(
+            "mode = \"paper\"\n[webhook]\ntls_cert_file = \"c.pem\"\n",
+            "c.toml",
+            env(SECRET_ENV),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
     }
 
     #[test]

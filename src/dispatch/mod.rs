@@ -173,6 +173,29 @@ impl Dispatcher {
                 tx.commit().await?;
                 Ok(())
             }
+            Event::Transaction(t) => {
+                tracing::info!(seq = event.seq, kind = t.kind, asset = %t.asset, amount = %t.amount, "account transaction");
+                let mut tx = self.store.begin().await?;
+                Store::save_transaction(&mut tx, &t, event.seq).await?;
+                Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Event::Unknown { event: name } => {
+                tracing::warn!(seq = event.seq, event = %name, "unknown event type: stored and acknowledged, no effect");
+                let mut tx = self.store.begin().await?;
+                Store::set_event_status(
+                    &mut tx,
+                    event.seq,
+                    EventStatus::Processed,
+                    Some("unknown event type"),
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
             Event::Recorded { event: name } => {
                 tracing::info!(seq = event.seq, event = %name, "event recorded");
                 let mut tx = self.store.begin().await?;

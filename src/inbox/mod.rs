@@ -77,6 +77,43 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Request>, stored: Arc<Notif
     }
 }
 
+/// Deletes processed events older than `retention`, in small batches, now and then every hour.
+/// Dead, deferred and pending events are never pruned: they still need someone.
+pub async fn prune_task(
+    store: Store,
+    retention: chrono::Duration,
+    clock: crate::clock::SharedClock,
+    mut shutdown: crate::app::Shutdown,
+) {
+    const BATCH: i64 = 1000;
+    loop {
+        let cutoff = clock.now() - retention;
+        let mut pruned = 0;
+        loop {
+            match store.prune_processed(cutoff, BATCH).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < BATCH as u64 {
+                        break;
+                    }
+                    // Let queued webhook commits in between batches.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "inbox pruning failed; will try again");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, "pruned processed events past retention");
+        }
+        if shutdown.sleep(std::time::Duration::from_secs(3600)).await {
+            return;
+        }
+    }
+}
+
 /// **[decided]** dedupe key: the `X-Webhook-Id` header, else `data.id`, else SHA-256 of the body.
 pub fn dedupe_key(header_id: Option<&str>, data_id: Option<&str>, body: &[u8]) -> String {
     match (header_id, data_id) {

@@ -1,78 +1,118 @@
-//! The HTTP edge for venue webhooks: body limit, signature check over the raw bytes, dedupe key,
-//! durable insert into the inbox, then 200. It decides nothing about trading.
+//! The HTTP edge for venue webhooks. It decides nothing about trading; it makes sure that what
+//! enters the inbox came from the venue, and that nothing the venue was told is stored gets lost.
 //!
-//! Answers: 401 when the signature is missing or wrong (nothing is stored), 413 over the body limit,
-//! 503 when the inbox cannot commit (the venue retries), 200 once the event is committed or was
-//! already stored.
+//! Checks, cheapest first: source allowlist (403), per-source rate limit (429), content type
+//! (415), body size (413) and read time (408), then the HMAC over the raw bytes (401). Only a
+//! signed body is stored; it gets 200 once committed (or when already stored: a duplicate), 503 if
+//! the inbox cannot commit (the venue retries). A signed body that is not a usable event is stored
+//! too and becomes a dead letter the operator can see.
 
 pub mod events;
+pub mod guard;
+pub mod server;
 pub mod signature;
 
 use crate::clock::SharedClock;
-use crate::config::Secret;
+use crate::config::WebhookConfig;
 use crate::inbox::{dedupe_key, Inbox, Inserted};
 use crate::store::NewEvent;
 use crate::venue::wire;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use guard::RateLimiter;
+use ipnet::IpNet;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Longest event name stored as is; longer ones are cut (the raw body keeps the original).
 const MAX_EVENT_NAME: usize = 64;
 
-#[derive(Clone)]
 struct IngressState {
-    secret: Secret,
+    config: WebhookConfig,
+    allowlist: Vec<IpNet>,
+    trusted_proxies: Vec<IpNet>,
+    rate_limiter: Option<RateLimiter>,
     inbox: Inbox,
     clock: SharedClock,
 }
 
-pub fn router(
-    path: &str,
-    secret: Secret,
-    inbox: Inbox,
-    clock: SharedClock,
-    max_body_bytes: usize,
-) -> Router {
+pub fn router(config: &WebhookConfig, inbox: Inbox, clock: SharedClock) -> Router {
+    let state = IngressState {
+        allowlist: config.allow_sources.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        rate_limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+        config: config.clone(),
+        inbox,
+        clock,
+    };
     Router::new()
-        .route(path, post(receive))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(Arc::new(IngressState {
-            secret,
-            inbox,
-            clock,
-        }))
+        .route(&config.path, post(receive))
+        .with_state(Arc::new(state))
 }
 
-async fn receive(
-    State(state): State<Arc<IngressState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let signature = headers
+async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client = guard::client_addr(peer, forwarded, &state.trusted_proxies);
+    if !guard::allowed(client, &state.allowlist) {
+        tracing::warn!(%client, "webhook refused: source not in the allowlist");
+        return reply(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "source address not allowed",
+        );
+    }
+    if let Some(rl) = &state.rate_limiter {
+        if !rl.allow(client, Instant::now()) {
+            return reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this source",
+            );
+        }
+    }
+    if !is_json(&parts.headers) {
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        );
+    }
+    let body = match read_body(body, state.config.max_body_bytes, state.config.read_timeout).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
+    };
+    let signature = parts
+        .headers
         .get(wire::HEADER_WEBHOOK_SIGNATURE)
         .map(|v| v.as_bytes());
-    if let Err(e) = signature::verify(state.secret.expose().as_bytes(), &body, signature) {
-        tracing::warn!(
-            reason = e.label(),
-            bytes = body.len(),
-            "webhook refused: bad signature"
-        );
-        return reply(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+    if let Err(e) = signature::verify(state.config.secret.expose().as_bytes(), &body, signature) {
+        tracing::warn!(%client, reason = e.label(), bytes = body.len(), "webhook refused: bad signature");
+        return reply(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
     }
     let (event_type, data_id) = match serde_json::from_slice::<wire::Envelope>(&body) {
-        Ok(env) => {
-            let name = env.event.chars().take(MAX_EVENT_NAME).collect();
-            (name, wire::data_id(&env.data))
-        }
+        Ok(env) => (
+            env.event.chars().take(MAX_EVENT_NAME).collect(),
+            wire::data_id(&env.data),
+        ),
         // Signed but unreadable: stored anyway, so the operator sees it as a dead letter.
         Err(_) => ("(unreadable)".to_owned(), None),
     };
-    let header_id = headers
+    let header_id = parts
+        .headers
         .get(wire::HEADER_WEBHOOK_ID)
         .and_then(|v| v.to_str().ok());
     let event = NewEvent {
@@ -84,18 +124,55 @@ async fn receive(
     match state.inbox.store(event).await {
         Ok(Inserted::New(seq)) => {
             tracing::debug!(seq, "webhook stored");
-            reply(StatusCode::OK, "accepted", String::new())
+            reply(StatusCode::OK, "accepted", "")
         }
-        Ok(Inserted::Duplicate) => reply(StatusCode::OK, "duplicate", String::new()),
+        Ok(Inserted::Duplicate) => reply(StatusCode::OK, "duplicate", ""),
         Err(e) => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            e.to_string(),
+            &e.to_string(),
         ),
     }
 }
 
-fn reply(status: StatusCode, word: &str, message: String) -> Response {
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads the whole body within `limit` bytes and `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(reply(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "request body not received in time",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Err(reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "request body too large",
+                ))
+            } else {
+                Err(reply(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "request body could not be read",
+                ))
+            }
+        }
+    }
+}
+
+fn reply(status: StatusCode, word: &str, message: &str) -> Response {
     let body = if status.is_success() {
         serde_json::json!({ "status": word })
     } else {

@@ -47,7 +47,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            // Decisions outlive the inbox rows they came from (retention prunes those), so the
+            // one reference between them is documentation, not a constraint.
+            .foreign_keys(false);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -174,6 +176,126 @@ impl Store {
             .into_iter()
             .map(|r| (r.get("status"), r.get("n")))
             .collect())
+    }
+
+    /// Events, newest first, optionally only those with `status`.
+    pub async fn list_events(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key
+             FROM inbox WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(EventSummary::from_row).collect())
+    }
+
+    /// One event with its raw body.
+    pub async fn event(&self, seq: i64) -> Result<Option<(EventSummary, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key,
+                    body
+             FROM inbox WHERE seq = ?",
+        )
+        .bind(seq)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| (EventSummary::from_row(&r), r.get("body"))))
+    }
+
+    /// Puts an event back in the queue to be processed again (its effects are idempotent).
+    /// Returns false when there is no such event or it is already waiting.
+    pub async fn replay_event(&self, seq: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, processed_at = NULL
+             WHERE seq = ? AND status IN ('dead', 'processed')",
+        )
+        .bind(seq)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes up to `batch` processed events received before `before`; returns how many.
+    /// Small batches keep each write short, so ingestion never waits long behind pruning.
+    pub async fn prune_processed(
+        &self,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM inbox WHERE seq IN (
+                 SELECT seq FROM inbox WHERE status = 'processed' AND received_at < ? LIMIT ?)",
+        )
+        .bind(ts(before))
+        .bind(batch)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    /// `(event type, count)` over the inbox: unknown types show up here.
+    pub async fn event_type_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_type, COUNT(*) AS n FROM inbox GROUP BY event_type ORDER BY 1",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("event_type"), r.get("n")))
+            .collect())
+    }
+
+    pub async fn save_transaction(
+        tx: &mut SqliteConnection,
+        t: &crate::ingress::events::AccountTransaction,
+        event_seq: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO account_transactions (transaction_id, kind, asset, amount, method, status,
+                 occurred_at, event_seq)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (transaction_id) DO UPDATE SET status = excluded.status",
+        )
+        .bind(&t.transaction_id)
+        .bind(t.kind)
+        .bind(&t.asset)
+        .bind(t.amount.to_string())
+        .bind(&t.method)
+        .bind(&t.status)
+        .bind(&t.occurred_at)
+        .bind(event_seq)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_transactions(&self) -> Result<Vec<TransactionView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT transaction_id, kind, asset, amount, method, status, occurred_at
+             FROM account_transactions ORDER BY event_seq DESC",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TransactionView {
+                    transaction_id: r.get("transaction_id"),
+                    kind: r.get("kind"),
+                    asset: r.get("asset"),
+                    amount: dec(r, "amount")?,
+                    method: r.get("method"),
+                    status: r.get("status"),
+                    occurred_at: r.get("occurred_at"),
+                })
+            })
+            .collect()
     }
 
     // ---- signals ------------------------------------------------------------------------------
@@ -590,6 +712,46 @@ pub struct InboxEvent {
     pub event_type: String,
     pub body: Vec<u8>,
     pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    pub seq: i64,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i64,
+    pub received_at: String,
+    pub processed_at: Option<String>,
+    pub error: Option<String>,
+    pub dedupe_key: String,
+}
+
+impl EventSummary {
+    fn from_row(r: &sqlx::sqlite::SqliteRow) -> Self {
+        Self {
+            seq: r.get("seq"),
+            event_type: r.get("event_type"),
+            status: r.get("status"),
+            attempts: r.get("attempts"),
+            received_at: r.get("received_at"),
+            processed_at: r.get("processed_at"),
+            error: r.get("error"),
+            dedupe_key: r.get("dedupe_key"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionView {
+    pub transaction_id: String,
+    pub kind: String,
+    pub asset: String,
+    pub amount: Decimal,
+    pub method: Option<String>,
+    pub status: Option<String>,
+    pub occurred_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

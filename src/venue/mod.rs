@@ -136,9 +136,59 @@ impl VenueClient {
         self.get_json(&wire::paths::market_price(symbol)).await
     }
 
+    pub async fn create_webhook(
+        &self,
+        registration: &wire::WebhookRegistration,
+    ) -> Result<wire::WebhookInfo, VenueError> {
+        self.call_json(Method::POST, wire::paths::WEBHOOKS, Some(registration))
+            .await
+    }
+
+    pub async fn list_webhooks(&self) -> Result<Vec<wire::WebhookInfo>, VenueError> {
+        self.get_json(wire::paths::WEBHOOKS).await
+    }
+
+    pub async fn update_webhook(
+        &self,
+        id: &str,
+        changes: &wire::WebhookRegistration,
+    ) -> Result<wire::WebhookInfo, VenueError> {
+        self.call_json(Method::PUT, &wire::paths::webhook(id), Some(changes))
+            .await
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), VenueError> {
+        self.call_json::<serde_json::Value, ()>(Method::DELETE, &wire::paths::webhook(id), None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn test_webhook(
+        &self,
+        request: &wire::WebhookTestRequest,
+    ) -> Result<serde_json::Value, VenueError> {
+        self.call_json(Method::POST, wire::paths::WEBHOOKS_TEST, Some(request))
+            .await
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, VenueError> {
+        self.call_json::<T, ()>(Method::GET, path, None).await
+    }
+
+    /// One signed request with an optional JSON body; an empty success body reads as `null`.
+    async fn call_json<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, VenueError> {
+        let body = match body {
+            Some(b) => serde_json::to_vec(b)
+                .map_err(|e| VenueError::Transport(format!("unserializable request: {e}")))?,
+            None => Vec::new(),
+        };
         let (status, bytes) = self
-            .send(Method::GET, path, Vec::new())
+            .send(method, path, body)
             .await
             .map_err(VenueError::Transport)?;
         if !status.is_success() {
@@ -149,8 +199,13 @@ impl VenueClient {
                 message,
             });
         }
+        let bytes = if bytes.is_empty() {
+            axum::body::Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
         serde_json::from_slice(&bytes)
-            .map_err(|e| VenueError::Transport(format!("unreadable answer to GET {path}: {e}")))
+            .map_err(|e| VenueError::Transport(format!("unreadable answer to {path}: {e}")))
     }
 
     /// Signs and sends one request; `Err` only when no complete answer arrived.

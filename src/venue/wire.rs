@@ -63,6 +63,11 @@ pub mod paths {
     }
     pub const POSITIONS: &str = "/positions";
     pub const BALANCES: &str = "/account/balances";
+    pub const WEBHOOKS: &str = "/webhooks";
+    pub const WEBHOOKS_TEST: &str = "/webhooks/test";
+    pub fn webhook(id: &str) -> String {
+        format!("/webhooks/{}", urlencoding::encode(id))
+    }
     pub fn market_price(symbol: &str) -> String {
         format!("/market/price/{}", super::encode_symbol_for_path(symbol))
     }
@@ -180,6 +185,23 @@ pub struct PositionData {
     pub margin_ratio: Option<Decimal>,
 }
 
+/// `account.deposit_received` and `account.withdrawal_processed`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionData {
+    pub transaction_id: String,
+    pub asset: String,
+    pub amount: Decimal,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub received_at: Option<String>,
+    #[serde(default)]
+    pub processed_at: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct BalanceData {
     pub asset: String,
@@ -225,6 +247,39 @@ pub struct OrderResponse {
     pub filled_quantity: Option<Decimal>,
     #[serde(default)]
     pub average_price: Option<Decimal>,
+}
+
+/// Body of `POST /webhooks` (and, with only the fields to change, `PUT /webhooks/{id}`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WebhookRegistration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// A registered webhook as the venue lists it. **[decided]** the secret is never echoed back.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WebhookInfo {
+    /// A string or a number, depending on the venue.
+    pub id: serde_json::Value,
+    pub url: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// Body of `POST /webhooks/test`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookTestRequest {
+    pub webhook_id: serde_json::Value,
+    pub test_event: String,
 }
 
 /// `GET /market/price/{symbol}`.

@@ -4,7 +4,8 @@ use sha2::Sha256;
 use sigex::app::{self, RunningBot, ShutdownTrigger};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
-    AdminConfig, Config, Credentials, Mode, Secret, StorageConfig, VenueConfig, WebhookConfig,
+    AdminConfig, Config, Credentials, InboxConfig, Mode, Secret, StorageConfig, VenueConfig,
+    WebhookConfig,
 };
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
@@ -43,6 +44,11 @@ pub struct TestApp {
 
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like `spawn_app`, with the bot's configuration adjusted first.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
     let sim = Simulator::new(SimConfig::new(
@@ -58,7 +64,7 @@ pub async fn spawn_app() -> TestApp {
             .serve(listener, async move { sim_shutdown.wait().await }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(
+    let mut config = test_config(
         &dir,
         Mode::Live,
         Some(Credentials {
@@ -67,6 +73,7 @@ pub async fn spawn_app() -> TestApp {
         }),
         format!("http://{sim_addr}/api/v1"),
     );
+    tweak(&mut config);
     let app = start_bot(config, dir, sim, sim_stop).await;
     app.sim.set_webhook_url(Some(app.webhook_url.clone()));
     app
@@ -110,12 +117,8 @@ fn test_config(
             credentials,
             request_timeout: Duration::from_secs(5),
         },
-        webhook: WebhookConfig {
-            listen: loopback,
-            path: WEBHOOK_PATH.to_owned(),
-            secret: Secret::new(WEBHOOK_SECRET),
-            max_body_bytes: 64 * 1024,
-        },
+        webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
+        inbox: InboxConfig::default(),
         admin: AdminConfig { listen: loopback },
         storage: StorageConfig {
             database_url: format!("sqlite://{}", dir.path().join("test.db").display()),

@@ -68,6 +68,7 @@ async fn the_same_signal_delivered_five_times_concurrently_places_one_order() {
             let request = app
                 .http
                 .post(&app.webhook_url)
+                .header("Content-Type", "application/json")
                 .header("X-Webhook-Signature", sign(body.as_bytes()))
                 .body(body.clone());
             tokio::spawn(request.send())

@@ -1,0 +1,179 @@
+//! Who is calling: the client address (through trusted proxies only), the source allowlist and a
+//! per-source rate limit. These run before any body is read or any HMAC computed, so a flood from
+//! one source costs little and cannot starve the trading path.
+
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The venue's published webhook source ranges (docs page `api/webhooks`).
+pub const VENUE_SOURCE_RANGES: &[&str] = &["203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"];
+
+/// Parses CIDR ranges (`10.0.0.0/8`) or single addresses (`10.0.0.1`).
+pub fn parse_ranges(values: &[String]) -> Result<Vec<IpNet>, String> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<IpNet>()
+                .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!("{v:?} is not an address or CIDR range like \"203.0.113.0/24\"")
+                })
+        })
+        .collect()
+}
+
+/// The address a request really comes from. The socket peer, unless the peer is a trusted proxy:
+/// then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries further
+/// left were written by the client and prove nothing).
+pub fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted_proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut hops = header.rsplit(',').map(str::trim);
+    let mut last = peer;
+    for hop in hops.by_ref() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted(&ip) => last = ip,
+            Ok(ip) => return ip,
+            // A malformed hop ends what we can trust.
+            Err(_) => return last,
+        }
+    }
+    last
+}
+
+pub fn allowed(addr: IpAddr, allowlist: &[IpNet]) -> bool {
+    allowlist.is_empty() || allowlist.iter().any(|n| n.contains(&addr))
+}
+
+/// A token bucket per source address.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Above this many tracked sources, idle full buckets are forgotten.
+const MAX_TRACKED_SOURCES: usize = 10_000;
+
+impl RateLimiter {
+    /// `None` when `per_second` is 0 (no limit).
+    pub fn new(per_second: u32, burst: u32) -> Option<Self> {
+        (per_second > 0).then(|| Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes one token for `addr`; false when the source is over its rate.
+    pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
+        if buckets.len() > MAX_TRACKED_SOURCES {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(addr).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn client_address_comes_from_trusted_proxies_only() {
+        let proxies = parse_ranges(&["10.0.0.0/8".into()]).unwrap();
+        let cases = [
+            (
+                "direct peer ignores the header",
+                "198.51.100.7",
+                Some("1.2.3.4"),
+                "198.51.100.7",
+            ),
+            (
+                "trusted proxy passes the client on",
+                "10.0.0.1",
+                Some("203.0.113.9"),
+                "203.0.113.9",
+            ),
+            (
+                "spoofed left-most entry is ignored",
+                "10.0.0.1",
+                Some("6.6.6.6, 203.0.113.9"),
+                "203.0.113.9",
+            ),
+            (
+                "chained trusted proxies are skipped",
+                "10.0.0.1",
+                Some("203.0.113.9, 10.0.0.2"),
+                "203.0.113.9",
+            ),
+            (
+                "proxy without header is the client",
+                "10.0.0.1",
+                None,
+                "10.0.0.1",
+            ),
+            (
+                "garbage hop stops at the last trusted",
+                "10.0.0.1",
+                Some("nonsense"),
+                "10.0.0.1",
+            ),
+        ];
+        for (name, peer, header, want) in cases {
+            assert_eq!(client_addr(ip(peer), header, &proxies), ip(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_allowlist_admits_the_venue_ranges_only() {
+        let venue: Vec<String> = VENUE_SOURCE_RANGES.iter().map(|s| s.to_string()).collect();
+        let list = parse_ranges(&venue).unwrap();
+        assert!(allowed(ip("203.0.113.50"), &list));
+        assert!(allowed(ip("192.0.2.1"), &list));
+        assert!(!allowed(ip("8.8.8.8"), &list));
+        assert!(allowed(ip("8.8.8.8"), &[]), "an empty list admits everyone");
+        assert!(parse_ranges(&["300.1.1.1/8".into()]).is_err());
+        assert_eq!(parse_ranges(&["::1".into()]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_refills() {
+        let rl = RateLimiter::new(10, 3).unwrap();
+        let t0 = Instant::now();
+        let a = ip("1.1.1.1");
+        assert!((0..3).all(|_| rl.allow(a, t0)));
+        assert!(!rl.allow(a, t0), "burst exhausted");
+        assert!(rl.allow(ip("2.2.2.2"), t0), "other sources are unaffected");
+        assert!(
+            rl.allow(a, t0 + Duration::from_millis(100)),
+            "one token refilled"
+        );
+        assert!(RateLimiter::new(0, 5).is_none());
+    }
+}
