@@ -11,5 +11,8 @@ CREATE TABLE account_transactions (
     event_seq      INTEGER NOT NULL
 );
 
--- Retention prunes processed events by age.
-CREATE INDEX inbox_by_received ON inbox (status, received_at);
+-- Only rows that still need work are indexed: marking an event processed then removes one small
+-- index entry instead of rewriting an index over every event ever received.
+DROP INDEX inbox_by_status;
+CREATE INDEX inbox_pending ON inbox (seq) WHERE status = 'pending';
+CREATE INDEX inbox_deferred ON inbox (seq) WHERE status = 'deferred';

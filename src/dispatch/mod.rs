@@ -8,7 +8,7 @@
 
 use crate::app::Shutdown;
 use crate::clock::SharedClock;
-use crate::ingress::events::{self, Event};
+use crate::ingress::events::{self, Event, ParseError};
 use crate::model::{Price, Signal};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
@@ -16,13 +16,16 @@ use crate::risk;
 use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError};
 use crate::strategy::{Evaluation, Strategy};
 use crate::venue::VenueClient;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::SqliteConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const MAX_ATTEMPTS: i64 = 5;
+
 const BATCH: i64 = 256;
 /// How long a fetched reference price is reused for sizing.
 const PRICE_TTL: Duration = Duration::from_secs(2);
@@ -80,131 +83,156 @@ impl Dispatcher {
                 }
                 continue;
             }
-            for event in batch {
-                // Stop only between events: each is processed in one transaction.
+            let now = self.clock.now();
+            let mut parsed: Vec<Option<Result<Event, ParseError>>> = batch
+                .iter()
+                .map(|e| Some(events::parse(&e.body, now)))
+                .collect();
+            let is_signal =
+                |p: &Option<Result<Event, ParseError>>| matches!(p, Some(Ok(Event::Signal(_))));
+            let mut i = 0;
+            while i < batch.len() {
+                // Stop only between transactions.
                 if shutdown.is_triggered() {
                     return;
                 }
-                if let Err(e) = self.process(&event).await {
-                    let dead = event.attempts + 1 >= MAX_ATTEMPTS;
-                    tracing::error!(seq = event.seq, error = %e, dead, "event processing failed");
-                    let status = if dead {
-                        EventStatus::Dead
-                    } else {
-                        EventStatus::Pending
+                let result = if is_signal(&parsed[i]) {
+                    let Some(Ok(Event::Signal(signal))) = parsed[i].take() else {
+                        unreachable!("checked above")
                     };
-                    if let Ok(mut tx) = self.store.begin().await {
-                        let now = self.clock.now();
-                        let msg = e.to_string();
-                        if Store::set_event_status(&mut tx, event.seq, status, Some(&msg), now)
-                            .await
-                            .is_ok()
-                        {
-                            let _ = tx.commit().await;
-                        }
-                    }
-                    let backoff = Duration::from_millis(100 << event.attempts.clamp(0, 6));
+                    let r = self.on_signal(&batch[i], signal).await.map_err(|e| (i, e));
+                    i += 1;
+                    r
+                } else {
+                    // A run of events that need no I/O: one transaction (and one fsync) for all.
+                    let end = (i..batch.len())
+                        .find(|k| is_signal(&parsed[*k]))
+                        .unwrap_or(batch.len());
+                    let run: Vec<_> = (i..end)
+                        .map(|k| (&batch[k], parsed[k].take().expect("parsed once")))
+                        .collect();
+                    let r = self.apply_run(run, i).await;
+                    i = end;
+                    r
+                };
+                if let Err((failed, e)) = result {
+                    self.record_failure(&batch[failed], &e).await;
+                    let backoff = Duration::from_millis(100 << batch[failed].attempts.clamp(0, 6));
                     if shutdown.sleep(backoff).await {
                         return;
                     }
-                    // Later events wait: the stream per account stays in order.
+                    // Later events wait: the stream stays in order.
                     break;
                 }
             }
         }
     }
 
-    async fn process(&self, event: &InboxEvent) -> Result<(), StoreError> {
+    /// Applies consecutive I/O-free events in one transaction. If that fails, applies them one by
+    /// one, so a single bad event is isolated; returns the index (offset by `first`) that failed.
+    async fn apply_run(
+        &self,
+        run: Vec<(&InboxEvent, Result<Event, ParseError>)>,
+        first: usize,
+    ) -> Result<(), (usize, StoreError)> {
         let now = self.clock.now();
-        let parsed = match events::parse(&event.body, now) {
-            Ok(e) => e,
+        let together = async {
+            let mut tx = self.store.begin().await?;
+            for (event, parsed) in &run {
+                self.apply(&mut tx, event, parsed, now).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        };
+        match together.await {
+            Ok(()) => Ok(()),
+            Err(e) if run.len() == 1 => Err((first, e)),
+            Err(e) => {
+                tracing::warn!(error = %e, events = run.len(), "batch failed; applying its events one by one");
+                for (k, (event, parsed)) in run.iter().enumerate() {
+                    let one = async {
+                        let mut tx = self.store.begin().await?;
+                        self.apply(&mut tx, event, parsed, now).await?;
+                        tx.commit().await.map_err(StoreError::from)
+                    };
+                    if let Err(e) = one.await {
+                        return Err((first + k, e));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn record_failure(&self, event: &InboxEvent, e: &StoreError) {
+        let dead = event.attempts + 1 >= MAX_ATTEMPTS;
+        tracing::error!(seq = event.seq, error = %e, dead, "event processing failed");
+        let status = if dead {
+            EventStatus::Dead
+        } else {
+            EventStatus::Pending
+        };
+        if let Ok(mut tx) = self.store.begin().await {
+            let msg = e.to_string();
+            if Store::set_event_status(&mut tx, event.seq, status, Some(&msg), self.clock.now())
+                .await
+                .is_ok()
+            {
+                let _ = tx.commit().await;
+            }
+        }
+    }
+
+    /// Applies one event that needs no I/O, inside `tx`, together with its new status.
+    async fn apply(
+        &self,
+        tx: &mut SqliteConnection,
+        event: &InboxEvent,
+        parsed: &Result<Event, ParseError>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut status = EventStatus::Processed;
+        let mut note = None;
+        match parsed {
             Err(e) => {
                 tracing::warn!(seq = event.seq, event = %event.event_type, error = %e, "dead letter: signed but unusable");
-                let mut tx = self.store.begin().await?;
-                Store::set_event_status(
-                    &mut tx,
-                    event.seq,
-                    EventStatus::Dead,
-                    Some(&e.to_string()),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(());
+                status = EventStatus::Dead;
+                note = Some(e.to_string());
             }
-        };
-        match parsed {
-            Event::Signal(signal) => self.on_signal(event, signal).await,
-            Event::Order(news) => {
-                let mut tx = self.store.begin().await?;
-                let outcome = reconcile::apply_news(&mut tx, &news, now).await?;
-                let status = match outcome {
-                    NewsOutcome::Deferred => {
-                        tracing::debug!(seq = event.seq, order_id = %news.order_id, "order news deferred until the order is known");
-                        EventStatus::Deferred
-                    }
-                    NewsOutcome::Applied { .. } | NewsOutcome::Foreign => EventStatus::Processed,
-                };
-                if let NewsOutcome::Applied { linked: true } = outcome {
-                    Store::requeue_deferred(&mut tx).await?;
+            Ok(Event::Signal(_)) => unreachable!("signals are applied by on_signal"),
+            Ok(Event::Order(news)) => match reconcile::apply_news(&mut *tx, news, now).await? {
+                NewsOutcome::Deferred => {
+                    tracing::debug!(seq = event.seq, order_id = %news.order_id, "order news deferred until the order is known");
+                    status = EventStatus::Deferred;
                 }
-                Store::set_event_status(&mut tx, event.seq, status, None, now).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            Event::Position(p) => {
-                let mut tx = self.store.begin().await?;
-                Store::save_venue_position(&mut tx, &p, now).await?;
-                Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            Event::Balance {
+                NewsOutcome::Applied { linked } => {
+                    if linked && Store::requeue_deferred(&mut *tx).await? > 0 {
+                        // The re-queued events are picked up by the next inbox read.
+                        self.stored.notify_one();
+                    }
+                }
+                NewsOutcome::Foreign => {}
+            },
+            Ok(Event::Position(p)) => Store::save_venue_position(&mut *tx, p, now).await?,
+            Ok(Event::Balance {
                 asset,
                 available,
                 locked,
                 total,
-            } => {
-                let mut tx = self.store.begin().await?;
-                Store::save_balance(&mut tx, &asset, available, locked, total, now).await?;
-                Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            Event::Transaction(t) => {
+            }) => Store::save_balance(&mut *tx, asset, *available, *locked, *total, now).await?,
+            Ok(Event::Transaction(t)) => {
                 tracing::info!(seq = event.seq, kind = t.kind, asset = %t.asset, amount = %t.amount, "account transaction");
-                let mut tx = self.store.begin().await?;
-                Store::save_transaction(&mut tx, &t, event.seq).await?;
-                Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                Store::save_transaction(&mut *tx, t, event.seq).await?;
             }
-            Event::Unknown { event: name } => {
+            Ok(Event::Unknown { event: name }) => {
                 tracing::warn!(seq = event.seq, event = %name, "unknown event type: stored and acknowledged, no effect");
-                let mut tx = self.store.begin().await?;
-                Store::set_event_status(
-                    &mut tx,
-                    event.seq,
-                    EventStatus::Processed,
-                    Some("unknown event type"),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
+                note = Some("unknown event type".to_owned());
             }
-            Event::Recorded { event: name } => {
-                tracing::info!(seq = event.seq, event = %name, "event recorded");
-                let mut tx = self.store.begin().await?;
-                Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+            Ok(Event::Recorded { event: name }) => {
+                tracing::debug!(seq = event.seq, event = %name, "event recorded");
             }
         }
+        Store::set_event_status(&mut *tx, event.seq, status, note.as_deref(), now).await
     }
 
     async fn on_signal(&self, event: &InboxEvent, signal: Signal) -> Result<(), StoreError> {

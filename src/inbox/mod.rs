@@ -89,8 +89,15 @@ pub async fn prune_task(
     loop {
         let cutoff = clock.now() - retention;
         let mut pruned = 0;
-        loop {
-            match store.prune_processed(cutoff, BATCH).await {
+        let through = match store.last_seq_before(cutoff).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(error = %e, "inbox pruning failed; will try again");
+                None
+            }
+        };
+        while let Some(through) = through {
+            match store.prune_processed(through, BATCH).await {
                 Ok(n) => {
                     pruned += n;
                     if n < BATCH as u64 {

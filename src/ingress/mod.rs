@@ -103,10 +103,10 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         tracing::warn!(%client, reason = e.label(), bytes = body.len(), "webhook refused: bad signature");
         return reply(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
     }
-    let (event_type, data_id) = match serde_json::from_slice::<wire::Envelope>(&body) {
+    let (event_type, data_id) = match serde_json::from_slice::<wire::EnvelopePeek>(&body) {
         Ok(env) => (
             env.event.chars().take(MAX_EVENT_NAME).collect(),
-            wire::data_id(&env.data),
+            env.data_id(),
         ),
         // Signed but unreadable: stored anyway, so the operator sees it as a dead letter.
         Err(_) => ("(unreadable)".to_owned(), None),

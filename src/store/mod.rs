@@ -73,23 +73,43 @@ impl Store {
 
     // ---- inbox ------------------------------------------------------------------------------
 
-    /// Inserts a batch of raw events in one transaction (group commit). Returns, per event,
-    /// `Some(seq)` when new and `None` when its dedupe key was already stored.
+    /// Inserts a batch of raw events in one statement and one transaction (group commit).
+    /// Returns, per event, `Some(seq)` when new and `None` when its dedupe key was already stored
+    /// (or appears earlier in the same batch).
     pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING seq",
-            )
-            .bind(&e.dedupe_key)
-            .bind(&e.event_type)
-            .bind(ts(e.received_at))
-            .bind(&e.body[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-            out.push(seq);
+        let mut tx = self.begin().await?;
+        // SQLite allows 32766 bound values; 4 per row.
+        for chunk in events.chunks(4096) {
+            let mut sql = String::with_capacity(120 + chunk.len() * 14);
+            sql.push_str("INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES ");
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+            }
+            sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING seq, dedupe_key");
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(&e.dedupe_key)
+                    .bind(&e.event_type)
+                    .bind(ts(e.received_at))
+                    .bind(&e.body[..]);
+            }
+            let inserted: std::collections::HashMap<String, i64> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| (r.get("dedupe_key"), r.get("seq")))
+                .collect();
+            let mut claimed = std::collections::HashSet::new();
+            for e in chunk {
+                // The first occurrence of a key in the batch is the one that was inserted.
+                let seq = inserted
+                    .get(&e.dedupe_key)
+                    .filter(|_| claimed.insert(e.dedupe_key.as_str()))
+                    .copied();
+                out.push(seq);
+            }
         }
         tx.commit().await?;
         Ok(out)
@@ -221,18 +241,24 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes up to `batch` processed events received before `before`; returns how many.
+    /// The highest event sequence number received before `before` (a read, off the writer).
+    pub async fn last_seq_before(&self, before: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(seq) FROM inbox WHERE received_at < ?")
+                .bind(ts(before))
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    /// Deletes up to `batch` processed events with `seq <= through`; returns how many.
     /// Small batches keep each write short, so ingestion never waits long behind pruning.
-    pub async fn prune_processed(
-        &self,
-        before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64, StoreError> {
+    pub async fn prune_processed(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM inbox WHERE seq IN (
-                 SELECT seq FROM inbox WHERE status = 'processed' AND received_at < ? LIMIT ?)",
+                 SELECT seq FROM inbox WHERE seq <= ? AND status = 'processed' ORDER BY seq LIMIT ?)",
         )
-        .bind(ts(before))
+        .bind(through)
         .bind(batch)
         .execute(&self.writer)
         .await?
@@ -903,4 +929,86 @@ pub struct BalanceView {
     pub locked: Decimal,
     pub total: Decimal,
     pub updated_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, at: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            dedupe_key: key.to_owned(),
+            event_type: "test".to_owned(),
+            received_at: at,
+            body: axum::body::Bytes::from(format!("{{\"k\":\"{key}\"}}")),
+        }
+    }
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_stores_each_key_once_even_within_one_batch() {
+        let (store, _dir) = store().await;
+        let now = Utc::now();
+        let first = store
+            .insert_events(&[event("a", now), event("b", now), event("a", now)])
+            .await
+            .unwrap();
+        assert!(first[0].is_some() && first[1].is_some());
+        assert_eq!(
+            first[2], None,
+            "second 'a' in the same batch is a duplicate"
+        );
+        let second = store
+            .insert_events(&[event("b", now), event("c", now)])
+            .await
+            .unwrap();
+        assert_eq!(second[0], None, "'b' was stored by an earlier batch");
+        assert!(second[1].is_some());
+        assert_eq!(store.pending_events(10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_old_processed_events_only() {
+        let (store, _dir) = store().await;
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(40);
+        let seqs = store
+            .insert_events(&[
+                event("old-done", old),
+                event("old-dead", old),
+                event("new-done", now),
+            ])
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        for (seq, status) in [
+            (seqs[0], EventStatus::Processed),
+            (seqs[1], EventStatus::Dead),
+            (seqs[2], EventStatus::Processed),
+        ] {
+            Store::set_event_status(&mut tx, seq.unwrap(), status, None, now)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let through = store
+            .last_seq_before(now - chrono::Duration::days(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.prune_processed(through, 1000).await.unwrap(), 1);
+        let left: Vec<String> = store
+            .list_events(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.dedupe_key)
+            .collect();
+        assert_eq!(left, vec!["new-done".to_owned(), "old-dead".to_owned()]);
+    }
 }

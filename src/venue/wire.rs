@@ -87,12 +87,81 @@ pub struct Envelope {
     pub data: serde_json::Value,
 }
 
-/// **[decided]** `data.id`, when present, is the event's identity for dedupe.
-pub fn data_id(data: &serde_json::Value) -> Option<String> {
-    match data.get("id")? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// Just what ingress needs from a body: the event name and `data.id`. Everything else in `data`
+/// is skipped without being built into values.
+#[derive(Debug, Deserialize)]
+pub struct EnvelopePeek {
+    pub event: String,
+    #[serde(default)]
+    pub data: Option<DataIdPeek>,
+}
+
+/// `data.id` if `data` is an object holding one; any other `data` peeks as no id.
+#[derive(Debug, Default)]
+pub struct DataIdPeek {
+    pub id: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for DataIdPeek {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DataIdPeek;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DataIdPeek, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "id" {
+                        id = Some(map.next_value::<serde_json::Value>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(DataIdPeek { id })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<DataIdPeek, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(DataIdPeek::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<DataIdPeek, E> {
+                Ok(DataIdPeek::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<DataIdPeek, E> {
+                Ok(DataIdPeek::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<DataIdPeek, E> {
+                Ok(DataIdPeek::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<DataIdPeek, E> {
+                Ok(DataIdPeek::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<DataIdPeek, E> {
+                Ok(DataIdPeek::default())
+            }
+            fn visit_unit<E>(self) -> Result<DataIdPeek, E> {
+                Ok(DataIdPeek::default())
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl EnvelopePeek {
+    /// **[decided]** `data.id`, when present, is the event's identity for dedupe.
+    pub fn data_id(&self) -> Option<String> {
+        match self.data.as_ref()?.id.as_ref()? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -345,6 +414,28 @@ mod tests {
         let json = serde_json::to_string(&req).unwrap();
         assert!(json.contains(r#""quantity":0.10000001"#), "{json}");
         assert!(!json.contains("price"), "{json}");
+    }
+
+    #[test]
+    fn the_ingress_peek_reads_the_event_and_data_id_only() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                r#"{"event":"a","data":{"id":"x1","big":[1,2,{"c":3}]}}"#,
+                "a",
+                Some("x1"),
+            ),
+            (r#"{"event":"b","data":{"id":42}}"#, "b", Some("42")),
+            (r#"{"event":"c","data":{"other":1}}"#, "c", None),
+            (r#"{"event":"d","data":[1,2]}"#, "d", None),
+            (r#"{"event":"e","data":"text"}"#, "e", None),
+            (r#"{"event":"f"}"#, "f", None),
+            (r#"{"event":"g","data":{"id":""}}"#, "g", None),
+        ];
+        for (body, event, id) in cases {
+            let peek: EnvelopePeek = serde_json::from_str(body).unwrap();
+            assert_eq!(peek.event, *event);
+            assert_eq!(peek.data_id().as_deref(), *id, "{body}");
+        }
     }
 
     #[test]

@@ -1,0 +1,302 @@
+//! Durability under SIGKILL: the real `sigex` binary receives signed webhooks from concurrent
+//! senders that retry like the venue does, is killed mid-stream and restarted; every webhook that
+//! got a 200 must be processed exactly once, and every order intent must exist exactly once at the
+//! venue.
+
+use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
+use sha2::{Digest, Sha256};
+use sigex::sim::{SimConfig, Simulator};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SENDERS: usize = 4;
+const PER_SENDER: usize = 150;
+/// Kill the bot when this many webhooks have been acknowledged.
+const KILL_AT: &[usize] = &[100, 250, 420];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Bot {
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Bot {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sigex"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("SIGEX_WEBHOOK__SECRET", WEBHOOK_SECRET)
+            .env("SIGEX_VENUE__API_KEY", "crash-key")
+            .env("SIGEX_VENUE__API_SECRET", "crash-secret")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the sigex binary starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL: no shutdown code runs.
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    sim_url: &str,
+    webhook_port: u16,
+    admin_port: u16,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("strategies")).unwrap();
+    std::fs::write(
+        dir.join("strategies/test.toml"),
+        crate::helpers::TEST_STRATEGY,
+    )
+    .unwrap();
+    let config = dir.join("sigex.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"mode = "live"
+[venue]
+base_url = "{sim_url}"
+request_timeout_ms = 2000
+[webhook]
+listen = "127.0.0.1:{webhook_port}"
+rate_limit_per_second = 0
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[storage]
+database_url = "sqlite://{}"
+[strategies]
+dir = "strategies"
+"#,
+            dir.join("bot.db").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// One webhook per (sender, n): a `test` event, an untraded-symbol signal or a traded signal.
+fn body(sender: usize, n: usize) -> (String, &'static str) {
+    let id = sender * 1000 + n;
+    match n % 3 {
+        0 => (
+            format!(
+                r#"{{"event":"test","timestamp":"2026-11-27T12:00:00Z","data":{{"message":"m{id}"}}}}"#
+            ),
+            "test",
+        ),
+        1 => (signal_body("SOL/USD", "buy", 90, id as u32), "signal"),
+        _ => (signal_body("BTC/USD", "buy", 90, id as u32), "signal"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::new(SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
+    tokio::spawn(
+        sim.clone()
+            .serve(listener, async move { sim_shutdown.wait().await }),
+    );
+
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let webhook_url = format!("http://127.0.0.1:{webhook_port}/webhooks/vibe");
+    let admin_url = format!("http://127.0.0.1:{admin_port}");
+    sim.set_webhook_url(Some(webhook_url.clone()));
+    let bot = Arc::new(Mutex::new(Bot {
+        config: write_config(dir.path(), &sim_url, webhook_port, admin_port),
+        log: dir.path().join("bot.log"),
+        child: None,
+    }));
+    bot.lock().unwrap().start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    let acked = Arc::new(Mutex::new(Vec::<(String, &'static str)>::new()));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let failed_sends = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (http, url, acked, acked_count, failed_sends) = (
+            http.clone(),
+            webhook_url.clone(),
+            acked.clone(),
+            acked_count.clone(),
+            failed_sends.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            for n in 0..PER_SENDER {
+                let (body, kind) = body(sender, n);
+                // Like the venue: retry until acknowledged.
+                for attempt in 0.. {
+                    assert!(attempt < 2000, "webhook never acknowledged");
+                    let sent = http
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .header("X-Webhook-Signature", sign(body.as_bytes()))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if matches!(&sent, Ok(r) if r.status() == 200) {
+                        acked.lock().unwrap().push((body.clone(), kind));
+                        acked_count.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    failed_sends.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }));
+    }
+    for &at in KILL_AT {
+        while acked_count.load(Ordering::SeqCst) < at {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let bot = bot.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut bot = bot.lock().unwrap();
+            bot.kill();
+            bot.start();
+        })
+        .await
+        .unwrap();
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    // The kills really landed mid-stream: senders saw the bot gone and had to retry.
+    assert!(
+        failed_sends.load(Ordering::SeqCst) > 0,
+        "no send ever failed: the bot was not down mid-stream"
+    );
+
+    // Every acknowledged webhook is in the inbox exactly once and processed; orders settle.
+    let get = |path: &'static str| {
+        let (http, admin_url) = (http.clone(), admin_url.clone());
+        async move {
+            http.get(format!("{admin_url}{path}"))
+                .send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (events, orders) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the inbox never drained; see {}",
+            dir.path().join("bot.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (Some(counts), Some(events), Some(orders)) = (
+            get("/api/events").await,
+            get("/api/events/recent?limit=10000").await,
+            get("/api/orders?limit=10000").await,
+        ) else {
+            continue;
+        };
+        let unsettled =
+            orders.as_array().unwrap().iter().any(|o| {
+                o["orderId"].is_null() || o["status"] == "intent" || o["status"] == "unknown"
+            });
+        if counts.get("pending").is_none() && !unsettled {
+            break (events, orders);
+        }
+    };
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), SENDERS * PER_SENDER);
+    let stored: HashMap<String, (i64, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["dedupeKey"].as_str().unwrap().to_owned(),
+                (
+                    e["seq"].as_i64().unwrap(),
+                    e["status"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    let mut signal_seqs = HashSet::new();
+    for (body, kind) in &acked {
+        let key = format!("sha256:{}", hex::encode(Sha256::digest(body.as_bytes())));
+        let (seq, status) = stored
+            .get(&key)
+            .unwrap_or_else(|| panic!("acknowledged but lost: {body}"));
+        assert_eq!(status, "processed", "{body}");
+        if *kind == "signal" {
+            signal_seqs.insert(*seq);
+        }
+    }
+    // Exactly one decision per acknowledged signal.
+    let decisions = http
+        .get(format!("{admin_url}/api/signals?limit=10000"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<serde_json::Value>>()
+        .await
+        .unwrap();
+    let decided: Vec<i64> = decisions
+        .iter()
+        .map(|d| d["eventSeq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(decided.len(), signal_seqs.len(), "one decision per signal");
+    assert_eq!(decided.iter().copied().collect::<HashSet<_>>(), signal_seqs);
+    // Every order intent exists exactly once at the venue, under its own clientOrderId.
+    let local: HashSet<String> = orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
+        .collect();
+    let at_venue: Vec<String> = sim
+        .orders()
+        .into_iter()
+        .filter_map(|o| o.client_order_id)
+        .collect();
+    assert_eq!(at_venue.len(), local.len(), "one venue order per intent");
+    assert_eq!(at_venue.into_iter().collect::<HashSet<_>>(), local);
+    assert!(!local.is_empty(), "the run placed orders");
+    bot.lock().unwrap().kill();
+    sim_stop.trigger();
+}
