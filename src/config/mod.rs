@@ -470,10 +470,12 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
         },
         storage: StorageConfig {
-            database_url: raw
-                .storage
-                .database_url
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_url: sqlite_relative_to(
+                &raw.storage
+                    .database_url
+                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+                base_dir,
+            ),
         },
         strategies_dir: raw
             .strategies
@@ -481,6 +483,20 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
     })
+}
+
+/// A relative SQLite path is relative to the config file, like every other path in it.
+fn sqlite_relative_to(url: &str, base_dir: &Path) -> String {
+    match url.strip_prefix("sqlite://") {
+        Some(path)
+            if !path.starts_with('/')
+                && !path.starts_with(':')
+                && !base_dir.as_os_str().is_empty() =>
+        {
+            format!("sqlite://{}", base_dir.join(path).display())
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn parse_addr(
@@ -582,6 +598,24 @@ mod tests {
         ));
         let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap_err();
         assert!(err.to_string().contains("trusted_proxies"), "{err}");
+    }
+
+    #[test]
+    fn a_relative_database_path_is_relative_to_the_config_file() {
+        let c = Config::from_toml(
+            "mode = \"paper\"\n",
+            "/etc/sigex/sigex.toml",
+            env(SECRET_ENV),
+        )
+        .unwrap();
+        assert_eq!(c.storage.database_url, "sqlite:///etc/sigex/sigex.db");
+        let c = Config::from_toml(
+            "mode = \"paper\"\n[storage]\ndatabase_url = \"sqlite:///var/lib/sigex/a.db\"\n",
+            "/etc/sigex/sigex.toml",
+            env(SECRET_ENV),
+        )
+        .unwrap();
+        assert_eq!(c.storage.database_url, "sqlite:///var/lib/sigex/a.db");
     }
 
     #[test]

@@ -1,0 +1,74 @@
+//! The `sigex` command line as an operator uses it.
+
+use std::process::Command;
+
+fn sigex(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sigex"))
+        .args(args)
+        .current_dir(dir)
+        .env("SIGEX_WEBHOOK__SECRET", "whsec_0123456789abcdef")
+        .env_remove("SIGEX_VENUE__API_KEY")
+        .env_remove("SIGEX_VENUE__API_SECRET")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_shipped_example_config_and_strategies_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = sigex(&["check", "--config", "sigex.example.toml"], root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("momentum"), "{stdout}");
+}
+
+#[test]
+fn a_bad_strategy_file_stops_startup_naming_the_file_line_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("strategies")).unwrap();
+    std::fs::write(dir.path().join("sigex.toml"), "mode = \"paper\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("strategies/bad.toml"),
+        "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\"]\nmin_confidence = 140\n[sizing]\norder_notional = 10\n[limits]\nmax_position_notional = 100\n",
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let out = sigex(&[command, "--config", "sigex.toml"], dir.path());
+        assert!(!out.status.success(), "{command} accepted a bad strategy");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("bad.toml:3"), "{command}: {stderr}");
+        assert!(stderr.contains("0 to 100"), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn events_can_be_listed_shown_and_replayed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("strategies")).unwrap();
+    std::fs::write(
+        dir.path().join("sigex.toml"),
+        "mode = \"paper\"\n[storage]\ndatabase_url = \"sqlite://bot.db\"\n",
+    )
+    .unwrap();
+    // An empty inbox lists nothing; a missing event cannot be replayed.
+    let out = sigex(
+        &["events", "--config", "sigex.toml", "list", "--dead"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no events"));
+    let out = sigex(
+        &["events", "--config", "sigex.toml", "replay", "7"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("event 7 does not exist"));
+}
