@@ -292,7 +292,7 @@ fn prefill(db: &Path, n: usize) {
         let url = format!("sqlite://{}", db.display());
         sigex::store::Store::open(&url).await.unwrap().close().await;
         let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect(&url).await.unwrap();
-        let body = vec![b'x'; 180];
+        let body = [b'x'; 180];
         let mut i = 0;
         while i < n {
             let mut tx = pool.begin().await.unwrap();
