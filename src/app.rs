@@ -148,7 +148,11 @@ pub async fn start(
     tasks.push(serve(webhook_listener, ingress, shutdown.clone()));
     tasks.push(serve(
         admin_listener,
-        crate::admin::router(store.clone()),
+        crate::admin::router(store.clone()).merge(crate::admin::control::router(
+            store.clone(),
+            config.trading.admin_token.clone(),
+            clock.clone(),
+        )),
         shutdown.clone(),
     ));
 
@@ -159,8 +163,16 @@ pub async fn start(
         clock.clone(),
         stored.clone(),
         orders_ready.clone(),
+        Arc::new(config.trading.clone()),
     );
     tasks.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+    let reconciler = crate::reconcile::full::MaintenanceReconciler {
+        store: store.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        settings: config.trading.maintenance,
+    };
+    tasks.push(tokio::spawn(reconciler.run(shutdown.clone())));
     let executor = Executor {
         store: store.clone(),
         venue,

@@ -5,8 +5,10 @@
 //! message naming the file, the key and the fix. Secrets are `Secret`s and never reach a log line.
 
 mod secret;
+mod trading;
 
 pub use secret::Secret;
+pub use trading::TradingConfig;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -42,6 +44,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub strategies_dir: PathBuf,
+    /// Account limits, maintenance, alert policy, symbol specs and the admin token.
+    pub trading: TradingConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +96,16 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     strategies: RawStrategies,
+    #[serde(default)]
+    limits: trading::RawLimits,
+    #[serde(default)]
+    maintenance: trading::RawMaintenance,
+    #[serde(default)]
+    alerts: std::collections::BTreeMap<String, trading::RawAlert>,
+    #[serde(default)]
+    symbols: std::collections::BTreeMap<String, trading::RawSymbol>,
+    #[serde(default)]
+    symbol_defaults: trading::RawSymbol,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +133,8 @@ struct RawWebhook {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +155,7 @@ const SECRET_KEYS: &[(&str, &str)] = &[
     ("venue", "api_key"),
     ("venue", "api_secret"),
     ("webhook", "secret"),
+    ("admin", "token"),
 ];
 
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/vibe";
@@ -186,6 +203,38 @@ impl Config {
             .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
         resolve(raw, origin).map_err(invalid)
     }
+}
+
+/// The database URL alone, for `sigex halt` / `sigex resume`: they must work in an emergency even
+/// when the secrets the bot needs are not in this shell's environment.
+pub fn database_url_only(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<String, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            path: origin,
+            message: e.to_string(),
+        })?;
+    let from_env = env
+        .into_iter()
+        .find(|(k, _)| k == "SIGEX_STORAGE__DATABASE_URL")
+        .map(|(_, v)| v);
+    Ok(from_env
+        .or_else(|| {
+            table
+                .get("storage")
+                .and_then(|s| s.get("database_url"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
 }
 
 /// `SIGEX_MODE=live` sets `mode`; `SIGEX_VENUE__BASE_URL=...` sets `[venue] base_url`. Values are
@@ -309,7 +358,21 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         return Err(format!("[webhook] path {path:?} must start with '/'"));
     }
 
+    let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        return Err("[admin] token is shorter than 16 characters; use a long random token".into());
+    }
+    let trading = trading::resolve(trading::RawTrading {
+        limits: raw.limits,
+        maintenance: raw.maintenance,
+        alerts: raw.alerts,
+        symbols: raw.symbols,
+        symbol_defaults: raw.symbol_defaults,
+        admin_token,
+    })?;
+
     Ok(Config {
+        trading,
         mode,
         venue: VenueConfig {
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -387,6 +450,9 @@ fn non_empty(section: &str, key: &str, v: String) -> Result<Secret, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::risk::alerts::AlertAction;
+    use crate::risk::sizing::SymbolSpec;
+    use rust_decimal::Decimal;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -418,6 +484,83 @@ mod tests {
         assert_eq!(c.venue.base_url, "http://127.0.0.1:9/api/v1");
         assert_eq!(c.venue.request_timeout, Duration::from_millis(250));
         assert_eq!(c.webhook.path, DEFAULT_WEBHOOK_PATH);
+    }
+
+    #[test]
+    fn trading_sections_are_read_and_checked() {
+        let text = r#"
+mode = "paper"
+[limits]
+max_order_notional = 1000
+max_open_orders = 5
+daily_loss_limit = 250
+[maintenance]
+lead_secs = 60
+[alerts.warning]
+action = "scale"
+factor = 0.25
+duration_secs = 600
+[alerts.critical]
+action = "reduce"
+[symbols."BTC/USD"]
+lot_step = 0.001
+"#;
+        let c = Config::from_toml(text, "c.toml", env(SECRET_ENV)).unwrap();
+        let t = &c.trading;
+        assert_eq!(t.limits.max_order_notional, Some(Decimal::from(1000)));
+        assert_eq!(t.limits.max_open_orders, Some(5));
+        assert_eq!(t.maintenance.lead, chrono::Duration::seconds(60));
+        assert_eq!(t.maintenance.settle, chrono::Duration::minutes(5));
+        assert_eq!(t.alerts.levels["critical"], AlertAction::Reduce);
+        assert_eq!(t.spec("BTC/USD").lot_step, "0.001".parse().unwrap());
+        assert_eq!(t.spec("XRP/USD"), SymbolSpec::default());
+        assert!(t.admin_token.is_none());
+
+        let bad = [
+            (
+                "[limits]\nmax_order_notional = 0\n",
+                "max_order_notional = 0 must be above zero",
+            ),
+            (
+                "[limits]\nmax_open_orders = 0\n",
+                "would refuse every order",
+            ),
+            ("[limits]\nmax_orders = 3\n", "max_orders"),
+            (
+                "[alerts.warning]\naction = \"panic\"\n",
+                "valid: \"ignore\", \"scale\"",
+            ),
+            ("[alerts.warning]\naction = \"scale\"\n", "needs factor"),
+            (
+                "[alerts.critical]\naction = \"halt\"\nfactor = 0.5\n",
+                "only apply to action = \"scale\"",
+            ),
+            ("[maintenance]\nlead_secs = -1\n", "from 0 to 86400"),
+            ("[symbols.\"btc\"]\nlot_step = 1\n", "BASE/QUOTE"),
+            (
+                "[admin]\ntoken = \"0123456789abcdef\"\n",
+                "SIGEX_ADMIN__TOKEN",
+            ),
+        ];
+        for (section, needle) in bad {
+            let err = Config::from_toml(
+                &format!("mode = \"paper\"\n{section}"),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(needle) && err.contains("c.toml"),
+                "{section}: {err}"
+            );
+        }
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_ADMIN__TOKEN".into(), "short".into()));
+        let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shorter than 16"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod risk;
+pub use risk::SymbolBook;
+
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +243,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO orders (client_order_id, strategy, signal_seq, symbol, side, order_type,
                  quantity, price, time_in_force, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'market', ?, NULL, 'GTC', 'intent', ?, ?)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?)
              ON CONFLICT (client_order_id) DO NOTHING",
         )
         .bind(client_order_id)
@@ -248,7 +251,10 @@ impl Store {
         .bind(signal_seq)
         .bind(p.symbol.as_str())
         .bind(p.side.as_str())
+        .bind(p.order_type)
         .bind(p.quantity.get().to_string())
+        .bind(p.limit_price.map(|l| l.get().to_string()))
+        .bind(p.time_in_force)
         .bind(ts(now))
         .bind(ts(now))
         .execute(tx)
@@ -731,6 +737,8 @@ pub struct VenuePosition {
     pub unrealized_pnl: Option<Decimal>,
     pub mark_price: Option<Decimal>,
     pub realized_pnl: Option<Decimal>,
+    /// `marginRatio` from `position.updated`, when the venue sends it.
+    pub margin_ratio: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -132,6 +132,14 @@ impl VenueClient {
         self.get_json(&wire::paths::order(order_id)).await
     }
 
+    pub async fn positions(&self) -> Result<Vec<wire::PositionResponse>, VenueError> {
+        self.get_json(wire::paths::POSITIONS).await
+    }
+
+    pub async fn balances(&self) -> Result<Vec<wire::BalanceResponse>, VenueError> {
+        self.get_json(wire::paths::BALANCES).await
+    }
+
     pub async fn price(&self, symbol: &str) -> Result<PriceResponse, VenueError> {
         self.get_json(&wire::paths::market_price(symbol)).await
     }

@@ -24,8 +24,8 @@ recommendations = ["buy", "sell"]
 min_confidence = 70
 
 [sizing]
-order_notional = 1000
-quantity_decimals = 5
+method = "fixed_notional"
+notional = 1000
 
 [limits]
 max_position_notional = 2500
@@ -121,6 +121,7 @@ fn test_config(
             database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
         },
         strategies_dir: PathBuf::from("unused"),
+        trading: Default::default(),
     }
 }
 

@@ -1,0 +1,171 @@
+//! The full reconciliation pass over REST, and the task that runs it after a maintenance window.
+//!
+//! `full_pass` asks the venue about every local order that was sent and is not terminal
+//! (`GET /orders/{orderId}`, or by `clientOrderId` when the venue id is not known yet), applies each
+//! answer through [`super::apply_report`], and refreshes the venue's view of positions and balances
+//! (`GET /positions`, `GET /account/balances`). It fails as a whole if any request fails, so a
+//! maintenance window is only marked reconciled after a pass that saw everything.
+//!
+//! A later issue extends this pass (drift alarms, periodic runs, start-up snapshots); the
+//! maintenance gate only depends on `full_pass` returning `Ok`.
+
+use crate::app::Shutdown;
+use crate::clock::SharedClock;
+use crate::ingress::events::OrderNews;
+use crate::risk::maintenance::MaintenanceSettings;
+use crate::store::{Store, StoreError, VenuePosition};
+use crate::venue::VenueClient;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("venue: {0}")]
+    Venue(#[from] crate::venue::VenueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassSummary {
+    pub orders_checked: usize,
+    pub positions: usize,
+    pub balances: usize,
+}
+
+pub async fn full_pass(
+    store: &Store,
+    venue: &VenueClient,
+    clock: &SharedClock,
+) -> Result<PassSummary, PassError> {
+    let mut summary = PassSummary::default();
+    for order in store.working_orders().await? {
+        let answer = match &order.order_id {
+            Some(id) => Some(venue.get_order(id).await?),
+            None => {
+                venue
+                    .find_by_client_order_id(&order.client_order_id)
+                    .await?
+            }
+        };
+        let Some(answer) = answer else {
+            // The venue has no such order: the executor's unknown-outcome path owns this case.
+            continue;
+        };
+        let news = OrderNews {
+            order_id: answer.order_id,
+            client_order_id: answer.client_order_id,
+            status: answer.status,
+            filled_quantity: answer.filled_quantity,
+            average_price: answer.average_price,
+        };
+        let now = clock.now();
+        let mut tx = store.begin().await?;
+        // Re-read inside the transaction: a callback may have moved the order meanwhile.
+        if let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await? {
+            super::apply_report(&mut tx, &current, &news, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        summary.orders_checked += 1;
+    }
+    let positions = venue.positions().await?;
+    let balances = venue.balances().await?;
+    let now = clock.now();
+    let mut tx = store.begin().await?;
+    for p in &positions {
+        let signed = match p.side.as_deref() {
+            Some("short") => -p.quantity.abs(),
+            _ => p.quantity,
+        };
+        let v = VenuePosition {
+            symbol: p.symbol.clone(),
+            side: p.side.clone(),
+            quantity: signed,
+            average_price: p.average_price,
+            unrealized_pnl: p.unrealized_pnl,
+            mark_price: p.mark_price,
+            realized_pnl: None,
+            margin_ratio: None,
+        };
+        Store::save_venue_position(&mut tx, &v, now).await?;
+    }
+    for b in &balances {
+        Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    summary.positions = positions.len();
+    summary.balances = balances.len();
+    Ok(summary)
+}
+
+/// Runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
+/// reconciled only when the pass succeeded; trading stays blocked until then. Also takes a
+/// balance snapshot at start, so percent-of-balance sizing has a balance before the first event.
+pub struct MaintenanceReconciler {
+    pub store: Store,
+    pub venue: VenueClient,
+    pub clock: SharedClock,
+    pub settings: MaintenanceSettings,
+}
+
+impl MaintenanceReconciler {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        if let Err(e) = self.snapshot_balances().await {
+            tracing::warn!(error = %e, "start-up balance snapshot failed; waiting for balance events");
+        }
+        let mut failures: u32 = 0;
+        loop {
+            let now = self.clock.now();
+            let due: Vec<_> = match self
+                .store
+                .windows_now(now - chrono::Duration::days(30))
+                .await
+            {
+                Ok(w) => w
+                    .into_iter()
+                    .filter(|w| w.awaits_reconciliation(&self.settings, now))
+                    .collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read maintenance windows");
+                    vec![]
+                }
+            };
+            let mut wait = Duration::from_millis(250);
+            if !due.is_empty() {
+                match full_pass(&self.store, &self.venue, &self.clock).await {
+                    Ok(summary) => {
+                        failures = 0;
+                        let done = self.clock.now();
+                        match self.store.mark_reconciled(&due, done).await {
+                            Ok(()) => tracing::info!(
+                                ?summary,
+                                windows = due.len(),
+                                "reconciled after maintenance; trading may resume"
+                            ),
+                            Err(e) => tracing::error!(error = %e, "cannot mark windows reconciled"),
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        wait = Duration::from_millis(500u64 << failures.min(6));
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reconciliation after maintenance failed; trading stays blocked");
+                    }
+                }
+            }
+            if shutdown.sleep(wait).await {
+                return;
+            }
+        }
+    }
+
+    async fn snapshot_balances(&self) -> Result<(), PassError> {
+        let balances = self.venue.balances().await?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        for b in &balances {
+            Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
