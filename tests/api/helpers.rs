@@ -4,7 +4,8 @@ use sha2::Sha256;
 use sigex::app::{self, RunningBot, ShutdownTrigger};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
-    AdminConfig, Config, Credentials, Mode, Secret, StorageConfig, VenueConfig, WebhookConfig,
+    AdminConfig, Config, Credentials, Mode, Secret, StorageConfig, TradingConfig, VenueConfig,
+    WebhookConfig,
 };
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
@@ -38,11 +39,18 @@ pub struct TestApp {
     pub webhook_url: String,
     pub admin_url: String,
     pub http: reqwest::Client,
+    /// The config the bot runs with, for a restart on the same database.
+    config: Option<Config>,
     _dir: tempfile::TempDir,
 }
 
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TradingConfig::default()).await
+}
+
+/// Like `spawn_app`, with account limits, maintenance and alert settings.
+pub async fn spawn_app_with(trading: TradingConfig) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
     let sim = Simulator::new(SimConfig::new(
@@ -58,7 +66,7 @@ pub async fn spawn_app() -> TestApp {
             .serve(listener, async move { sim_shutdown.wait().await }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(
+    let mut config = test_config(
         &dir,
         Mode::Live,
         Some(Credentials {
@@ -67,6 +75,7 @@ pub async fn spawn_app() -> TestApp {
         }),
         format!("http://{sim_addr}/api/v1"),
     );
+    config.trading = trading;
     let app = start_bot(config, dir, sim, sim_stop).await;
     app.sim.set_webhook_url(Some(app.webhook_url.clone()));
     app
@@ -92,6 +101,7 @@ pub async fn spawn_paper_app() -> TestApp {
         sim,
         sim_stop,
         http: reqwest::Client::new(),
+        config: None,
         _dir: dir,
     }
 }
@@ -140,7 +150,7 @@ async fn start_bot(
     sim: Simulator,
     sim_stop: ShutdownTrigger,
 ) -> TestApp {
-    let bot = sigex::app::start(config, strategies(), clock())
+    let bot = sigex::app::start(config.clone(), strategies(), clock())
         .await
         .unwrap();
     TestApp {
@@ -150,6 +160,7 @@ async fn start_bot(
         sim,
         sim_stop,
         http: reqwest::Client::new(),
+        config: Some(config),
         _dir: dir,
     }
 }
@@ -269,6 +280,21 @@ impl TestApp {
             settled.then_some(orders)
         })
         .await
+    }
+
+    /// Stops the bot and starts it again on the same database and ports chosen anew.
+    pub async fn restart(&mut self) {
+        let config = self.config.clone().expect("restart needs a live-mode app");
+        if let Some(bot) = self.bot.take() {
+            bot.stop().await;
+        }
+        let bot = sigex::app::start(config, strategies(), clock())
+            .await
+            .unwrap();
+        self.webhook_url = format!("http://{}{WEBHOOK_PATH}", bot.webhook_addr);
+        self.admin_url = format!("http://{}", bot.admin_addr);
+        self.sim.set_webhook_url(Some(self.webhook_url.clone()));
+        self.bot = Some(bot);
     }
 
     pub async fn stop(mut self) {

@@ -3,4 +3,5 @@
 
 mod helpers;
 mod pipeline;
+mod risk;
 mod webhooks;

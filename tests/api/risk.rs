@@ -1,0 +1,335 @@
+//! The risk manager end to end: maintenance windows, alerts, circuit breakers, trading state that
+//! survives a restart, and the authenticated admin endpoints.
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use chrono::{Duration, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sigex::config::{Secret, TradingConfig};
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+fn iso(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl TestApp {
+    async fn post_event(&self, event: &str, data: Value) {
+        let body = json!({"event": event, "timestamp": iso(Utc::now()), "data": data}).to_string();
+        let r = self.post_signed(&body).await;
+        assert_eq!(r.status(), 200, "{event} refused");
+    }
+
+    /// Waits for the decision on the n-th signal sent (1-based, in arrival order).
+    async fn decision_number(&self, n: usize) -> Value {
+        self.wait_for("the decision", || async {
+            let mut s = self.signals().await;
+            s.reverse(); // oldest first
+            s.get(n - 1).cloned()
+        })
+        .await
+    }
+
+    async fn trading_state(&self) -> Value {
+        self.get("/api/trading-state").await
+    }
+}
+
+fn reason(decision: &Value) -> String {
+    decision["reason"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_maintenance_notice_arriving_before_a_signal_blocks_it() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    // Starts in one minute: inside the default five-minute lead time already.
+    app.post_event(
+        "system.maintenance",
+        json!({
+            "startTime": iso(now + Duration::minutes(1)),
+            "endTime": iso(now + Duration::minutes(30)),
+            "description": "upgrade",
+            "affectedServices": ["trading", "webhooks"]
+        }),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let d = app.decision_number(1).await;
+    assert_eq!(d["decision"], "refused", "{d}");
+    assert!(reason(&d).contains("maintenance window"), "{d}");
+    assert!(app.orders().await.is_empty());
+    assert!(app.sim.orders().is_empty());
+    let state = app.trading_state().await;
+    assert_eq!(state["maintenanceWindows"][0]["reconciledAt"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_maintenance_notice_for_other_services_or_already_past_blocks_nothing() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    app.post_event(
+        "system.maintenance",
+        json!({"startTime": iso(now), "endTime": iso(now + Duration::hours(1)), "affectedServices": ["webhooks"]}),
+    )
+    .await;
+    app.post_event(
+        "system.maintenance",
+        json!({"startTime": iso(now - Duration::hours(3)), "endTime": iso(now - Duration::hours(2)), "affectedServices": ["trading"]}),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let d = app.decision_number(1).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn trading_resumes_after_the_window_only_once_the_reconciliation_pass_completed() {
+    let mut trading = TradingConfig::default();
+    trading.maintenance.lead = Duration::zero();
+    trading.maintenance.settle = Duration::milliseconds(500);
+    let app = spawn_app_with(trading).await;
+    // An order before the window, still known to the venue, so the pass has something to ask about.
+    app.send_signal("ETH/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+
+    let start = Utc::now() - Duration::seconds(1);
+    let end = Utc::now() + Duration::seconds(2);
+    app.post_event(
+        "system.maintenance",
+        json!({"startTime": iso(start), "endTime": iso(end), "affectedServices": ["api"]}),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 2).await;
+    let d = app.decision_number(2).await;
+    assert_eq!(d["decision"], "refused", "{d}");
+    assert!(reason(&d).contains("maintenance window"), "{d}");
+
+    // The reconciliation task marks the window once end + settle passed and a pass succeeded.
+    let reconciled_at = app
+        .wait_for("the window to be reconciled", || async {
+            let s = app.trading_state().await;
+            s["maintenanceWindows"][0]["reconciledAt"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .await;
+    let reconciled_at = chrono::DateTime::parse_from_rfc3339(&reconciled_at).unwrap();
+    assert!(reconciled_at >= end + Duration::milliseconds(500));
+
+    app.send_signal("BTC/USD", "buy", 90, 3).await;
+    let d = app.decision_number(3).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    app.settled_orders(2).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_critical_alert_halts_the_listed_symbols_and_one_without_symbols_halts_everything() {
+    let app = spawn_app().await;
+    app.post_event(
+        "system.alert",
+        json!({"level": "critical", "title": "BTC feed broken", "affectedSymbols": ["BTC/USD"]}),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.send_signal("ETH/USD", "buy", 90, 2).await;
+    let btc = app.decision_number(1).await;
+    let eth = app.decision_number(2).await;
+    assert_eq!(btc["decision"], "refused", "{btc}");
+    assert!(
+        reason(&btc).contains("trading is halted (BTC/USD)")
+            && reason(&btc).contains("BTC feed broken"),
+        "{btc}"
+    );
+    assert_eq!(eth["decision"], "ordered", "{eth}");
+    app.settled_orders(1).await;
+
+    app.post_event(
+        "system.alert",
+        json!({"level": "critical", "title": "venue degraded"}),
+    )
+    .await;
+    app.send_signal("ETH/USD", "buy", 90, 3).await;
+    let eth = app.decision_number(3).await;
+    assert_eq!(eth["decision"], "refused", "{eth}");
+    assert!(
+        reason(&eth).contains("trading is halted (account)"),
+        "{eth}"
+    );
+    assert_eq!(app.sim.orders().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_warning_alert_scales_the_size_of_new_orders() {
+    let app = spawn_app().await;
+    app.post_event(
+        "system.alert",
+        json!({"level": "warning", "title": "volatility", "affectedSymbols": ["BTC/USD"]}),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let d = app.decision_number(1).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    assert!(reason(&d).contains("size x0.5"), "{d}");
+    let orders = app.settled_orders(1).await;
+    let notional = Decimal::from_str_exact(&orders[0]["quantity"].to_string()).unwrap()
+        * app.sim.mid_price("BTC/USD").unwrap();
+    assert!(notional < Decimal::from(520), "{notional}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_daily_loss_breach_halts_trading_and_the_halt_survives_a_restart() {
+    let mut trading = TradingConfig::default();
+    trading.limits.daily_loss_limit = Some(Decimal::from(10));
+    let mut app = spawn_app_with(trading).await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    // The market halves: closing the long realizes a loss of about 500 USD.
+    app.sim.set_mid_price("BTC/USD", Decimal::from(25_000));
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    app.settled_orders(2).await;
+    let halted = app
+        .wait_for("the halt", || async {
+            let s = app.trading_state().await;
+            s["states"]
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["state"] == "halted").cloned())
+        })
+        .await;
+    assert_eq!(halted["setBy"], "daily_loss", "{halted}");
+    assert_eq!(halted["symbol"], Value::Null, "{halted}");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .unwrap()
+            .contains("daily realized loss limit 10 USD reached"),
+        "{halted}"
+    );
+
+    app.restart().await;
+    let s = app.trading_state().await;
+    assert_eq!(s["states"][0]["state"], "halted", "{s}");
+    app.send_signal("ETH/USD", "buy", 90, 3).await;
+    let d = app.decision_number(3).await;
+    assert_eq!(d["decision"], "refused", "{d}");
+    assert!(reason(&d).contains("halted"), "{d}");
+    assert_eq!(app.sim.orders().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operators_halt_and_resume_through_the_admin_endpoint_only_with_the_token() {
+    let trading = TradingConfig {
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        ..Default::default()
+    };
+    let app = spawn_app_with(trading).await;
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut r = app
+            .http
+            .post(format!("{}{path}", app.admin_url))
+            .json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let halt = json!({"symbol": "BTC/USD", "reason": "exchange incident"});
+    assert_eq!(
+        post("/api/admin/halt", None, halt.clone())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(
+            "/api/admin/halt",
+            Some("wrong-token-0123456789"),
+            halt.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    assert_eq!(
+        post(
+            "/api/admin/halt",
+            Some(ADMIN_TOKEN),
+            json!({"symbol": "BTC/USD"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        400,
+        "a halt needs a reason"
+    );
+    assert_eq!(
+        post("/api/admin/halt", Some(ADMIN_TOKEN), halt)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let d = app.decision_number(1).await;
+    assert!(reason(&d).contains("exchange incident"), "{d}");
+
+    let resume = json!({"symbol": "BTC/USD"});
+    assert_eq!(
+        post("/api/admin/resume", Some(ADMIN_TOKEN), resume)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.send_signal("BTC/USD", "buy", 90, 2).await;
+    let d = app.decision_number(2).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_admin_mutation_endpoints_do_not_exist() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(format!("{}/api/admin/halt", app.admin_url))
+        .bearer_auth("anything-at-all-0123")
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(app.trading_state().await["states"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_margin_ratio_above_the_limit_only_lets_reducing_orders_through() {
+    let mut trading = TradingConfig::default();
+    trading.limits.max_margin_ratio = Some("0.5".parse().unwrap());
+    let app = spawn_app_with(trading).await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    app.post_event(
+        "position.updated",
+        json!({"symbol": "BTC/USD", "quantity": 0.02, "markPrice": 50000.0, "marginRatio": 0.8}),
+    )
+    .await;
+    app.send_signal("ETH/USD", "buy", 90, 2).await;
+    let d = app.decision_number(2).await;
+    assert_eq!(d["decision"], "refused", "{d}");
+    assert!(reason(&d).contains("reducing"), "{d}");
+    app.send_signal("BTC/USD", "sell", 90, 3).await;
+    let d = app.decision_number(3).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    assert!(reason(&d).contains("reduces the position"), "{d}");
+    app.stop().await;
+}
