@@ -156,6 +156,10 @@ pub async fn start(
         shutdown.clone(),
     ));
 
+    let timeouts = strategies
+        .iter()
+        .filter_map(|s| s.orders.unfilled_timeout.map(|t| (s.name.clone(), t)))
+        .collect();
     let dispatcher = Dispatcher::new(
         store.clone(),
         Arc::new(strategies),
@@ -166,13 +170,14 @@ pub async fn start(
         Arc::new(config.trading.clone()),
     );
     tasks.push(tokio::spawn(dispatcher.run(shutdown.clone())));
-    let reconciler = crate::reconcile::full::MaintenanceReconciler {
+    let supervisor = crate::reconcile::full::Supervisor {
         store: store.clone(),
         venue: venue.clone(),
         clock: clock.clone(),
         settings: config.trading.maintenance,
+        timeouts,
     };
-    tasks.push(tokio::spawn(reconciler.run(shutdown.clone())));
+    tasks.push(tokio::spawn(supervisor.run(shutdown.clone())));
     let executor = Executor {
         store: store.clone(),
         venue,

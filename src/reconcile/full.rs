@@ -1,4 +1,5 @@
-//! The full reconciliation pass over REST, and the task that runs it after a maintenance window.
+//! The full reconciliation pass over REST, and the supervisor task that runs it after a
+//! maintenance window and cancels orders (before a window, or when unfilled for too long).
 //!
 //! `full_pass` asks the venue about every local order that was sent and is not terminal
 //! (`GET /orders/{orderId}`, or by `clientOrderId` when the venue id is not known yet), applies each
@@ -13,9 +14,10 @@ use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::ingress::events::OrderNews;
 use crate::risk::maintenance::MaintenanceSettings;
-use crate::store::{Store, StoreError, VenuePosition};
+use crate::store::{OrderRow, Store, StoreError, VenuePosition};
 use crate::venue::VenueClient;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -98,38 +100,51 @@ pub async fn full_pass(
     Ok(summary)
 }
 
-/// Runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
-/// reconciled only when the pass succeeded; trading stays blocked until then. Also takes a
-/// balance snapshot at start, so percent-of-balance sizing has a balance before the first event.
-pub struct MaintenanceReconciler {
+/// The risk manager's background duties, each an I/O shell around pure rules:
+/// - runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
+///   reconciled only when the pass succeeded (trading stays blocked until then);
+/// - with `[maintenance] cancel_open_orders`, cancels working orders when a window's lead time
+///   begins;
+/// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
+/// - takes a balance snapshot at start, so balance-based sizing works before the first event.
+pub struct Supervisor {
     pub store: Store,
     pub venue: VenueClient,
     pub clock: SharedClock,
     pub settings: MaintenanceSettings,
+    /// Strategy name → unfilled-order timeout.
+    pub timeouts: HashMap<String, chrono::Duration>,
 }
 
-impl MaintenanceReconciler {
+/// How long to wait before asking the venue again to cancel one order.
+const CANCEL_RETRY: Duration = Duration::from_secs(5);
+
+impl Supervisor {
     pub async fn run(self, mut shutdown: Shutdown) {
         if let Err(e) = self.snapshot_balances().await {
             tracing::warn!(error = %e, "start-up balance snapshot failed; waiting for balance events");
         }
         let mut failures: u32 = 0;
+        let mut cancelled_for: HashSet<String> = HashSet::new();
+        let mut cancel_tried: HashMap<String, Instant> = HashMap::new();
         loop {
             let now = self.clock.now();
-            let due: Vec<_> = match self
+            let windows = match self
                 .store
                 .windows_now(now - chrono::Duration::days(30))
                 .await
             {
-                Ok(w) => w
-                    .into_iter()
-                    .filter(|w| w.awaits_reconciliation(&self.settings, now))
-                    .collect(),
+                Ok(w) => w,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read maintenance windows");
                     vec![]
                 }
             };
+            let due: Vec<_> = windows
+                .iter()
+                .filter(|w| w.awaits_reconciliation(&self.settings, now))
+                .cloned()
+                .collect();
             let mut wait = Duration::from_millis(250);
             if !due.is_empty() {
                 match full_pass(&self.store, &self.venue, &self.clock).await {
@@ -152,10 +167,106 @@ impl MaintenanceReconciler {
                     }
                 }
             }
+            if self.settings.cancel_open_orders {
+                let starting: Vec<_> = windows
+                    .iter()
+                    .filter(|w| {
+                        w.affects_trading()
+                            && w.reconciled_at.is_none()
+                            && w.has_begun(&self.settings, now)
+                            && !w.is_past(&self.settings, now)
+                            && !cancelled_for.contains(&w.key)
+                    })
+                    .collect();
+                for w in starting {
+                    match self.cancel_all_working().await {
+                        Ok(n) => {
+                            tracing::warn!(window = %w.key, cancelled = n, "open orders cancelled before maintenance");
+                            cancelled_for.insert(w.key.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(window = %w.key, error = %e, "cancelling before maintenance failed; will retry")
+                        }
+                    }
+                }
+            }
+            if !self.timeouts.is_empty() {
+                if let Err(e) = self.cancel_timed_out(&mut cancel_tried).await {
+                    tracing::warn!(error = %e, "cancelling unfilled orders failed; will retry");
+                }
+            }
             if shutdown.sleep(wait).await {
                 return;
             }
         }
+    }
+
+    /// Cancels one order at the venue and applies the answer. A 404/409 (already gone or not
+    /// cancellable) is not an error: its final state arrives by callback or reconciliation.
+    async fn cancel(&self, order: &OrderRow) -> Result<bool, PassError> {
+        let Some(id) = &order.order_id else {
+            return Ok(false);
+        };
+        let answer = match self.venue.cancel_order(id).await {
+            Ok(a) => a,
+            Err(crate::venue::VenueError::Status {
+                status: 404 | 409, ..
+            }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let news = OrderNews {
+            order_id: answer.order_id,
+            client_order_id: answer.client_order_id,
+            status: answer.status,
+            filled_quantity: answer.filled_quantity,
+            average_price: answer.average_price,
+        };
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await? {
+            super::apply_report(&mut tx, &current, &news, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(client_order_id = %order.client_order_id, "order cancelled");
+        Ok(true)
+    }
+
+    async fn cancel_all_working(&self) -> Result<usize, PassError> {
+        let mut n = 0;
+        for order in self.store.working_orders().await? {
+            if self.cancel(&order).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn cancel_timed_out(
+        &self,
+        tried: &mut HashMap<String, Instant>,
+    ) -> Result<(), PassError> {
+        let now = self.clock.now();
+        for order in self.store.working_orders().await? {
+            let Some(timeout) = self.timeouts.get(&order.strategy) else {
+                continue;
+            };
+            let Some(created) = crate::venue::wire::parse_timestamp(&order.created_at) else {
+                continue;
+            };
+            if order.order_id.is_none() || created + *timeout > now {
+                continue;
+            }
+            if tried
+                .get(&order.client_order_id)
+                .is_some_and(|at| at.elapsed() < CANCEL_RETRY)
+            {
+                continue;
+            }
+            tried.insert(order.client_order_id.clone(), Instant::now());
+            tracing::info!(client_order_id = %order.client_order_id, timeout_secs = timeout.num_seconds(), "unfilled order timed out; cancelling");
+            self.cancel(&order).await?;
+        }
+        Ok(())
     }
 
     async fn snapshot_balances(&self) -> Result<(), PassError> {

@@ -39,6 +39,7 @@ fn strategy() -> Strategy {
         orders: OrderSettings {
             kind: OrderKind::Market,
             time_in_force: "GTC",
+            unfilled_timeout: None,
         },
         exits: Exits {
             reverse_on_opposite: false,

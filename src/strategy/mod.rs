@@ -57,6 +57,8 @@ pub struct OrderSettings {
     pub kind: OrderKind,
     /// `GTC`, `IOC` or `FOK`.
     pub time_in_force: &'static str,
+    /// A working order not filled after this long is cancelled.
+    pub unfilled_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,7 @@ struct OrdersSection {
     order_type: Option<String>,
     limit_offset_bps: Option<Decimal>,
     time_in_force: Option<String>,
+    unfilled_timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -409,6 +412,15 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Strategy, Str
     };
     let max_signal_age = secs("max_signal_age_secs", raw.max_signal_age_secs)?;
     let cooldown = secs("cooldown_secs", raw.limits.cooldown_secs)?;
+    let unfilled_timeout = match secs("unfilled_timeout_secs", raw.orders.unfilled_timeout_secs)? {
+        Some(d) if d.is_zero() => {
+            return Err(err(
+                Some("unfilled_timeout_secs"),
+                "unfilled_timeout_secs must be above zero (remove it to never cancel)".into(),
+            ))
+        }
+        d => d,
+    };
     for (key, v) in [
         ("rsi_below", raw.conditions.rsi_below),
         ("rsi_above", raw.conditions.rsi_above),
@@ -514,6 +526,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Strategy, Str
         orders: OrderSettings {
             kind,
             time_in_force,
+            unfilled_timeout,
         },
         exits: Exits {
             reverse_on_opposite,
@@ -780,6 +793,7 @@ cooldown_secs = 300
 type = "limit"
 limit_offset_bps = 5
 time_in_force = "IOC"
+unfilled_timeout_secs = 30
 
 [exits]
 on_opposite_signal = "reverse"
@@ -799,6 +813,7 @@ on_opposite_signal = "reverse"
             }
         );
         assert_eq!(s.orders.time_in_force, "IOC");
+        assert_eq!(s.orders.unfilled_timeout, Some(Duration::seconds(30)));
         assert!(s.exits.reverse_on_opposite);
         assert_eq!(s.cooldown, Some(Duration::seconds(300)));
         assert_eq!(s.max_concurrent_positions, Some(2));

@@ -40,7 +40,7 @@ pub struct TestApp {
     pub admin_url: String,
     pub http: reqwest::Client,
     /// The config the bot runs with, for a restart on the same database.
-    config: Option<Config>,
+    config: Option<(Config, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -51,6 +51,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like `spawn_app`, with account limits, maintenance and alert settings.
 pub async fn spawn_app_with(trading: TradingConfig) -> TestApp {
+    spawn_app_with_strategy(trading, TEST_STRATEGY).await
+}
+
+/// Like `spawn_app_with`, trading under the given strategy file text instead of `TEST_STRATEGY`.
+pub async fn spawn_app_with_strategy(trading: TradingConfig, strategy: &str) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
     let sim = Simulator::new(SimConfig::new(
@@ -76,7 +81,7 @@ pub async fn spawn_app_with(trading: TradingConfig) -> TestApp {
         format!("http://{sim_addr}/api/v1"),
     );
     config.trading = trading;
-    let app = start_bot(config, dir, sim, sim_stop).await;
+    let app = start_bot(config, dir, sim, sim_stop, strategy).await;
     app.sim.set_webhook_url(Some(app.webhook_url.clone()));
     app
 }
@@ -136,8 +141,11 @@ fn test_config(
 }
 
 fn strategies() -> Vec<sigex::strategy::Strategy> {
-    sigex::strategy::load_sources(&[("test.toml".into(), "test".into(), TEST_STRATEGY.into())])
-        .unwrap()
+    strategies_from(TEST_STRATEGY)
+}
+
+fn strategies_from(text: &str) -> Vec<sigex::strategy::Strategy> {
+    sigex::strategy::load_sources(&[("test.toml".into(), "test".into(), text.into())]).unwrap()
 }
 
 fn clock() -> SharedClock {
@@ -149,8 +157,9 @@ async fn start_bot(
     dir: tempfile::TempDir,
     sim: Simulator,
     sim_stop: ShutdownTrigger,
+    strategy: &str,
 ) -> TestApp {
-    let bot = sigex::app::start(config.clone(), strategies(), clock())
+    let bot = sigex::app::start(config.clone(), strategies_from(strategy), clock())
         .await
         .unwrap();
     TestApp {
@@ -160,7 +169,7 @@ async fn start_bot(
         sim,
         sim_stop,
         http: reqwest::Client::new(),
-        config: Some(config),
+        config: Some((config, strategy.to_owned())),
         _dir: dir,
     }
 }
@@ -284,11 +293,11 @@ impl TestApp {
 
     /// Stops the bot and starts it again on the same database and ports chosen anew.
     pub async fn restart(&mut self) {
-        let config = self.config.clone().expect("restart needs a live-mode app");
+        let (config, strategy) = self.config.clone().expect("restart needs a live-mode app");
         if let Some(bot) = self.bot.take() {
             bot.stop().await;
         }
-        let bot = sigex::app::start(config, strategies(), clock())
+        let bot = sigex::app::start(config, strategies_from(&strategy), clock())
             .await
             .unwrap();
         self.webhook_url = format!("http://{}{WEBHOOK_PATH}", bot.webhook_addr);

@@ -1,7 +1,7 @@
 //! The risk manager end to end: maintenance windows, alerts, circuit breakers, trading state that
 //! survives a restart, and the authenticated admin endpoints.
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_app_with_strategy, TestApp};
 use chrono::{Duration, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -331,5 +331,61 @@ async fn a_margin_ratio_above_the_limit_only_lets_reducing_orders_through() {
     let d = app.decision_number(3).await;
     assert_eq!(d["decision"], "ordered", "{d}");
     assert!(reason(&d).contains("reduces the position"), "{d}");
+    app.stop().await;
+}
+
+/// Buys BTC/USD with a limit 20% below the price: it rests at the venue.
+const RESTING_LIMIT: &str = r#"
+symbols = ["BTC/USD"]
+recommendations = ["buy", "sell"]
+min_confidence = 0
+
+[sizing]
+method = "fixed_notional"
+notional = 1000
+
+[orders]
+type = "limit"
+limit_offset_bps = 2000
+"#;
+
+async fn wait_for_order_status(app: &TestApp, status: &str) -> Value {
+    app.wait_for(&format!("an order {status}"), || async {
+        app.orders()
+            .await
+            .into_iter()
+            .find(|o| o["status"] == status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn open_orders_are_cancelled_when_a_window_begins_if_so_configured() {
+    let mut trading = TradingConfig::default();
+    trading.maintenance.cancel_open_orders = true;
+    let app = spawn_app_with_strategy(trading, RESTING_LIMIT).await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let open = wait_for_order_status(&app, "open").await;
+    assert_eq!(open["type"], "limit", "{open}");
+    let now = Utc::now();
+    app.post_event(
+        "system.maintenance",
+        json!({"startTime": iso(now + Duration::minutes(2)), "endTime": iso(now + Duration::minutes(20)), "affectedServices": ["trading"]}),
+    )
+    .await;
+    let cancelled = wait_for_order_status(&app, "cancelled").await;
+    assert_eq!(cancelled["clientOrderId"], open["clientOrderId"]);
+    assert_eq!(app.sim.orders()[0].status, "cancelled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_limit_order_not_filled_within_its_timeout_is_cancelled() {
+    let strategy = format!("{RESTING_LIMIT}unfilled_timeout_secs = 1\n");
+    let app = spawn_app_with_strategy(TradingConfig::default(), &strategy).await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let cancelled = wait_for_order_status(&app, "cancelled").await;
+    assert_eq!(cancelled["type"], "limit", "{cancelled}");
+    assert_eq!(app.sim.orders()[0].status, "cancelled");
     app.stop().await;
 }
