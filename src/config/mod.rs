@@ -198,11 +198,49 @@ impl Config {
             }
         }
         apply_env_overrides(&mut table, env).map_err(invalid)?;
-        let raw: RawConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
-        resolve(raw, origin).map_err(invalid)
+        // Errors name the line where the file has one: the table has lost the spans, so a shape
+        // error is looked up again in the text, and a validation error by its "[section] key".
+        let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
+            path: match line {
+                Some(l) => format!("{origin}:{l}"),
+                None => origin.to_owned(),
+            },
+            message,
+        };
+        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| {
+            let line = toml::from_str::<RawConfig>(text).err().and_then(|e| {
+                e.span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            });
+            at_line(line, e.message().to_owned())
+        })?;
+        resolve(raw, origin).map_err(|m| at_line(locate(text, &m), m))
     }
+}
+
+/// The line of the `[section] key` a validation message starts with, when the file has it.
+fn locate(text: &str, message: &str) -> Option<usize> {
+    let rest = message.strip_prefix('[')?;
+    let (section, after) = rest.split_once(']')?;
+    let key: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim() == format!("[{section}]"))?;
+    let key_line = lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            !key.is_empty()
+                && l.trim_start()
+                    .strip_prefix(key.as_str())
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+        });
+    Some(key_line.map_or(header + 1, |k| header + k + 2))
 }
 
 /// The database URL alone, for `sigex halt` / `sigex resume`: they must work in an emergency even
@@ -542,7 +580,9 @@ lot_step = 0.001
                 "SIGEX_ADMIN__TOKEN",
             ),
         ];
-        for (section, needle) in bad {
+        // The line each mistake is on (0: a secret refused before the file is read as a config).
+        let lines = [3, 3, 3, 3, 3, 4, 3, 2, 0];
+        for ((section, needle), line) in bad.into_iter().zip(lines) {
             let err = Config::from_toml(
                 &format!("mode = \"paper\"\n{section}"),
                 "c.toml",
@@ -554,6 +594,9 @@ lot_step = 0.001
                 err.contains(needle) && err.contains("c.toml"),
                 "{section}: {err}"
             );
+            if line > 0 {
+                assert!(err.starts_with(&format!("c.toml:{line}: ")), "{err}");
+            }
         }
         let mut e = env(SECRET_ENV);
         e.push(("SIGEX_ADMIN__TOKEN".into(), "short".into()));
