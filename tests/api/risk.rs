@@ -30,6 +30,23 @@ impl TestApp {
         .await
     }
 
+    /// Posts an event with its own `X-Webhook-Id`, so two notices sharing a `data.id` are two
+    /// deliveries (without the header, the inbox dedupes on `data.id`).
+    async fn post_event_with_id(&self, webhook_id: &str, event: &str, data: Value) {
+        let body = json!({"event": event, "timestamp": iso(Utc::now()), "data": data}).to_string();
+        let r = self
+            .http
+            .post(&self.webhook_url)
+            .header("Content-Type", "application/json")
+            .header("X-Webhook-Id", webhook_id)
+            .header("X-Webhook-Signature", crate::helpers::sign(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{event} refused");
+    }
+
     async fn trading_state(&self) -> Value {
         self.get("/api/trading-state").await
     }
@@ -387,5 +404,34 @@ async fn a_limit_order_not_filled_within_its_timeout_is_cancelled() {
     let cancelled = wait_for_order_status(&app, "cancelled").await;
     assert_eq!(cancelled["type"], "limit", "{cancelled}");
     assert_eq!(app.sim.orders()[0].status, "cancelled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_updated_maintenance_notice_replaces_its_window() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let notice = |start: chrono::DateTime<Utc>, end: chrono::DateTime<Utc>| json!({"id": "mw-1", "startTime": iso(start), "endTime": iso(end), "affectedServices": ["trading"]});
+    app.post_event_with_id(
+        "delivery-1",
+        "system.maintenance",
+        notice(now + Duration::minutes(1), now + Duration::minutes(30)),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    assert_eq!(app.decision_number(1).await["decision"], "refused");
+    // Postponed by two hours: outside the lead time, trading goes on.
+    app.post_event_with_id(
+        "delivery-2",
+        "system.maintenance",
+        notice(now + Duration::hours(2), now + Duration::hours(3)),
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 2).await;
+    let d = app.decision_number(2).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    let windows = app.trading_state().await["maintenanceWindows"].clone();
+    assert_eq!(windows.as_array().unwrap().len(), 1, "{windows}");
+    assert_eq!(windows[0]["key"], "mw-1");
     app.stop().await;
 }
