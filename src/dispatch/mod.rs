@@ -280,6 +280,20 @@ impl Dispatcher {
                 tx.commit().await?;
                 Ok(())
             }
+            Event::Transfer { asset, amount } => {
+                let mut tx = self.store.begin().await?;
+                if asset == QUOTE_ASSET {
+                    if let Some(peak) = Store::risk_value(&mut tx, EQUITY_PEAK).await? {
+                        let moved = (peak + amount).max(Decimal::ZERO);
+                        Store::set_risk_value(&mut tx, EQUITY_PEAK, moved, now).await?;
+                        tracing::info!(%amount, peak = %moved, "equity peak moved by a transfer");
+                    }
+                }
+                Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
             Event::Recorded { event: name } => {
                 tracing::info!(seq = event.seq, event = %name, "event recorded");
                 let mut tx = self.store.begin().await?;

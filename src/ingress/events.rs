@@ -29,6 +29,12 @@ pub enum Event {
         symbols: Vec<String>,
         title: String,
     },
+    /// A completed deposit (positive) or withdrawal (negative): moves the equity peak with it, so
+    /// money leaving the account is not mistaken for a drawdown.
+    Transfer {
+        asset: String,
+        amount: Decimal,
+    },
     /// Known events the skeleton records without acting on yet, the venue's `test` event, and
     /// unknown event types: stored and acknowledged, never fatal.
     Recorded {
@@ -191,6 +197,23 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 level: d.level,
                 symbols: d.affected_symbols,
                 title: d.title.or(d.message).unwrap_or_default(),
+            }
+        }
+        "account.deposit_received" | "account.withdrawal_processed" => {
+            let d = data!(wire::TransferData);
+            let completed = d.status.as_deref().is_none_or(|s| s == "completed");
+            if !completed || d.amount <= Decimal::ZERO {
+                Event::Recorded { event: env.event }
+            } else {
+                let sign = if env.event == "account.deposit_received" {
+                    Decimal::ONE
+                } else {
+                    Decimal::NEGATIVE_ONE
+                };
+                Event::Transfer {
+                    asset: d.asset,
+                    amount: sign * d.amount,
+                }
             }
         }
         _ => Event::Recorded { event: env.event },

@@ -219,6 +219,15 @@ pub struct AlertData {
     pub affected_symbols: Vec<String>,
 }
 
+/// `account.deposit_received` and `account.withdrawal_processed`.
+#[derive(Debug, Deserialize)]
+pub struct TransferData {
+    pub asset: String,
+    pub amount: Decimal,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
 /// One entry of `GET /positions`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -435,3 +435,45 @@ async fn an_updated_maintenance_notice_replaces_its_window() {
     assert_eq!(windows[0]["key"], "mw-1");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_drawdown_from_the_equity_peak_halts_but_a_withdrawal_is_not_a_drawdown() {
+    let mut trading = TradingConfig::default();
+    trading.limits.max_drawdown_percent = Some(Decimal::from(10));
+    let app = spawn_app_with(trading).await;
+    let balance =
+        |total: u32| json!({"asset": "USD", "available": total, "locked": 0, "total": total});
+    app.post_event("account.balance_updated", balance(10_000))
+        .await;
+    // 2000 leave the account: the peak moves down with them, so 8000 is no drawdown.
+    app.post_event(
+        "account.withdrawal_processed",
+        json!({"transactionId": "tx-1", "asset": "USD", "amount": 2000, "status": "completed"}),
+    )
+    .await;
+    app.post_event("account.balance_updated", balance(8_000))
+        .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let d = app.decision_number(1).await;
+    assert_eq!(d["decision"], "ordered", "{d}");
+    // A loss of 10% from the (moved) peak of 8000 halts.
+    app.post_event("account.balance_updated", balance(7_200))
+        .await;
+    let halted = app
+        .wait_for("the halt", || async {
+            let s = app.trading_state().await;
+            s["states"]
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["state"] == "halted").cloned())
+        })
+        .await;
+    assert_eq!(halted["setBy"], "drawdown", "{halted}");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max drawdown 10% reached"),
+        "{halted}"
+    );
+    app.stop().await;
+}
