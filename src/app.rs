@@ -176,6 +176,7 @@ pub async fn start(
         clock: clock.clone(),
         settings: config.trading.maintenance,
         timeouts,
+        trading: Arc::new(config.trading.clone()),
     };
     tasks.push(tokio::spawn(supervisor.run(shutdown.clone())));
     let executor = Executor {

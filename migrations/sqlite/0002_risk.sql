@@ -44,3 +44,12 @@ CREATE TABLE risk_values (
 );
 
 ALTER TABLE venue_positions ADD COLUMN margin_ratio TEXT;
+
+-- Protective exits: an entry carries the stop and target taken from its signal; once it has
+-- filled, a stop-loss (type stop) and a take-profit (type limit) are placed as children.
+ALTER TABLE orders ADD COLUMN role TEXT NOT NULL DEFAULT 'entry';  -- entry | stop_loss | take_profit
+ALTER TABLE orders ADD COLUMN parent_client_order_id TEXT;
+ALTER TABLE orders ADD COLUMN stop_price TEXT;
+ALTER TABLE orders ADD COLUMN protect_stop TEXT;
+ALTER TABLE orders ADD COLUMN protect_target TEXT;
+ALTER TABLE orders ADD COLUMN protection_done INTEGER NOT NULL DEFAULT 0;

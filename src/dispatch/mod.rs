@@ -456,8 +456,14 @@ impl Dispatcher {
                     Ok(approved) => {
                         client_order_id =
                             order::client_order_id(&strategy.name, &event.dedupe_key, "entry");
-                        Store::insert_intent(&mut tx, &approved, &client_order_id, event.seq, now)
-                            .await?;
+                        Store::insert_intent(
+                            &mut tx,
+                            &approved,
+                            &client_order_id,
+                            Some(event.seq),
+                            now,
+                        )
+                        .await?;
                         let plan = approved.get();
                         let mut reason = format!(
                             "{} {} {} {} (~{} USD at {}{})",

@@ -12,11 +12,16 @@
 
 use crate::app::Shutdown;
 use crate::clock::SharedClock;
+use crate::config::TradingConfig;
 use crate::ingress::events::OrderNews;
-use crate::risk::maintenance::MaintenanceSettings;
+use crate::model::{Price, Side, Symbol};
+use crate::risk::maintenance::{self, MaintenanceSettings};
+use crate::risk::protect::{self, FilledEntry};
+use crate::risk::{state, Gate, Protect};
 use crate::store::{OrderRow, Store, StoreError, VenuePosition};
 use crate::venue::VenueClient;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +111,8 @@ pub async fn full_pass(
 /// - with `[maintenance] cancel_open_orders`, cancels working orders when a window's lead time
 ///   begins;
 /// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
+/// - places the stop-loss / take-profit of entries that have filled, and cancels protective
+///   orders whose sibling filled or whose position is gone (or smaller than they are);
 /// - takes a balance snapshot at start, so balance-based sizing works before the first event.
 pub struct Supervisor {
     pub store: Store,
@@ -114,6 +121,8 @@ pub struct Supervisor {
     pub settings: MaintenanceSettings,
     /// Strategy name → unfilled-order timeout.
     pub timeouts: HashMap<String, chrono::Duration>,
+    /// Symbol specs, for protective order quantities.
+    pub trading: Arc<TradingConfig>,
 }
 
 /// How long to wait before asking the venue again to cancel one order.
@@ -195,6 +204,12 @@ impl Supervisor {
                     tracing::warn!(error = %e, "cancelling unfilled orders failed; will retry");
                 }
             }
+            if let Err(e) = self.enforce_protection(&mut cancel_tried).await {
+                tracing::warn!(error = %e, "cancelling stale protective orders failed; will retry");
+            }
+            if let Err(e) = self.place_protection().await {
+                tracing::warn!(error = %e, "placing protective orders failed; will retry");
+            }
             if shutdown.sleep(wait).await {
                 return;
             }
@@ -265,6 +280,122 @@ impl Supervisor {
             tried.insert(order.client_order_id.clone(), Instant::now());
             tracing::info!(client_order_id = %order.client_order_id, timeout_secs = timeout.num_seconds(), "unfilled order timed out; cancelling");
             self.cancel(&order).await?;
+        }
+        Ok(())
+    }
+
+    /// Stop-loss and take-profit intents for entries that have filled; the executor sends them.
+    async fn place_protection(&self) -> Result<(), PassError> {
+        for row in self.store.entries_needing_protection().await? {
+            let (Ok(symbol), Ok(side)) = (Symbol::parse(&row.symbol), Side::parse(&row.side))
+            else {
+                continue;
+            };
+            let entry = FilledEntry {
+                client_order_id: row.client_order_id.clone(),
+                strategy: row.strategy.clone(),
+                symbol,
+                side,
+                filled: row.filled,
+                protect: Protect {
+                    stop: row.stop.and_then(|p| Price::new(p).ok()),
+                    target: row.target.and_then(|p| Price::new(p).ok()),
+                },
+            };
+            let now = self.clock.now();
+            let mut tx = self.store.begin().await?;
+            let position = Store::position(&mut tx, &row.symbol).await?.quantity;
+            let windows = Store::open_windows(&mut tx, now - chrono::Duration::days(1)).await?;
+            let states = Store::trading_states(&mut tx).await?;
+            let gate = Gate {
+                maintenance: maintenance::blocking(&windows, &self.settings, now),
+                state: state::effective(
+                    states.iter().find(|s| s.symbol.is_none()),
+                    states
+                        .iter()
+                        .find(|s| s.symbol.as_deref() == Some(&row.symbol)),
+                )
+                .cloned(),
+                size_scale: None,
+            };
+            match protect::protective_orders(
+                &entry,
+                position,
+                &self.trading.spec(&row.symbol),
+                &gate,
+            ) {
+                Err(reason) => {
+                    tracing::debug!(client_order_id = %row.client_order_id, %reason, "protective orders wait");
+                    tx.rollback().await.map_err(StoreError::from)?;
+                    continue;
+                }
+                Ok(plans) => {
+                    for plan in &plans {
+                        let role = plan.get().role.as_str();
+                        let cid = crate::order::client_order_id(
+                            &row.strategy,
+                            &row.client_order_id,
+                            role,
+                        );
+                        Store::insert_intent(&mut tx, plan, &cid, None, now).await?;
+                        tracing::info!(client_order_id = %cid, parent = %row.client_order_id, role, "protective order intent");
+                    }
+                    Store::mark_protection_done(&mut tx, &row.client_order_id).await?;
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Cancels protective orders that could now open a position instead of closing one: their
+    /// sibling filled, their position is gone or points the other way, or together they exceed it.
+    async fn enforce_protection(
+        &self,
+        tried: &mut HashMap<String, Instant>,
+    ) -> Result<(), PassError> {
+        let working = self.store.working_protective().await?;
+        if working.is_empty() {
+            return Ok(());
+        }
+        let positions = self.store.positions_now().await?;
+        // Per (symbol, role): quantity still covered, newest orders first.
+        let mut covered: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
+        for order in &working {
+            let position = positions.get(&order.symbol).copied().unwrap_or_default();
+            // A protective sell protects a long (position > 0); a protective buy a short.
+            let closes = if order.side == "sell" {
+                position
+            } else {
+                -position
+            };
+            let remaining = order.quantity - order.filled_quantity;
+            let key = (order.symbol.clone(), order.role.clone());
+            let used = covered.entry(key).or_default();
+            let why = if closes <= rust_decimal::Decimal::ZERO {
+                Some("its position is closed")
+            } else if self.store.sibling_filled(order).await? {
+                Some("its sibling filled")
+            } else if *used + remaining > closes {
+                Some("together they exceed the position")
+            } else {
+                *used += remaining;
+                None
+            };
+            let Some(why) = why else { continue };
+            if order.order_id.is_none() {
+                // Not at the venue yet (or its POST outcome is unknown): look again next round.
+                continue;
+            }
+            if tried
+                .get(&order.client_order_id)
+                .is_some_and(|at| at.elapsed() < CANCEL_RETRY)
+            {
+                continue;
+            }
+            tried.insert(order.client_order_id.clone(), Instant::now());
+            tracing::info!(client_order_id = %order.client_order_id, role = %order.role, reason = why, "cancelling protective order");
+            self.cancel(order).await?;
         }
         Ok(())
     }

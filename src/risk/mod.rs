@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod limits;
 pub mod maintenance;
+pub mod protect;
 pub mod sizing;
 pub mod state;
 
@@ -52,6 +53,38 @@ pub struct OrderPlan {
     pub time_in_force: &'static str,
     /// Only shrinks a position (a close, or the reducing state).
     pub reduces_only: bool,
+    pub role: Role,
+    /// The entry a protective order protects.
+    pub parent: Option<String>,
+    /// The trigger of a `stop` order.
+    pub stop_price: Option<Price>,
+    /// For an opening entry: where its protective orders go once it has filled.
+    pub protect: Protect,
+}
+
+/// What an order is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Entry,
+    StopLoss,
+    TakeProfit,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entry => "entry",
+            Self::StopLoss => "stop_loss",
+            Self::TakeProfit => "take_profit",
+        }
+    }
+}
+
+/// Stop-loss and take-profit prices an entry carries from its signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protect {
+    pub stop: Option<Price>,
+    pub target: Option<Price>,
 }
 
 /// What is already committed on one symbol: the position and working (non-terminal) orders.
@@ -335,6 +368,12 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
             ("limit", Some(price))
         }
     };
+    // Protective exits only for an order that opens or grows a position in its own direction.
+    let protect = if increases && after * side.sign() > Decimal::ZERO {
+        protect::levels(r.strategy, r.signal, side, p, &r.spec)
+    } else {
+        Protect::default()
+    };
     Ok(RiskApproved(OrderPlan {
         strategy: r.strategy.name.clone(),
         symbol: symbol.clone(),
@@ -345,6 +384,10 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         limit_price,
         time_in_force: r.strategy.orders.time_in_force,
         reduces_only: !increases,
+        role: Role::Entry,
+        parent: None,
+        stop_price: None,
+        protect,
     }))
 }
 

@@ -44,6 +44,8 @@ fn strategy() -> Strategy {
         exits: Exits {
             reverse_on_opposite: false,
             hold_closes: true,
+            stop_loss: false,
+            take_profit: false,
         },
     }
 }

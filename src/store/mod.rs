@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod risk;
-pub use risk::SymbolBook;
+pub use risk::{FilledEntryRow, SymbolBook};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
@@ -236,14 +236,15 @@ impl Store {
         tx: &mut SqliteConnection,
         plan: &RiskApproved<OrderPlan>,
         client_order_id: &str,
-        signal_seq: i64,
+        signal_seq: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let p = plan.get();
         sqlx::query(
             "INSERT INTO orders (client_order_id, strategy, signal_seq, symbol, side, order_type,
-                 quantity, price, time_in_force, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?)
+                 quantity, price, time_in_force, status, created_at, updated_at, role,
+                 parent_client_order_id, stop_price, protect_stop, protect_target)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (client_order_id) DO NOTHING",
         )
         .bind(client_order_id)
@@ -257,6 +258,11 @@ impl Store {
         .bind(p.time_in_force)
         .bind(ts(now))
         .bind(ts(now))
+        .bind(p.role.as_str())
+        .bind(p.parent.as_deref())
+        .bind(p.stop_price.map(|l| l.get().to_string()))
+        .bind(p.protect.stop.map(|l| l.get().to_string()))
+        .bind(p.protect.target.map(|l| l.get().to_string()))
         .execute(tx)
         .await?;
         Ok(())
@@ -565,7 +571,8 @@ impl Store {
 
 const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, side, order_type,
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
-    reject_code, reject_message, submit_attempts, last_error, created_at, updated_at";
+    reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
+    parent_client_order_id, stop_price";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -670,6 +677,10 @@ pub struct OrderRow {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// `entry`, or a protective `stop_loss` / `take_profit` placed after its entry filled.
+    pub role: String,
+    pub parent_client_order_id: Option<String>,
+    pub stop_price: Option<Decimal>,
 }
 
 impl OrderRow {
@@ -694,6 +705,9 @@ impl OrderRow {
             last_error: r.get("last_error"),
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
+            role: r.get("role"),
+            parent_client_order_id: r.get("parent_client_order_id"),
+            stop_price: opt_dec(r, "stop_price")?,
         })
     }
 

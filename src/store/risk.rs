@@ -367,9 +367,10 @@ impl Store {
             b.exposure.position = dec(&r, "quantity")?;
             b.last_price = opt_dec(&r, "last_price")?;
         }
+        // Protective orders are contingent closes: they do not count as working exposure.
         let rows = sqlx::query(
             "SELECT symbol, strategy, side, quantity, filled_quantity FROM orders
-             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')",
+             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'",
         )
         .fetch_all(conn)
         .await?;
@@ -432,4 +433,91 @@ impl Store {
         .await?;
         rows.iter().map(OrderRow::from_row).collect()
     }
+
+    // ---- protective exits -------------------------------------------------------------------
+
+    /// Entries that are done filling, carry protective levels, and have none placed yet.
+    pub async fn entries_needing_protection(&self) -> Result<Vec<FilledEntryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_order_id, strategy, symbol, side, filled_quantity, protect_stop,
+                    protect_target FROM orders
+             WHERE role = 'entry' AND protection_done = 0
+               AND (protect_stop IS NOT NULL OR protect_target IS NOT NULL)
+               AND status IN ('filled', 'cancelled', 'expired') AND filled_quantity NOT IN ('0', '0.0')
+             ORDER BY created_at",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FilledEntryRow {
+                    client_order_id: r.get("client_order_id"),
+                    strategy: r.get("strategy"),
+                    symbol: r.get("symbol"),
+                    side: r.get("side"),
+                    filled: dec(r, "filled_quantity")?,
+                    stop: opt_dec(r, "protect_stop")?,
+                    target: opt_dec(r, "protect_target")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_protection_done(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE orders SET protection_done = 1 WHERE client_order_id = ?")
+            .bind(client_order_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Protective orders not in a terminal state, newest first.
+    pub async fn working_protective(&self) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE role != 'entry' AND status NOT IN ('filled', 'cancelled', 'rejected', 'expired')
+             ORDER BY created_at DESC, client_order_id"
+        ))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Whether another protective order of the same entry has (partly) filled.
+    pub async fn sibling_filled(&self, order: &OrderRow) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders WHERE parent_client_order_id = ? AND client_order_id != ?
+               AND filled_quantity NOT IN ('0', '0.0')",
+        )
+        .bind(&order.parent_client_order_id)
+        .bind(&order.client_order_id)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Our signed position on every symbol.
+    pub async fn positions_now(&self) -> Result<BTreeMap<String, Decimal>, StoreError> {
+        let rows = sqlx::query("SELECT symbol, quantity FROM positions")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get("symbol"), dec(r, "quantity")?)))
+            .collect()
+    }
+}
+
+/// A filled entry with protective levels, as stored.
+#[derive(Debug, Clone)]
+pub struct FilledEntryRow {
+    pub client_order_id: String,
+    pub strategy: String,
+    pub symbol: String,
+    pub side: String,
+    pub filled: Decimal,
+    pub stop: Option<Decimal>,
+    pub target: Option<Decimal>,
 }

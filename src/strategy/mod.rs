@@ -68,6 +68,12 @@ pub struct Exits {
     pub reverse_on_opposite: bool,
     /// A `hold` signal closes the position.
     pub hold_closes: bool,
+    /// After an entry fills, a venue stop order at the signal's support (longs) / resistance
+    /// (shorts).
+    pub stop_loss: bool,
+    /// After an entry fills, a venue limit order at the signal's resistance (longs) / support
+    /// (shorts).
+    pub take_profit: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +149,10 @@ struct ExitsSection {
     on_opposite_signal: Option<String>,
     #[serde(default)]
     hold_closes: bool,
+    #[serde(default)]
+    stop_loss: bool,
+    #[serde(default)]
+    take_profit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -531,6 +541,8 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Strategy, Str
         exits: Exits {
             reverse_on_opposite,
             hold_closes: raw.exits.hold_closes,
+            stop_loss: raw.exits.stop_loss,
+            take_profit: raw.exits.take_profit,
         },
     })
 }
@@ -894,8 +906,8 @@ on_opposite_signal = "reverse"
             ),
             (
                 "unknown key in a section",
-                format!("{GOOD}\n[exits]\nstop_loss = true\n"),
-                "stop_loss",
+                format!("{GOOD}\n[exits]\nstop_losss = true\n"),
+                "stop_losss",
                 Some(14),
             ),
             (

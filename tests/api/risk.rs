@@ -477,3 +477,61 @@ async fn a_drawdown_from_the_equity_peak_halts_but_a_withdrawal_is_not_a_drawdow
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_filled_entry_gets_a_venue_stop_loss_and_take_profit_that_go_when_the_position_closes() {
+    let strategy = crate::helpers::TEST_STRATEGY.replace(
+        "[limits]",
+        "[exits]\nstop_loss = true\ntake_profit = true\n\n[limits]",
+    );
+    let app = spawn_app_with_strategy(TradingConfig::default(), &strategy).await;
+    // The test signal carries support 48500 and resistance 50200 around the 50000 price.
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let orders = app
+        .wait_for(
+            "the entry and its two protective orders at the venue",
+            || async {
+                let o = app.orders().await;
+                (o.len() == 3 && o.iter().all(|o| o["orderId"].is_string())).then_some(o)
+            },
+        )
+        .await;
+    let entry = orders.iter().find(|o| o["role"] == "entry").unwrap();
+    let stop = orders.iter().find(|o| o["role"] == "stop_loss").unwrap();
+    let target = orders.iter().find(|o| o["role"] == "take_profit").unwrap();
+    assert_eq!(stop["type"], "stop", "{stop}");
+    assert_eq!(stop["side"], "sell", "{stop}");
+    assert_eq!(stop["stopPrice"].to_string(), "48500", "{stop}");
+    assert_eq!(target["type"], "limit", "{target}");
+    assert_eq!(target["price"].to_string(), "50200", "{target}");
+    assert_eq!(stop["quantity"], entry["quantity"]);
+    assert_eq!(stop["parentClientOrderId"], entry["clientOrderId"]);
+    let at_venue = app.sim.orders();
+    assert!(
+        at_venue.iter().any(|o| o.order_type == "stop"),
+        "{at_venue:?}"
+    );
+
+    // A sell signal closes the long; the protective orders must not outlive the position.
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    app.wait_for("every order terminal and the position flat", || async {
+        let o = app.orders().await;
+        let terminal = o.iter().all(|o| {
+            matches!(
+                o["status"].as_str(),
+                Some("filled" | "cancelled" | "rejected" | "expired")
+            )
+        });
+        let flat = app.positions().await.iter().all(|p| {
+            Decimal::from_str_exact(&p["quantity"].to_string()).is_ok_and(|q| q.is_zero())
+        });
+        (terminal && flat).then_some(())
+    })
+    .await;
+    assert!(app
+        .sim
+        .orders()
+        .iter()
+        .all(|o| o.status == "filled" || o.status == "cancelled"));
+    app.stop().await;
+}
