@@ -607,6 +607,26 @@ lot_step = 0.001
     }
 
     #[test]
+    fn trading_keys_can_be_overridden_from_the_environment() {
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_LIMITS__MAX_OPEN_ORDERS".into(), "7".into()));
+        e.push(("SIGEX_LIMITS__DAILY_LOSS_LIMIT".into(), "250.5".into()));
+        e.push(("SIGEX_MAINTENANCE__LEAD_SECS".into(), "30".into()));
+        e.push((
+            "SIGEX_MAINTENANCE__CANCEL_OPEN_ORDERS".into(),
+            "true".into(),
+        ));
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap();
+        assert_eq!(c.trading.limits.max_open_orders, Some(7));
+        assert_eq!(
+            c.trading.limits.daily_loss_limit,
+            Some("250.5".parse().unwrap())
+        );
+        assert_eq!(c.trading.maintenance.lead, chrono::Duration::seconds(30));
+        assert!(c.trading.maintenance.cancel_open_orders);
+    }
+
+    #[test]
     fn mode_has_no_default() {
         let err = Config::from_toml("", "c.toml", env(SECRET_ENV)).unwrap_err();
         assert!(err.to_string().contains("mode is required"), "{err}");

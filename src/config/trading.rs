@@ -39,7 +39,9 @@ pub(super) struct RawLimits {
     max_order_notional: Option<Decimal>,
     max_position_notional: Option<Decimal>,
     max_gross_exposure: Option<Decimal>,
+    #[serde(default, deserialize_with = "whole")]
     max_open_orders: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
     max_orders_per_minute: Option<u32>,
     daily_loss_limit: Option<Decimal>,
     max_drawdown_percent: Option<Decimal>,
@@ -49,8 +51,11 @@ pub(super) struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMaintenance {
+    #[serde(default, deserialize_with = "whole")]
     lead_secs: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
     settle_secs: Option<i64>,
+    #[serde(default, deserialize_with = "flag")]
     cancel_open_orders: Option<bool>,
 }
 
@@ -59,6 +64,7 @@ pub(super) struct RawMaintenance {
 pub(super) struct RawAlert {
     action: String,
     factor: Option<Decimal>,
+    #[serde(default, deserialize_with = "whole")]
     duration_secs: Option<i64>,
 }
 
@@ -77,6 +83,43 @@ pub(super) struct RawTrading {
     pub symbols: BTreeMap<String, RawSymbol>,
     pub symbol_defaults: RawSymbol,
     pub admin_token: Option<Secret>,
+}
+
+/// A whole number written as a TOML integer or, from a `SIGEX_*` environment override, as text.
+fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + std::str::FromStr,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Text(String),
+    }
+    let bad = || serde::de::Error::custom("expected a whole number");
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => T::try_from(n).map(Some).map_err(|_| bad()),
+        Raw::Text(s) => s.trim().parse().map(Some).map_err(|_| bad()),
+    }
+}
+
+/// `true`/`false` as a TOML boolean or, from an environment override, as text.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bool(b) => Ok(Some(b)),
+        Raw::Text(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("expected true or false")),
+    }
 }
 
 fn positive(key: &str, v: Option<Decimal>) -> Result<Option<Decimal>, String> {
