@@ -535,3 +535,128 @@ async fn a_filled_entry_gets_a_venue_stop_loss_and_take_profit_that_go_when_the_
         .all(|o| o.status == "filled" || o.status == "cancelled"));
     app.stop().await;
 }
+
+/// A seeded random run through the whole pipeline (webhooks, inbox, dispatcher, store, executor,
+/// simulator): signals, balance updates, operator halts and maintenance notices in random order.
+/// After every decision: nothing is ordered while halted or in maintenance, and the venue's
+/// positions, gross exposure and order rate stay within the configured limits.
+#[tokio::test]
+async fn a_random_run_through_the_pipeline_never_breaks_a_limit_or_a_stop() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = 20261127;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut trading = TradingConfig {
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        ..Default::default()
+    };
+    trading.limits.max_position_notional = Some(Decimal::from(2200));
+    trading.limits.max_gross_exposure = Some(Decimal::from(3500));
+    trading.limits.max_orders_per_minute = Some(7);
+    let app = spawn_app_with(trading).await;
+    let admin = |path: &'static str, body: Value| {
+        app.http
+            .post(format!("{}{path}", app.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let (mut halted, mut maintenance, mut sent) = (false, false, 0usize);
+    for step in 0..40 {
+        let ctx = format!("seed {seed}, step {step}");
+        let mut choice = rng.gen_range(0..12);
+        if choice == 3 {
+            // Clear whatever stop is on, so the run also trades.
+            choice = if halted {
+                0
+            } else if maintenance {
+                1
+            } else {
+                4
+            };
+        }
+        match choice {
+            0 => {
+                halted = !halted;
+                let path = if halted {
+                    "/api/admin/halt"
+                } else {
+                    "/api/admin/resume"
+                };
+                let r = admin(path, json!({"reason": "random halt"})).await.unwrap();
+                assert_eq!(r.status(), 200, "{ctx}");
+            }
+            1 => {
+                // A window that is on (starts now) or off (postponed by a day), same id.
+                maintenance = !maintenance;
+                let start = if maintenance {
+                    Utc::now()
+                } else {
+                    Utc::now() + Duration::days(1)
+                };
+                app.post_event_with_id(
+                    &format!("mw-{step}"),
+                    "system.maintenance",
+                    json!({"id": "mw", "startTime": iso(start), "endTime": iso(start + Duration::hours(1)), "affectedServices": ["trading"]}),
+                )
+                .await;
+            }
+            2 => {
+                let total = rng.gen_range(1_000..200_000);
+                app.post_event(
+                    "account.balance_updated",
+                    json!({"asset": "USD", "available": total, "locked": 0, "total": total}),
+                )
+                .await;
+            }
+            _ => {
+                let symbol = if rng.gen_bool(0.5) {
+                    "BTC/USD"
+                } else {
+                    "ETH/USD"
+                };
+                let side = if rng.gen_bool(0.7) { "buy" } else { "sell" };
+                sent += 1;
+                app.send_signal(symbol, side, 90, step).await;
+                let d = app.decision_number(sent).await;
+                if halted || maintenance {
+                    assert_ne!(d["decision"], "ordered", "{ctx}: {d}");
+                }
+                // Let the order fill so the positions reflect it.
+                let n = app.orders().await.len();
+                app.settled_orders(n).await;
+                let mut gross = Decimal::ZERO;
+                for p in app.positions().await {
+                    let q = Decimal::from_str_exact(&p["quantity"].to_string()).unwrap();
+                    let mid = app.sim.mid_price(p["symbol"].as_str().unwrap()).unwrap();
+                    // 2% allowance for the price walk between the decision and now.
+                    assert!(q.abs() * mid <= Decimal::from(2244), "{ctx}: position {p}");
+                    gross += q.abs() * mid;
+                }
+                assert!(gross <= Decimal::from(3570), "{ctx}: gross {gross}");
+            }
+        }
+    }
+    // The seed is chosen so that the run meets halts, maintenance, the rate limit and the
+    // position limit, and trades in between.
+    let reasons: Vec<String> = app.signals().await.iter().map(reason).collect();
+    for needle in [
+        "trading is halted",
+        "maintenance window",
+        "max orders per minute",
+        "would be exceeded",
+        "market buy",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "seed {seed}: no decision says {needle:?}"
+        );
+    }
+    let orders = app.sim.orders();
+    assert!(!orders.is_empty(), "the run never traded; change the seed");
+    let first = orders.iter().map(|o| o.created_at).min().unwrap();
+    let last = orders.iter().map(|o| o.created_at).max().unwrap();
+    if last - first < Duration::seconds(60) {
+        assert!(orders.len() <= 7, "{} orders within a minute", orders.len());
+    }
+    app.stop().await;
+}
