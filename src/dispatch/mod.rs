@@ -529,16 +529,16 @@ impl Dispatcher {
         };
         let books = Store::books(&mut *tx).await?;
         let mut gross_other = Decimal::ZERO;
+        let mut unpriced = Vec::new();
         let mut strategy_open_symbols = 0;
         for (s, book) in &books {
             if s == symbol {
                 continue;
             }
-            let p = book
-                .last_price
-                .or_else(|| other_prices.get(s).copied())
-                .unwrap_or_default();
-            gross_other += book.exposure.worst_case() * p;
+            match book.last_price.or_else(|| other_prices.get(s).copied()) {
+                Some(p) => gross_other += book.exposure.worst_case() * p,
+                None => unpriced.push(s.clone()),
+            }
             if strategy.symbols.iter().any(|x| x.as_str() == s)
                 || book.strategies.contains(&strategy.name)
             {
@@ -551,6 +551,7 @@ impl Dispatcher {
         let account = risk::AccountView {
             exposure: books.get(symbol).map(|b| b.exposure).unwrap_or_default(),
             gross_other,
+            unpriced,
             open_orders,
             orders_last_minute,
             available_usd: balance.map(|b| b.0),
@@ -563,7 +564,8 @@ impl Dispatcher {
     }
 
     /// Reference prices of the other symbols with exposure but no last fill price (for the gross
-    /// exposure limit). A symbol whose price cannot be fetched counts at zero, and is logged.
+    /// exposure limit). A symbol whose price cannot be fetched makes the limit uncheckable, and
+    /// an order that grows exposure is then refused.
     async fn prices_of_other_books(
         &self,
         symbol: &Symbol,

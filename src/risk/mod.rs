@@ -113,6 +113,8 @@ pub struct AccountView {
     pub exposure: Exposure,
     /// Worst-case value (USD) of every other symbol's position and working orders.
     pub gross_other: Decimal,
+    /// Other symbols with exposure whose price is unknown: the gross limit cannot be checked.
+    pub unpriced: Vec<String>,
     pub open_orders: u32,
     pub orders_last_minute: u32,
     pub available_usd: Option<Decimal>,
@@ -319,6 +321,12 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
             }
         }
         if let Some(max) = r.limits.max_gross_exposure {
+            if !r.account.unpriced.is_empty() {
+                return Err(format!(
+                    "max gross exposure {max} cannot be checked: no price for {}",
+                    r.account.unpriced.join(", ")
+                ));
+            }
             let other = r.account.gross_other;
             // This symbol's worst case after the order, in either direction.
             let here = after.abs().max(e.worst_case()) * p;
