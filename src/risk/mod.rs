@@ -222,16 +222,23 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
     }
 
     let mut open_qty = Decimal::ZERO;
+    let mut open = open;
     if open {
         if let (Some(cooldown), Some(last)) = (r.strategy.cooldown, r.account.last_order_at) {
-            if r.now < last + cooldown && close_qty.is_zero() {
-                return Err(format!(
-                    "cooldown {}s on {symbol}: the last order was {}s ago",
-                    cooldown.num_seconds(),
-                    (r.now - last).num_seconds()
-                ));
+            if r.now < last + cooldown {
+                if close_qty.is_zero() {
+                    return Err(format!(
+                        "cooldown {}s on {symbol}: the last order was {}s ago",
+                        cooldown.num_seconds(),
+                        (r.now - last).num_seconds()
+                    ));
+                }
+                // A reversal inside the cooldown only closes.
+                open = false;
             }
         }
+    }
+    if open {
         let flat_here = e.position.is_zero() && e.worst_case().is_zero();
         if let Some(max) = r.strategy.max_concurrent_positions {
             if flat_here && r.account.strategy_open_symbols >= max && close_qty.is_zero() {
