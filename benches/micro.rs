@@ -4,8 +4,11 @@
 
 use rust_decimal::Decimal;
 use sigex::ingress::{events, signature};
-use sigex::model::{Price, Side, Symbol};
-use sigex::risk::{self, Exposure};
+use sigex::model::Price;
+use sigex::risk::limits::AccountLimits;
+use sigex::risk::sizing::SymbolSpec;
+use sigex::risk::{self, AccountView, Exposure, Gate};
+use sigex::strategy::Direction;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -74,26 +77,60 @@ fn main() {
         },
     );
     let strategy = sigex::strategy::parse(
-        "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\", \"sell\"]\nmin_confidence = 70\n[sizing]\norder_notional = 500\n[limits]\nmax_position_notional = 2000\n",
+        "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\", \"sell\"]\nmin_confidence = 70\n[sizing]\nmethod = \"fixed_notional\"\nnotional = 500\n[limits]\nmax_position_notional = 2000\n",
         "bench.toml",
         "bench",
     )
     .unwrap();
-    let symbol = Symbol::parse("BTC/USD").unwrap();
-    let price = Price::new(Decimal::new(4_985_025, 2)).unwrap();
-    let exposure = Exposure {
-        position: Decimal::new(1, 2),
-        working_buy: Decimal::ZERO,
-        working_sell: Decimal::ZERO,
+    let signal = match events::parse(body, now).unwrap() {
+        events::Event::Signal(s) => s,
+        other => panic!("not a signal: {other:?}"),
     };
-    time_it("one risk decision (size + position limit)", budget, || {
-        black_box(risk::size_and_check(
-            &strategy,
-            &symbol,
-            Side::Buy,
-            price,
-            black_box(exposure),
-        ))
-        .unwrap();
-    });
+    let price = Price::new(Decimal::new(4_985_025, 2)).unwrap();
+    let d = |v: &str| v.parse::<Decimal>().unwrap();
+    // Every account limit configured, so the decision does all of its checks.
+    let limits = AccountLimits {
+        max_order_notional: Some(d("1000")),
+        max_position_notional: Some(d("5000")),
+        max_gross_exposure: Some(d("20000")),
+        max_open_orders: Some(10),
+        max_orders_per_minute: Some(30),
+        daily_loss_limit: Some(d("500")),
+        max_drawdown_percent: Some(d("10")),
+        max_margin_ratio: Some(d("0.8")),
+    };
+    let account = AccountView {
+        exposure: Exposure {
+            position: d("0.01"),
+            working_buy: Decimal::ZERO,
+            working_sell: Decimal::ZERO,
+        },
+        available_usd: Some(d("50000")),
+        equity_usd: Some(d("50000")),
+        ..AccountView::default()
+    };
+    let gate = Gate::default();
+    let spec = SymbolSpec {
+        lot_step: d("0.00001"),
+        tick_size: d("0.01"),
+        min_quantity: d("0.00001"),
+    };
+    time_it(
+        "one risk decision (sizing + every account limit)",
+        budget,
+        || {
+            black_box(risk::decide(&risk::Request {
+                strategy: &strategy,
+                signal: &signal,
+                direction: Direction::Buy,
+                price,
+                spec,
+                limits: &limits,
+                gate: &gate,
+                account: &account,
+                now,
+            }))
+            .unwrap();
+        },
+    );
 }

@@ -162,10 +162,18 @@ pub async fn start(
     )));
     tasks.push(serve(
         admin_listener,
-        crate::admin::router(store.clone()),
+        crate::admin::router(store.clone()).merge(crate::admin::control::router(
+            store.clone(),
+            config.trading.admin_token.clone(),
+            clock.clone(),
+        )),
         shutdown.clone(),
     ));
 
+    let timeouts = strategies
+        .iter()
+        .filter_map(|s| s.orders.unfilled_timeout.map(|t| (s.name.clone(), t)))
+        .collect();
     let dispatcher = Dispatcher::new(
         store.clone(),
         Arc::new(strategies),
@@ -173,8 +181,18 @@ pub async fn start(
         clock.clone(),
         stored.clone(),
         orders_ready.clone(),
+        Arc::new(config.trading.clone()),
     );
     tasks.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+    let supervisor = crate::reconcile::full::Supervisor {
+        store: store.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        settings: config.trading.maintenance,
+        timeouts,
+        trading: Arc::new(config.trading.clone()),
+    };
+    tasks.push(tokio::spawn(supervisor.run(shutdown.clone())));
     let executor = Executor {
         store: store.clone(),
         venue,

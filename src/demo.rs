@@ -26,6 +26,10 @@ pub const BUILTIN_STRATEGIES: &[(&str, &str)] = &[
         "strategies/sol_high_conviction.toml",
         include_str!("../strategies/sol_high_conviction.toml"),
     ),
+    (
+        "strategies/eth_oversold_risk.toml",
+        include_str!("../strategies/eth_oversold_risk.toml"),
+    ),
 ];
 
 pub struct DemoOptions {
@@ -79,6 +83,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             database_url: format!("sqlite://{}", db_path.display()),
         },
         strategies_dir: PathBuf::from("strategies"),
+        trading: Default::default(),
     };
     let strategies = crate::strategy::load_sources(
         &BUILTIN_STRATEGIES

@@ -1,9 +1,10 @@
-//! The `sigex` command line: `run`, `check`, `sim` and `demo`.
+//! The `sigex` command line: `run`, `check`, `halt`, `resume`, `sim` and `demo`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::Config;
+use sigex::risk::state::TradingState;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,31 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: WebhooksCommand,
+    },
+    /// Halt trading (no new orders; cancels still allowed), for the account or one symbol. Writes
+    /// the state to the database; a running bot applies it from its next signal. Needs only the
+    /// config's [storage] database_url, not the secrets.
+    Halt {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Halt only this symbol (e.g. BTC/USD); default: the whole account.
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Why; shown with every refused signal.
+        #[arg(long)]
+        reason: String,
+        /// Only orders that reduce a position instead of none.
+        #[arg(long)]
+        reduce_only: bool,
+    },
+    /// Resume trading for the account or one symbol.
+    Resume {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        symbol: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Run the Vibe API simulator. Credentials come from SIGEX_SIM_API_KEY, SIGEX_SIM_API_SECRET
     /// and SIGEX_SIM_WEBHOOK_SECRET.
@@ -156,6 +182,24 @@ fn main() -> anyhow::Result<()> {
             Command::Check { config } => check(config).map(|_| ()),
             Command::Events { config, command } => events(config, command).await,
             Command::Webhooks { config, command } => webhooks(config, command).await,
+            Command::Halt {
+                config,
+                symbol,
+                reason,
+                reduce_only,
+            } => {
+                let state = if reduce_only {
+                    TradingState::Reducing
+                } else {
+                    TradingState::Halted
+                };
+                set_state(config, symbol, Some(reason), state).await
+            }
+            Command::Resume {
+                config,
+                symbol,
+                reason,
+            } => set_state(config, symbol, reason, TradingState::Active).await,
             Command::Sim {
                 listen,
                 webhook_url,
@@ -206,6 +250,39 @@ fn check(path: PathBuf) -> anyhow::Result<(Config, Vec<sigex::strategy::Strategy
             .join(", ")
     );
     Ok((config, strategies))
+}
+
+async fn set_state(
+    path: PathBuf,
+    symbol: Option<String>,
+    reason: Option<String>,
+    state: TradingState,
+) -> anyhow::Result<()> {
+    let url = sigex::config::database_url_only(&path, std::env::vars())?;
+    let entry = sigex::admin::control::build_entry_from(symbol, reason, state, chrono::Utc::now())
+        .map_err(anyhow::Error::msg)?;
+    let store = sigex::store::Store::open(&url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    store.set_trading_state_now(&entry).await?;
+    let states = store.list_trading_states().await?;
+    store.close().await;
+    println!(
+        "{} is now {}",
+        entry.symbol.as_deref().unwrap_or("the account"),
+        entry.state.as_str()
+    );
+    for s in states {
+        println!(
+            "  {}: {} since {} ({}: {})",
+            s.symbol.as_deref().unwrap_or("account"),
+            s.state.as_str(),
+            s.since,
+            s.set_by.as_str(),
+            s.reason
+        );
+    }
+    Ok(())
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {

@@ -137,7 +137,7 @@ impl Sigex {
         std::fs::create_dir_all(dir.join("strategies")).unwrap();
         std::fs::write(
             dir.join("strategies/bench.toml"),
-            "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\"]\nmin_confidence = 90\n[sizing]\norder_notional = 100\n[limits]\nmax_position_notional = 1000\n",
+            "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\"]\nmin_confidence = 90\n[sizing]\nmethod = \"fixed_notional\"\nnotional = 100\n[limits]\nmax_position_notional = 1000\n",
         )
         .unwrap();
         let config = dir.join("sigex.toml");
@@ -363,12 +363,7 @@ fn main() {
         let (mut p99s, mut cpu) = (Vec::new(), Vec::new());
         for _ in 0..o.reps {
             let c0 = sigex.cpu_seconds();
-            let mut out = load.saturate(
-                sigex.webhook,
-                &fresh(per_run),
-                o.connections,
-                o.seconds,
-            );
+            let mut out = load.saturate(sigex.webhook, &fresh(per_run), o.connections, o.seconds);
             cpu.push((sigex.cpu_seconds() - c0) * 1e6 / out.ok.max(1) as f64);
             assert_eq!(out.failed, 0, "sigex refused requests under load");
             ingest_rates.push(out.rate());
@@ -449,12 +444,7 @@ fn main() {
         load.saturate(sigex.webhook, &requests(2000, "warm2"), 16, 1);
         let mut rates = Vec::new();
         for _ in 0..o.reps {
-            let out = load.saturate(
-                sigex.webhook,
-                &fresh(per_run),
-                o.connections,
-                o.seconds,
-            );
+            let out = load.saturate(sigex.webhook, &fresh(per_run), o.connections, o.seconds);
             rates.push(out.rate());
         }
         let mut r = row(

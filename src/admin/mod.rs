@@ -1,5 +1,7 @@
 //! The read-only admin API: health and what the bot knows (orders, positions, balances, signal
-//! decisions, inbox counts). Nothing here mutates trading state.
+//! decisions, inbox counts). Nothing here mutates trading state; `control` does, behind a token.
+
+pub mod control;
 
 use crate::store::Store;
 use axum::extract::{Query, State};

@@ -5,8 +5,10 @@
 //! message naming the file, the key and the fix. Secrets are `Secret`s and never reach a log line.
 
 mod secret;
+mod trading;
 
 pub use secret::Secret;
+pub use trading::TradingConfig;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -43,6 +45,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub strategies_dir: PathBuf,
+    /// Account limits, maintenance, alert policy, symbol specs and the admin token.
+    pub trading: TradingConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +143,16 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     strategies: RawStrategies,
+    #[serde(default)]
+    limits: trading::RawLimits,
+    #[serde(default)]
+    maintenance: trading::RawMaintenance,
+    #[serde(default)]
+    alerts: std::collections::BTreeMap<String, trading::RawAlert>,
+    #[serde(default)]
+    symbols: std::collections::BTreeMap<String, trading::RawSymbol>,
+    #[serde(default)]
+    symbol_defaults: trading::RawSymbol,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +196,8 @@ struct RawInbox {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +218,7 @@ const SECRET_KEYS: &[(&str, &str)] = &[
     ("venue", "api_key"),
     ("venue", "api_secret"),
     ("webhook", "secret"),
+    ("admin", "token"),
 ];
 
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/vibe";
@@ -262,11 +279,81 @@ impl Config {
             }
         }
         apply_env_overrides(&mut table, env).map_err(invalid)?;
-        let raw: RawConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
-        resolve(raw, origin).map_err(invalid)
+        // Errors name the line where the file has one: the table has lost the spans, so a shape
+        // error is looked up again in the text, and a validation error by its "[section] key".
+        let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
+            path: match line {
+                Some(l) => format!("{origin}:{l}"),
+                None => origin.to_owned(),
+            },
+            message,
+        };
+        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| {
+            let line = toml::from_str::<RawConfig>(text).err().and_then(|e| {
+                e.span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            });
+            at_line(line, e.message().to_owned())
+        })?;
+        resolve(raw, origin).map_err(|m| at_line(locate(text, &m), m))
     }
+}
+
+/// The line of the `[section] key` a validation message starts with, when the file has it.
+fn locate(text: &str, message: &str) -> Option<usize> {
+    let rest = message.strip_prefix('[')?;
+    let (section, after) = rest.split_once(']')?;
+    let key: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim() == format!("[{section}]"))?;
+    let key_line = lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            !key.is_empty()
+                && l.trim_start()
+                    .strip_prefix(key.as_str())
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+        });
+    Some(key_line.map_or(header + 1, |k| header + k + 2))
+}
+
+/// The database URL alone, for `sigex halt` / `sigex resume`: they must work in an emergency even
+/// when the secrets the bot needs are not in this shell's environment.
+pub fn database_url_only(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<String, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            path: origin,
+            message: e.to_string(),
+        })?;
+    let from_env = env
+        .into_iter()
+        .find(|(k, _)| k == "SIGEX_STORAGE__DATABASE_URL")
+        .map(|(_, v)| v);
+    Ok(from_env
+        .or_else(|| {
+            table
+                .get("storage")
+                .and_then(|s| s.get("database_url"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
 }
 
 /// `SIGEX_MODE=live` sets `mode`; `SIGEX_VENUE__BASE_URL=...` sets `[venue] base_url`. Values are
@@ -428,8 +515,21 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[webhook] max_body_bytes = {max_body_bytes} is out of range; use 1024 to 16777216"
         ));
     }
+    let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        return Err("[admin] token is shorter than 16 characters; use a long random token".into());
+    }
+    let trading = trading::resolve(trading::RawTrading {
+        limits: raw.limits,
+        maintenance: raw.maintenance,
+        alerts: raw.alerts,
+        symbols: raw.symbols,
+        symbol_defaults: raw.symbol_defaults,
+        admin_token,
+    })?;
 
     Ok(Config {
+        trading,
         mode,
         venue: VenueConfig {
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -547,6 +647,9 @@ fn non_empty(section: &str, key: &str, v: String) -> Result<Secret, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::risk::alerts::AlertAction;
+    use crate::risk::sizing::SymbolSpec;
+    use rust_decimal::Decimal;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -627,6 +730,108 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("go together"), "{err}");
+    }
+
+    #[test]
+    fn trading_sections_are_read_and_checked() {
+        let text = r#"
+mode = "paper"
+[limits]
+max_order_notional = 1000
+max_open_orders = 5
+daily_loss_limit = 250
+[maintenance]
+lead_secs = 60
+[alerts.warning]
+action = "scale"
+factor = 0.25
+duration_secs = 600
+[alerts.critical]
+action = "reduce"
+[symbols."BTC/USD"]
+lot_step = 0.001
+"#;
+        let c = Config::from_toml(text, "c.toml", env(SECRET_ENV)).unwrap();
+        let t = &c.trading;
+        assert_eq!(t.limits.max_order_notional, Some(Decimal::from(1000)));
+        assert_eq!(t.limits.max_open_orders, Some(5));
+        assert_eq!(t.maintenance.lead, chrono::Duration::seconds(60));
+        assert_eq!(t.maintenance.settle, chrono::Duration::minutes(5));
+        assert_eq!(t.alerts.levels["critical"], AlertAction::Reduce);
+        assert_eq!(t.spec("BTC/USD").lot_step, "0.001".parse().unwrap());
+        assert_eq!(t.spec("XRP/USD"), SymbolSpec::default());
+        assert!(t.admin_token.is_none());
+
+        let bad = [
+            (
+                "[limits]\nmax_order_notional = 0\n",
+                "max_order_notional = 0 must be above zero",
+            ),
+            (
+                "[limits]\nmax_open_orders = 0\n",
+                "would refuse every order",
+            ),
+            ("[limits]\nmax_orders = 3\n", "max_orders"),
+            (
+                "[alerts.warning]\naction = \"panic\"\n",
+                "valid: \"ignore\", \"scale\"",
+            ),
+            ("[alerts.warning]\naction = \"scale\"\n", "needs factor"),
+            (
+                "[alerts.critical]\naction = \"halt\"\nfactor = 0.5\n",
+                "only apply to action = \"scale\"",
+            ),
+            ("[maintenance]\nlead_secs = -1\n", "from 0 to 86400"),
+            ("[symbols.\"btc\"]\nlot_step = 1\n", "BASE/QUOTE"),
+            (
+                "[admin]\ntoken = \"0123456789abcdef\"\n",
+                "SIGEX_ADMIN__TOKEN",
+            ),
+        ];
+        // The line each mistake is on (0: a secret refused before the file is read as a config).
+        let lines = [3, 3, 3, 3, 3, 4, 3, 2, 0];
+        for ((section, needle), line) in bad.into_iter().zip(lines) {
+            let err = Config::from_toml(
+                &format!("mode = \"paper\"\n{section}"),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(needle) && err.contains("c.toml"),
+                "{section}: {err}"
+            );
+            if line > 0 {
+                assert!(err.starts_with(&format!("c.toml:{line}: ")), "{err}");
+            }
+        }
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_ADMIN__TOKEN".into(), "short".into()));
+        let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shorter than 16"), "{err}");
+    }
+
+    #[test]
+    fn trading_keys_can_be_overridden_from_the_environment() {
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_LIMITS__MAX_OPEN_ORDERS".into(), "7".into()));
+        e.push(("SIGEX_LIMITS__DAILY_LOSS_LIMIT".into(), "250.5".into()));
+        e.push(("SIGEX_MAINTENANCE__LEAD_SECS".into(), "30".into()));
+        e.push((
+            "SIGEX_MAINTENANCE__CANCEL_OPEN_ORDERS".into(),
+            "true".into(),
+        ));
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap();
+        assert_eq!(c.trading.limits.max_open_orders, Some(7));
+        assert_eq!(
+            c.trading.limits.daily_loss_limit,
+            Some("250.5".parse().unwrap())
+        );
+        assert_eq!(c.trading.maintenance.lead, chrono::Duration::seconds(30));
+        assert!(c.trading.maintenance.cancel_open_orders);
     }
 
     #[test]

@@ -5,20 +5,27 @@
 //! replays it, and the effects are idempotent: deterministic `clientOrderId`s, monotonic order
 //! states); a signed but unusable event becomes a dead letter with its reason; a failing event is
 //! retried with backoff and parked after `MAX_ATTEMPTS`.
+//!
+//! Signals go strategy → `risk::decide` → order intent in one transaction that also reads the
+//! trading state, the maintenance calendar and the account's numbers, so nothing can change
+//! between the check and the write (there is a single writer). `system.maintenance` windows,
+//! `system.alert` effects, the margin ratio from `position.*` and the circuit breakers (after fills
+//! and balance updates) are persisted here, in the same transaction as their event.
 
 use crate::app::Shutdown;
 use crate::clock::SharedClock;
+use crate::config::TradingConfig;
 use crate::ingress::events::{self, Event, ParseError};
-use crate::model::{Price, Signal};
+use crate::model::{Price, Signal, Symbol};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
-use crate::risk;
-use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError};
+use crate::risk::state::{SetBy, StateEntry, TradingState};
+use crate::risk::{self, alerts::AlertEffect, limits::Breach, maintenance, state};
+use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError, Tx};
 use crate::strategy::{Evaluation, Strategy};
 use crate::venue::VenueClient;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use rust_decimal::Decimal;
-use sqlx::SqliteConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +36,14 @@ const MAX_ATTEMPTS: i64 = 5;
 const BATCH: i64 = 256;
 /// How long a fetched reference price is reused for sizing.
 const PRICE_TTL: Duration = Duration::from_secs(2);
+/// The asset balances, equity and the loss limits are counted in.
+const QUOTE_ASSET: &str = "USD";
+const EQUITY_PEAK: &str = "equity_peak";
+
+/// 00:00 UTC of `now`'s day: the daily realized-loss limit counts from there.
+fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
+}
 
 pub struct Dispatcher {
     pub store: Store,
@@ -39,6 +54,7 @@ pub struct Dispatcher {
     pub stored: Arc<Notify>,
     /// Notified when new order intents are committed, or news may unblock the executor.
     pub orders_ready: Arc<Notify>,
+    pub trading: Arc<TradingConfig>,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
 }
 
@@ -50,6 +66,7 @@ impl Dispatcher {
         clock: SharedClock,
         stored: Arc<Notify>,
         orders_ready: Arc<Notify>,
+        trading: Arc<TradingConfig>,
     ) -> Self {
         Self {
             store,
@@ -58,6 +75,7 @@ impl Dispatcher {
             clock,
             stored,
             orders_ready,
+            trading,
             prices: Mutex::new(HashMap::new()),
         }
     }
@@ -186,7 +204,7 @@ impl Dispatcher {
     /// Applies one event that needs no I/O, inside `tx`, together with its new status.
     async fn apply(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Tx,
         event: &InboxEvent,
         parsed: &Result<Event, ParseError>,
         now: DateTime<Utc>,
@@ -206,6 +224,7 @@ impl Dispatcher {
                     status = EventStatus::Deferred;
                 }
                 NewsOutcome::Applied { linked } => {
+                    self.apply_breakers(tx, now).await?;
                     if linked && Store::requeue_deferred(&mut *tx).await? > 0 {
                         // The re-queued events are picked up by the next inbox read.
                         self.stored.notify_one();
@@ -213,16 +232,64 @@ impl Dispatcher {
                 }
                 NewsOutcome::Foreign => {}
             },
-            Ok(Event::Position(p)) => Store::save_venue_position(&mut *tx, p, now).await?,
+            Ok(Event::Position(p)) => {
+                Store::save_venue_position(&mut *tx, p, now).await?;
+                if let Some(ratio) = p.margin_ratio {
+                    Store::save_margin_ratio(&mut *tx, &p.symbol, ratio).await?;
+                }
+                self.apply_margin_rule(tx, now).await?;
+            }
             Ok(Event::Balance {
                 asset,
                 available,
                 locked,
                 total,
-            }) => Store::save_balance(&mut *tx, asset, *available, *locked, *total, now).await?,
+            }) => {
+                Store::save_balance(&mut *tx, asset, *available, *locked, *total, now).await?;
+                if asset == QUOTE_ASSET {
+                    let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
+                    if peak.is_none_or(|p| *total > p) {
+                        Store::set_risk_value(&mut *tx, EQUITY_PEAK, *total, now).await?;
+                    }
+                }
+                self.apply_breakers(tx, now).await?;
+            }
+            Ok(Event::Maintenance(window)) => {
+                let settings = &self.trading.maintenance;
+                let mut window = window.clone();
+                if !window.affects_trading() {
+                    tracing::info!(seq = event.seq, window = %window.key, services = ?window.services, "maintenance notice does not affect trading");
+                } else if window.is_past(settings, now) {
+                    // Old news (a late retry, or a window we missed): nothing left to block.
+                    window.reconciled_at = Some(now);
+                    tracing::warn!(seq = event.seq, window = %window.key, end = %window.end, "maintenance notice arrived after its window; recorded only");
+                } else {
+                    tracing::warn!(seq = event.seq, window = %window.key, start = %window.start, end = %window.end, "maintenance window scheduled: no new orders from start - lead until end + settle and a reconciliation");
+                }
+                Store::upsert_window(&mut *tx, &window, now).await?;
+            }
+            Ok(Event::Alert {
+                level,
+                symbols,
+                title,
+            }) => self.apply_alert(tx, level, symbols, title, now).await?,
             Ok(Event::Transaction(t)) => {
                 tracing::info!(seq = event.seq, kind = t.kind, asset = %t.asset, amount = %t.amount, "account transaction");
-                Store::save_transaction(&mut *tx, t, event.seq).await?;
+                let new = Store::save_transaction(&mut *tx, t, event.seq).await?;
+                let completed = t.status.as_deref().is_none_or(|s| s == "completed");
+                // Only the first sight of a transfer moves the equity peak: a replay must not.
+                if new && completed && t.asset == QUOTE_ASSET && t.amount > Decimal::ZERO {
+                    let signed = if t.kind == "deposit" {
+                        t.amount
+                    } else {
+                        -t.amount
+                    };
+                    if let Some(peak) = Store::risk_value(&mut *tx, EQUITY_PEAK).await? {
+                        let moved = (peak + signed).max(Decimal::ZERO);
+                        Store::set_risk_value(&mut *tx, EQUITY_PEAK, moved, now).await?;
+                        tracing::info!(amount = %signed, peak = %moved, "equity peak moved by a transfer");
+                    }
+                }
             }
             Ok(Event::Unknown { event: name }) => {
                 tracing::warn!(seq = event.seq, event = %name, "unknown event type: stored and acknowledged, no effect");
@@ -235,17 +302,158 @@ impl Dispatcher {
         Store::set_event_status(&mut *tx, event.seq, status, note.as_deref(), now).await
     }
 
+    /// Applies a `system.alert` under the configured policy: scales sizes, or moves symbols (or
+    /// the account) to reducing or halted. An alert never loosens a stricter state.
+    async fn apply_alert(
+        &self,
+        tx: &mut Tx,
+        level: &str,
+        symbols: &[String],
+        title: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let reason = format!("system.alert {level}: {title}");
+        let states = Store::trading_states(&mut *tx).await?;
+        for effect in self.trading.alerts.effects(level, symbols, now) {
+            let (symbol, state) = match effect {
+                AlertEffect::Scale {
+                    symbol,
+                    factor,
+                    until,
+                } => {
+                    Store::set_size_scale(&mut *tx, symbol.as_deref(), factor, until, &reason)
+                        .await?;
+                    tracing::warn!(symbol = ?symbol, %factor, %until, %reason, "alert: order sizes scaled");
+                    continue;
+                }
+                AlertEffect::Reduce { symbol } => (symbol, TradingState::Reducing),
+                AlertEffect::Halt { symbol } => (symbol, TradingState::Halted),
+            };
+            let current = states
+                .iter()
+                .find(|s| s.symbol == symbol)
+                .map(|s| s.state)
+                .unwrap_or(TradingState::Active);
+            if current < state {
+                Store::set_trading_state(
+                    &mut *tx,
+                    &StateEntry {
+                        symbol: symbol.clone(),
+                        state,
+                        reason: reason.clone(),
+                        since: now,
+                        set_by: SetBy::Alert,
+                    },
+                )
+                .await?;
+                tracing::error!(symbol = ?symbol, state = state.as_str(), %reason, "alert: trading state changed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Daily realized loss and drawdown from the equity peak: either halts the account.
+    async fn apply_breakers(&self, tx: &mut Tx, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let limits = &self.trading.limits;
+        if limits.daily_loss_limit.is_none() && limits.max_drawdown_percent.is_none() {
+            return Ok(());
+        }
+        let daily = Store::realized_since(&mut *tx, day_start(now)).await?;
+        let mut breach = limits
+            .daily_loss_breach(daily)
+            .map(|b| (b, SetBy::DailyLoss));
+        if breach.is_none() {
+            let balance = Store::balance(&mut *tx, QUOTE_ASSET).await?;
+            let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
+            if let (Some((_, equity)), Some(peak)) = (balance, peak) {
+                breach = limits
+                    .drawdown_breach(equity, peak)
+                    .map(|b| (b, SetBy::Drawdown));
+            }
+        }
+        let Some((Breach::DailyLoss(reason) | Breach::Drawdown(reason), set_by)) = breach else {
+            return Ok(());
+        };
+        let states = Store::trading_states(&mut *tx).await?;
+        let halted = states
+            .iter()
+            .any(|s| s.symbol.is_none() && s.state == TradingState::Halted);
+        if !halted {
+            tracing::error!(%reason, "trading halted by a circuit breaker");
+            Store::set_trading_state(
+                &mut *tx,
+                &StateEntry {
+                    symbol: None,
+                    state: TradingState::Halted,
+                    reason,
+                    since: now,
+                    set_by,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A margin ratio above the limit puts the account in `reducing`; back below it, the rule
+    /// undoes only what it set itself.
+    async fn apply_margin_rule(&self, tx: &mut Tx, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.trading.limits.max_margin_ratio.is_none() {
+            return Ok(());
+        }
+        let ratio = Store::max_margin_ratio(&mut *tx).await?;
+        let exceeded = ratio.and_then(|r| self.trading.limits.margin_ratio_exceeded(r));
+        let states = Store::trading_states(&mut *tx).await?;
+        let account = states.iter().find(|s| s.symbol.is_none());
+        match (exceeded, account) {
+            (Some(reason), None) => {
+                tracing::error!(%reason, "trading reduced by the margin-ratio limit");
+                Store::set_trading_state(
+                    &mut *tx,
+                    &StateEntry {
+                        symbol: None,
+                        state: TradingState::Reducing,
+                        reason,
+                        since: now,
+                        set_by: SetBy::MarginRatio,
+                    },
+                )
+                .await?;
+            }
+            (None, Some(a)) if a.set_by == SetBy::MarginRatio => {
+                tracing::warn!("margin ratio back within the limit; trading active again");
+                Store::set_trading_state(
+                    &mut *tx,
+                    &StateEntry {
+                        symbol: None,
+                        state: TradingState::Active,
+                        reason: "margin ratio back within the limit".into(),
+                        since: now,
+                        set_by: SetBy::MarginRatio,
+                    },
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     async fn on_signal(&self, event: &InboxEvent, signal: Signal) -> Result<(), StoreError> {
         let strategy = self.strategies.iter().find(|s| s.trades(&signal.symbol));
         let evaluation = match strategy {
             None => Evaluation::Ignored {
                 reason: format!("no strategy trades {}", signal.symbol),
             },
-            Some(s) => s.evaluate(&signal),
+            Some(s) => s.evaluate(&signal, self.clock.now()),
         };
-        // The price fetch is the only I/O on this path; it happens before the transaction.
+        // Price fetches are the only I/O on this path; they happen before the transaction.
+        let mut other_prices: HashMap<String, Decimal> = HashMap::new();
         let price = match (&evaluation, strategy) {
             (Evaluation::Intent { .. }, Some(_)) => {
+                if self.trading.limits.max_gross_exposure.is_some() {
+                    other_prices = self.prices_of_other_books(&signal.symbol).await?;
+                }
                 Some(self.reference_price(signal.symbol.as_str()).await)
             }
             _ => None,
@@ -271,9 +479,23 @@ impl Dispatcher {
                 decision.decision = "refused";
                 decision.reason = format!("no reference price for {}: {reason}", signal.symbol);
             }
-            (Evaluation::Intent { side }, Some(strategy), Some(Ok(price))) => {
-                let exposure = Store::exposure(&mut tx, signal.symbol.as_str()).await?;
-                match risk::size_and_check(strategy, &signal.symbol, side, price, exposure) {
+            (Evaluation::Intent { direction }, Some(strategy), Some(Ok(price))) => {
+                self.apply_breakers(&mut tx, now).await?;
+                let (gate, account) = self
+                    .gate_and_account(&mut tx, strategy, &signal, &other_prices, now)
+                    .await?;
+                let request = risk::Request {
+                    strategy,
+                    signal: &signal,
+                    direction,
+                    price,
+                    spec: self.trading.spec(signal.symbol.as_str()),
+                    limits: &self.trading.limits,
+                    gate: &gate,
+                    account: &account,
+                    now,
+                };
+                match risk::decide(&request) {
                     Err(reason) => {
                         decision.decision = "refused";
                         decision.reason = reason;
@@ -281,20 +503,37 @@ impl Dispatcher {
                     Ok(approved) => {
                         client_order_id =
                             order::client_order_id(&strategy.name, &event.dedupe_key, "entry");
-                        Store::insert_intent(&mut tx, &approved, &client_order_id, event.seq, now)
-                            .await?;
+                        Store::insert_intent(
+                            &mut tx,
+                            &approved,
+                            &client_order_id,
+                            Some(event.seq),
+                            now,
+                        )
+                        .await?;
                         let plan = approved.get();
-                        decision.decision = "ordered";
-                        decision.reason = format!(
-                            "{} {} {} (~{} at {})",
+                        let mut reason = format!(
+                            "{} {} {} {} (~{} USD at {}{})",
+                            plan.order_type,
                             plan.side,
                             plan.quantity.get(),
                             plan.symbol,
                             (plan.quantity.get() * price.get()).round_dp(2),
-                            price.get()
+                            price.get(),
+                            plan.limit_price
+                                .map(|l| format!(", limit {}", l.get()))
+                                .unwrap_or_default()
                         );
+                        if plan.reduces_only {
+                            reason.push_str("; reduces the position");
+                        }
+                        if let Some((factor, why)) = &gate.size_scale {
+                            reason.push_str(&format!("; size x{factor} by {why}"));
+                        }
+                        decision.decision = "ordered";
+                        decision.reason = reason;
                         decision.client_order_id = Some(&client_order_id);
-                        tracing::info!(client_order_id = %client_order_id, strategy = %strategy.name, symbol = %plan.symbol, side = %plan.side, quantity = %plan.quantity.get(), "order intent");
+                        tracing::info!(client_order_id = %client_order_id, strategy = %strategy.name, symbol = %plan.symbol, side = %plan.side, quantity = %plan.quantity.get(), order_type = plan.order_type, "order intent");
                     }
                 }
             }
@@ -312,6 +551,93 @@ impl Dispatcher {
             self.orders_ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Reads everything `risk::decide` looks at, inside the decision's transaction.
+    async fn gate_and_account(
+        &self,
+        tx: &mut Tx,
+        strategy: &Strategy,
+        signal: &Signal,
+        other_prices: &HashMap<String, Decimal>,
+        now: DateTime<Utc>,
+    ) -> Result<(risk::Gate, risk::AccountView), StoreError> {
+        let symbol = signal.symbol.as_str();
+        let settings = &self.trading.maintenance;
+        let windows =
+            Store::open_windows(&mut *tx, now - settings.settle - ChronoDuration::days(1)).await?;
+        let states = Store::trading_states(&mut *tx).await?;
+        let account_state = states.iter().find(|s| s.symbol.is_none());
+        let symbol_state = states.iter().find(|s| s.symbol.as_deref() == Some(symbol));
+        let gate = risk::Gate {
+            maintenance: maintenance::blocking(&windows, settings, now),
+            state: state::effective(account_state, symbol_state).cloned(),
+            size_scale: Store::size_scale(&mut *tx, symbol, now).await?,
+        };
+        let books = Store::books(&mut *tx).await?;
+        let mut gross_other = Decimal::ZERO;
+        let mut unpriced = Vec::new();
+        let mut strategy_open_symbols = 0;
+        for (s, book) in &books {
+            if s == symbol {
+                continue;
+            }
+            match book.last_price.or_else(|| other_prices.get(s).copied()) {
+                Some(p) => gross_other += book.exposure.worst_case() * p,
+                None => unpriced.push(s.clone()),
+            }
+            if strategy.symbols.iter().any(|x| x.as_str() == s)
+                || book.strategies.contains(&strategy.name)
+            {
+                strategy_open_symbols += 1;
+            }
+        }
+        let (open_orders, orders_last_minute) =
+            Store::order_counts_since(&mut *tx, now - ChronoDuration::seconds(60)).await?;
+        let balance = Store::balance(&mut *tx, QUOTE_ASSET).await?;
+        let account = risk::AccountView {
+            exposure: books.get(symbol).map(|b| b.exposure).unwrap_or_default(),
+            gross_other,
+            unpriced,
+            open_orders,
+            orders_last_minute,
+            available_usd: balance.map(|b| b.0),
+            equity_usd: balance.map(|b| b.1),
+            daily_realized: Store::realized_since(&mut *tx, day_start(now)).await?,
+            last_order_at: Store::last_order_at(&mut *tx, &strategy.name, symbol).await?,
+            strategy_open_symbols,
+        };
+        Ok((gate, account))
+    }
+
+    /// Reference prices of the other symbols with exposure but no last fill price (for the gross
+    /// exposure limit). A symbol whose price cannot be fetched makes the limit uncheckable, and
+    /// an order that grows exposure is then refused.
+    async fn prices_of_other_books(
+        &self,
+        symbol: &Symbol,
+    ) -> Result<HashMap<String, Decimal>, StoreError> {
+        let books = {
+            let mut tx = self.store.begin().await?;
+            let b = Store::books(&mut tx).await?;
+            tx.rollback().await?;
+            b
+        };
+        let mut out = HashMap::new();
+        for (s, book) in books {
+            if s == symbol.as_str() || book.last_price.is_some() {
+                continue;
+            }
+            match self.reference_price(&s).await {
+                Ok(p) => {
+                    out.insert(s, p.get());
+                }
+                Err(e) => {
+                    tracing::warn!(symbol = %s, error = %e, "no price for the gross exposure check")
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn reference_price(&self, symbol: &str) -> Result<Price, String> {

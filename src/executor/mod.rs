@@ -117,7 +117,7 @@ impl Executor {
             order_type: order.order_type.clone(),
             quantity: order.quantity,
             price: order.price,
-            stop_price: None,
+            stop_price: order.stop_price,
             time_in_force: order.time_in_force.clone(),
             client_order_id: order.client_order_id.clone(),
         };

@@ -21,7 +21,16 @@ pub enum Event {
         locked: Decimal,
         total: Decimal,
     },
-    /// `account.deposit_received` and `account.withdrawal_processed`.
+    /// `system.maintenance`: a validated window.
+    Maintenance(crate::risk::maintenance::Window),
+    /// `system.alert`.
+    Alert {
+        level: String,
+        symbols: Vec<String>,
+        title: String,
+    },
+    /// `account.deposit_received` and `account.withdrawal_processed`: kept in the ledger; a
+    /// completed one also moves the equity peak, so money leaving is not mistaken for a drawdown.
     Transaction(AccountTransaction),
     /// Known events recorded without further effect (the venue's `test` event).
     Recorded {
@@ -161,6 +170,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 unrealized_pnl: d.unrealized_pnl,
                 mark_price: d.mark_price.or(d.close_price),
                 realized_pnl: d.realized_pnl,
+                margin_ratio: d.margin_ratio,
             })
         }
         "account.balance_updated" => {
@@ -170,6 +180,35 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 available: d.available,
                 locked: d.locked,
                 total: d.total,
+            }
+        }
+        "system.maintenance" => {
+            let d = data!(wire::MaintenanceData);
+            let id = d.id.as_ref().and_then(|v| match v {
+                serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+            Event::Maintenance(
+                crate::risk::maintenance::Window::from_notice(
+                    id.as_deref(),
+                    d.start_time.as_deref(),
+                    d.end_time.as_deref(),
+                    d.affected_services,
+                    d.description,
+                )
+                .map_err(data_err)?,
+            )
+        }
+        "system.alert" => {
+            let d = data!(wire::AlertData);
+            for s in &d.affected_symbols {
+                Symbol::parse(s).map_err(invalid)?;
+            }
+            Event::Alert {
+                level: d.level,
+                symbols: d.affected_symbols,
+                title: d.title.or(d.message).unwrap_or_default(),
             }
         }
         "account.deposit_received" | "account.withdrawal_processed" => {
@@ -192,7 +231,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 },
             })
         }
-        "test" | "system.maintenance" | "system.alert" => Event::Recorded { event: env.event },
+        "test" => Event::Recorded { event: env.event },
         _ => Event::Unknown { event: env.event },
     })
 }

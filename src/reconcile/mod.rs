@@ -13,6 +13,8 @@ use crate::store::{OrderRow, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+pub mod full;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewsOutcome {
     /// Applied to a local order.
@@ -98,6 +100,18 @@ pub async fn apply_report(
         let position = Store::position(&mut *tx, &order.symbol).await?;
         let updated = position.apply_fill(side.sign() * qty, price);
         Store::save_position(&mut *tx, &order.symbol, &updated, price, now).await?;
+        // The daily realized-loss limit sums this ledger.
+        let realized = updated.realized_pnl - position.realized_pnl;
+        if !realized.is_zero() {
+            Store::record_realized(
+                &mut *tx,
+                &order.symbol,
+                realized,
+                &order.client_order_id,
+                now,
+            )
+            .await?;
+        }
         tracing::info!(
             client_order_id = %order.client_order_id,
             symbol = %order.symbol,

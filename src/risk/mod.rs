@@ -1,12 +1,31 @@
-//! The risk manager: sizing and limits, the gate between an intent and money. No I/O.
+//! The risk manager: the gate between a strategy's intent and money. No I/O.
 //!
 //! `RiskApproved<T>` can only be constructed in this module, and the store only writes orders from
-//! a `RiskApproved<OrderPlan>`: an order that skipped the checks cannot be expressed. Every refusal
-//! carries the rule and the numbers it compared, for the operator.
+//! a `RiskApproved<OrderPlan>`: an order that skipped the checks cannot be expressed. [`decide`]
+//! is a pure function of the intent, the account's numbers, the trading state, the maintenance
+//! calendar and `now`; every refusal carries the rule and the numbers it compared.
+//!
+//! Order of the checks: maintenance → halted → daily-loss breaker → direction (exits, shorts,
+//! reducing state) → cooldown and concurrency → sizing and lot rounding → limits → rate limits.
+//!
+//! Guarantees (checked by the property test in `tests`): no approved order exceeds a configured
+//! limit when it increases exposure; nothing is approved while halted or inside a maintenance
+//! window; in `reducing` only orders that shrink a position without flipping it are approved.
 
-use crate::model::{Price, Quantity, Side, Symbol};
-use crate::strategy::Strategy;
-use rust_decimal::{Decimal, RoundingStrategy};
+pub mod alerts;
+pub mod limits;
+pub mod maintenance;
+pub mod protect;
+pub mod sizing;
+pub mod state;
+
+use crate::model::{Price, Quantity, Side, Signal, Symbol};
+use crate::strategy::{Direction, OrderKind, Strategy};
+use chrono::{DateTime, Utc};
+use limits::AccountLimits;
+use rust_decimal::Decimal;
+use sizing::{SizingInputs, SymbolSpec};
+use state::{StateEntry, TradingState};
 
 /// A value that passed the risk checks. Deliberately has no public constructor.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +44,47 @@ pub struct OrderPlan {
     pub symbol: Symbol,
     pub side: Side,
     pub quantity: Quantity,
-    /// The price the size was computed at; market orders carry no limit price.
+    /// The price the size was computed at.
     pub reference_price: Price,
+    /// `market` or `limit`.
+    pub order_type: &'static str,
+    /// The limit price, rounded to the tick; `None` for market orders.
+    pub limit_price: Option<Price>,
+    pub time_in_force: &'static str,
+    /// Only shrinks a position (a close, or the reducing state).
+    pub reduces_only: bool,
+    pub role: Role,
+    /// The entry a protective order protects.
+    pub parent: Option<String>,
+    /// The trigger of a `stop` order.
+    pub stop_price: Option<Price>,
+    /// For an opening entry: where its protective orders go once it has filled.
+    pub protect: Protect,
+}
+
+/// What an order is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Entry,
+    StopLoss,
+    TakeProfit,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entry => "entry",
+            Self::StopLoss => "stop_loss",
+            Self::TakeProfit => "take_profit",
+        }
+    }
+}
+
+/// Stop-loss and take-profit prices an entry carries from its signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protect {
+    pub stop: Option<Price>,
+    pub target: Option<Price>,
 }
 
 /// What is already committed on one symbol: the position and working (non-terminal) orders.
@@ -40,233 +98,313 @@ pub struct Exposure {
     pub working_sell: Decimal,
 }
 
-/// Sizes an intent for `strategy` and checks it against the strategy's limits.
-pub fn size_and_check(
-    strategy: &Strategy,
-    symbol: &Symbol,
-    side: Side,
-    price: Price,
-    exposure: Exposure,
-) -> Result<RiskApproved<OrderPlan>, String> {
-    let p = price.get();
-    let mut quantity = (strategy.order_notional / p)
-        .round_dp_with_strategy(strategy.quantity_decimals, RoundingStrategy::ToZero);
-    if side == Side::Sell && !strategy.allow_short {
-        let sellable = exposure.position - exposure.working_sell;
-        if sellable <= Decimal::ZERO {
+impl Exposure {
+    /// The largest absolute position if every working order on one side fills.
+    pub fn worst_case(&self) -> Decimal {
+        (self.position + self.working_buy)
+            .abs()
+            .max((self.position - self.working_sell).abs())
+    }
+}
+
+/// The account's numbers at decision time.
+#[derive(Debug, Clone, Default)]
+pub struct AccountView {
+    pub exposure: Exposure,
+    /// Worst-case value (USD) of every other symbol's position and working orders.
+    pub gross_other: Decimal,
+    /// Other symbols with exposure whose price is unknown: the gross limit cannot be checked.
+    pub unpriced: Vec<String>,
+    pub open_orders: u32,
+    pub orders_last_minute: u32,
+    pub available_usd: Option<Decimal>,
+    pub equity_usd: Option<Decimal>,
+    /// Realized PnL since 00:00 UTC (a loss is negative).
+    pub daily_realized: Decimal,
+    /// When this strategy last created an order on this symbol.
+    pub last_order_at: Option<DateTime<Utc>>,
+    /// Other symbols on which this strategy holds a position or working orders.
+    pub strategy_open_symbols: u32,
+}
+
+/// Trading state, maintenance and alert scaling that apply to this symbol now.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    /// Why a maintenance window forbids orders, if one does.
+    pub maintenance: Option<String>,
+    /// The effective (stricter of account and symbol) state when not active.
+    pub state: Option<StateEntry>,
+    /// A size factor from an alert, with its description.
+    pub size_scale: Option<(Decimal, String)>,
+}
+
+pub struct Request<'a> {
+    pub strategy: &'a Strategy,
+    pub signal: &'a Signal,
+    pub direction: Direction,
+    pub price: Price,
+    pub spec: SymbolSpec,
+    pub limits: &'a AccountLimits,
+    pub gate: &'a Gate,
+    pub account: &'a AccountView,
+    pub now: DateTime<Utc>,
+}
+
+const BPS: Decimal = Decimal::from_parts(10_000, 0, 0, false, 0);
+
+fn usd(d: Decimal) -> Decimal {
+    d.round_dp(2)
+}
+
+/// The one decision: an approved, sized order or the reason there is none.
+pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
+    let symbol = &r.signal.symbol;
+    let p = r.price.get();
+    if let Some(reason) = &r.gate.maintenance {
+        return Err(reason.clone());
+    }
+    let reducing = match &r.gate.state {
+        Some(s) if s.state == TradingState::Halted => return Err(s.describe()),
+        Some(s) => Some(s),
+        None => None,
+    };
+    if let Some(limits::Breach::DailyLoss(m) | limits::Breach::Drawdown(m)) =
+        r.limits.daily_loss_breach(r.account.daily_realized)
+    {
+        return Err(m);
+    }
+
+    let e = r.account.exposure;
+    let reverse = r.strategy.exits.reverse_on_opposite;
+    let long_left = (e.position - e.working_sell).max(Decimal::ZERO);
+    let short_left = (-e.position - e.working_buy).max(Decimal::ZERO);
+    // (side, quantity that closes, whether to open beyond it)
+    let (side, close_qty, open) = match r.direction {
+        Direction::Close if e.position > Decimal::ZERO => (Side::Sell, long_left, false),
+        Direction::Close if e.position < Decimal::ZERO => (Side::Buy, short_left, false),
+        Direction::Close => {
             return Err(format!(
+                "hold closes positions, but there is no {symbol} position"
+            ))
+        }
+        Direction::Buy if e.position < Decimal::ZERO => (Side::Buy, short_left, reverse),
+        Direction::Buy => (Side::Buy, Decimal::ZERO, true),
+        Direction::Sell if e.position > Decimal::ZERO => {
+            (Side::Sell, long_left, reverse && r.strategy.allow_short)
+        }
+        Direction::Sell if !r.strategy.allow_short => {
+            return Err(format!(
+            "long-only: no long {symbol} position left to sell (position {}, working sells {}); \
+                 set allow_short = true to open shorts",
+            e.position.normalize(),
+            e.working_sell.normalize()
+        ))
+        }
+        Direction::Sell => (Side::Sell, Decimal::ZERO, true),
+    };
+    let open = open && reducing.is_none();
+    if close_qty.is_zero() && !open {
+        return Err(match (reducing, side) {
+            (Some(s), _) if e.position.is_zero() || !matches!(r.direction, Direction::Close) => {
+                format!("{}; only orders that reduce a position are allowed", s.describe())
+            }
+            (_, Side::Sell) if !r.strategy.allow_short => format!(
                 "long-only: no long {symbol} position left to sell (position {}, working sells {}); \
                  set allow_short = true to open shorts",
-                exposure.position.normalize(),
-                exposure.working_sell.normalize()
-            ));
-        }
-        quantity = quantity.min(sellable);
+                e.position.normalize(),
+                e.working_sell.normalize()
+            ),
+            _ => format!(
+                "nothing left to close on {symbol}: working orders already cover the position {}",
+                e.position.normalize()
+            ),
+        });
     }
-    let quantity = Quantity::new(quantity).map_err(|_| {
-        format!(
-            "order notional {} at price {} rounds to zero quantity at {} decimals",
-            strategy.order_notional, p, strategy.quantity_decimals
-        )
-    })?;
-    // Worst case for each direction: every working order on that side fills.
-    let (current, after) = match side {
-        Side::Buy => {
-            let current = exposure.position + exposure.working_buy;
-            (current, current + quantity.get())
+
+    let mut open_qty = Decimal::ZERO;
+    let mut open = open;
+    if open {
+        if let (Some(cooldown), Some(last)) = (r.strategy.cooldown, r.account.last_order_at) {
+            if r.now < last + cooldown {
+                if close_qty.is_zero() {
+                    return Err(format!(
+                        "cooldown {}s on {symbol}: the last order was {}s ago",
+                        cooldown.num_seconds(),
+                        (r.now - last).num_seconds()
+                    ));
+                }
+                // A reversal inside the cooldown only closes.
+                open = false;
+            }
         }
-        Side::Sell => {
-            let current = exposure.position - exposure.working_sell;
-            (current, current - quantity.get())
+    }
+    if open {
+        let flat_here = e.position.is_zero() && e.worst_case().is_zero();
+        if let Some(max) = r.strategy.max_concurrent_positions {
+            if flat_here && r.account.strategy_open_symbols >= max && close_qty.is_zero() {
+                return Err(format!(
+                    "max concurrent positions {max} reached: {} symbols already open",
+                    r.account.strategy_open_symbols
+                ));
+            }
         }
-    };
-    let (current_notional, after_notional) = ((current * p).abs(), (after * p).abs());
-    // An order that shrinks exposure is always allowed; one that grows it must fit the limit.
-    if after_notional > current_notional && after_notional > strategy.max_position_notional {
+        let inputs = SizingInputs {
+            price: p,
+            buy: side == Side::Buy,
+            confidence: r.signal.confidence,
+            available_usd: r.account.available_usd,
+            equity_usd: r.account.equity_usd,
+            support: r.signal.technical.support,
+            resistance: r.signal.technical.resistance,
+        };
+        match sizing::raw_quantity(&r.strategy.sizing, &inputs) {
+            Ok(q) => open_qty = q,
+            // A reversal whose opening leg cannot be sized still closes.
+            Err(reason) if close_qty.is_zero() => return Err(reason),
+            Err(_) => {}
+        }
+        if let Some((factor, _)) = &r.gate.size_scale {
+            open_qty *= *factor;
+        }
+    }
+
+    let raw = close_qty + open_qty;
+    let rounded = r.spec.round_quantity(raw);
+    if rounded.is_zero() || rounded < r.spec.min_quantity {
         return Err(format!(
-            "max position notional {} would be exceeded: {:.2} + {:.2} = {:.2}",
-            strategy.max_position_notional,
-            current_notional,
-            quantity.get() * p,
-            after_notional,
+            "quantity {} rounds down to {} at lot step {}, below the minimum order size {}",
+            raw.round_dp(8).normalize(),
+            rounded,
+            r.spec.lot_step.normalize(),
+            r.spec.min_quantity.normalize()
         ));
     }
+    let quantity = Quantity::new(rounded).map_err(|e| e.to_string())?;
+
+    // Worst case in this direction: every working order on this side fills.
+    let (current, after) = match side {
+        Side::Buy => {
+            let c = e.position + e.working_buy;
+            (c, c + rounded)
+        }
+        Side::Sell => {
+            let c = e.position - e.working_sell;
+            (c, c - rounded)
+        }
+    };
+    let increases = after.abs() > current.abs() || after * current < Decimal::ZERO;
+    if increases {
+        let opening = if after * current < Decimal::ZERO {
+            after.abs()
+        } else {
+            after.abs() - current.abs()
+        };
+        let (current_n, after_n, opening_n) = ((current * p).abs(), (after * p).abs(), opening * p);
+        if let Some(max) = r.limits.max_order_notional {
+            if opening_n > max {
+                return Err(format!(
+                    "max order notional {max} would be exceeded: {} {symbol} at {p} = {} USD",
+                    opening.normalize(),
+                    usd(opening_n)
+                ));
+            }
+        }
+        for (name, limit) in [
+            ("max position notional", r.strategy.max_position_notional),
+            (
+                "account max position notional",
+                r.limits.max_position_notional,
+            ),
+        ] {
+            if let Some(max) = limit {
+                if after_n > max {
+                    return Err(format!(
+                        "{name} {max} would be exceeded: {:.2} + {:.2} = {:.2} USD",
+                        current_n,
+                        rounded * p,
+                        after_n
+                    ));
+                }
+            }
+        }
+        if let Some(max) = r.limits.max_gross_exposure {
+            if !r.account.unpriced.is_empty() {
+                return Err(format!(
+                    "max gross exposure {max} cannot be checked: no price for {}",
+                    r.account.unpriced.join(", ")
+                ));
+            }
+            let other = r.account.gross_other;
+            // This symbol's worst case after the order, in either direction.
+            let here = after.abs().max(e.worst_case()) * p;
+            if other + here > max {
+                return Err(format!(
+                    "max gross exposure {max} would be exceeded: other symbols {} + {symbol} {} = {} USD",
+                    usd(other),
+                    usd(here),
+                    usd(other + here)
+                ));
+            }
+        }
+    }
+    if let Some(max) = r.limits.max_open_orders {
+        if r.account.open_orders >= max {
+            return Err(format!(
+                "max open orders {max} reached: {} orders are open",
+                r.account.open_orders
+            ));
+        }
+    }
+    if let Some(max) = r.limits.max_orders_per_minute {
+        if r.account.orders_last_minute >= max {
+            return Err(format!(
+                "max orders per minute {max} reached: {} orders in the last 60 s",
+                r.account.orders_last_minute
+            ));
+        }
+    }
+    if reducing.is_some() && increases {
+        // Unreachable by construction (no opening leg in reducing); kept as a last line.
+        return Err("trading is reducing: this order would grow a position".into());
+    }
+
+    let (order_type, limit_price) = match r.strategy.orders.kind {
+        OrderKind::Market => ("market", None),
+        OrderKind::Limit { offset_bps } => {
+            let buy = side == Side::Buy;
+            let offset = p * offset_bps / BPS;
+            let raw = if buy { p - offset } else { p + offset };
+            let price = Price::new(r.spec.round_price(raw, buy)).map_err(|_| {
+                format!(
+                    "limit price {raw} rounds to zero at tick {}",
+                    r.spec.tick_size
+                )
+            })?;
+            ("limit", Some(price))
+        }
+    };
+    // Protective exits only for an order that opens or grows a position in its own direction.
+    let protect = if increases && after * side.sign() > Decimal::ZERO {
+        protect::levels(r.strategy, r.signal, side, p, &r.spec)
+    } else {
+        Protect::default()
+    };
     Ok(RiskApproved(OrderPlan {
-        strategy: strategy.name.clone(),
+        strategy: r.strategy.name.clone(),
         symbol: symbol.clone(),
         side,
         quantity,
-        reference_price: price,
+        reference_price: r.price,
+        order_type,
+        limit_price,
+        time_in_force: r.strategy.orders.time_in_force,
+        reduces_only: !increases,
+        role: Role::Entry,
+        parent: None,
+        stop_price: None,
+        protect,
     }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Recommendation;
-
-    fn d(s: &str) -> Decimal {
-        s.parse().unwrap()
-    }
-
-    fn strategy(allow_short: bool) -> Strategy {
-        Strategy {
-            name: "t".into(),
-            symbols: vec![Symbol::parse("BTC/USD").unwrap()],
-            recommendations: vec![Recommendation::Buy, Recommendation::Sell],
-            min_confidence: 0,
-            order_notional: d("500"),
-            max_position_notional: d("1200"),
-            quantity_decimals: 4,
-            allow_short,
-        }
-    }
-
-    /// One row: the order, the exposure already there, and the expected quantity or refusal.
-    struct Case {
-        name: &'static str,
-        side: Side,
-        price: &'static str,
-        /// Position, working buys, working sells.
-        exposure: (&'static str, &'static str, &'static str),
-        allow_short: bool,
-        want: Result<&'static str, &'static str>,
-    }
-
-    fn check(c: &Case) -> Result<Decimal, String> {
-        let (position, wb, ws) = c.exposure;
-        size_and_check(
-            &strategy(c.allow_short),
-            &Symbol::parse("BTC/USD").unwrap(),
-            c.side,
-            Price::new(d(c.price)).unwrap(),
-            Exposure {
-                position: d(position),
-                working_buy: d(wb),
-                working_sell: d(ws),
-            },
-        )
-        .map(|a| a.get().quantity.get())
-    }
-
-    const fn case(
-        name: &'static str,
-        side: Side,
-        price: &'static str,
-        exposure: (&'static str, &'static str, &'static str),
-        allow_short: bool,
-        want: Result<&'static str, &'static str>,
-    ) -> Case {
-        Case {
-            name,
-            side,
-            price,
-            exposure,
-            allow_short,
-            want,
-        }
-    }
-
-    #[test]
-    fn sizing_and_limits() {
-        use Side::{Buy, Sell};
-        let cases = [
-            case(
-                "fixed notional rounds down to the lot",
-                Buy,
-                "30000",
-                ("0", "0", "0"),
-                false,
-                Ok("0.0166"),
-            ),
-            case(
-                "second buy fits the limit",
-                Buy,
-                "500",
-                ("1", "0", "0"),
-                false,
-                Ok("1"),
-            ),
-            case(
-                "third buy would exceed it",
-                Buy,
-                "500",
-                ("2", "0", "0"),
-                false,
-                Err("max position notional 1200 would be exceeded: 1000.00 + 500.00 = 1500.00"),
-            ),
-            case(
-                "working buys count toward the limit",
-                Buy,
-                "500",
-                ("0", "2", "0"),
-                false,
-                Err("would be exceeded"),
-            ),
-            case(
-                "long-only sell needs a long",
-                Sell,
-                "500",
-                ("0", "0", "0"),
-                false,
-                Err("long-only"),
-            ),
-            case(
-                "long-only sell is capped at the long",
-                Sell,
-                "500",
-                ("0.4", "0", "0"),
-                false,
-                Ok("0.4"),
-            ),
-            case(
-                "working sells already cover the long",
-                Sell,
-                "500",
-                ("0.4", "0", "0.4"),
-                false,
-                Err("long-only"),
-            ),
-            case(
-                "shorts allowed open a short",
-                Sell,
-                "500",
-                ("0", "0", "0"),
-                true,
-                Ok("1"),
-            ),
-            case(
-                "short limit",
-                Sell,
-                "500",
-                ("-2", "0", "0"),
-                true,
-                Err("would be exceeded"),
-            ),
-            case(
-                "reducing is allowed above the limit",
-                Sell,
-                "500",
-                ("5", "0", "0"),
-                false,
-                Ok("1"),
-            ),
-            case(
-                "too expensive for one lot",
-                Buy,
-                "100000000",
-                ("0", "0", "0"),
-                false,
-                Err("rounds to zero"),
-            ),
-        ];
-        for c in &cases {
-            let got = check(c);
-            match (c.want, &got) {
-                (Ok(q), Ok(g)) => assert_eq!(*g, d(q), "{}", c.name),
-                (Err(needle), Err(msg)) => assert!(msg.contains(needle), "{}: {msg}", c.name),
-                _ => panic!("{}: got {got:?}, want {:?}", c.name, c.want),
-            }
-        }
-    }
-}
+mod tests;

@@ -896,7 +896,6 @@ impl Book {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn set_mid(&mut self, symbol: &str, mid: Decimal) {
         if let Some(m) = self.markets.get_mut(symbol) {
             m.mid = mid;

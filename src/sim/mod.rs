@@ -357,6 +357,12 @@ impl Simulator {
         self.inner.emit_signal(symbol, recommendation, confidence);
     }
 
+    /// Moves a market's mid price (the random walk continues from there), so a test can make a
+    /// position lose or gain.
+    pub fn set_mid_price(&self, symbol: &str, mid: Decimal) {
+        self.inner.book().set_mid(symbol, mid);
+    }
+
     pub fn mid_price(&self, symbol: &str) -> Option<Decimal> {
         self.inner.book().mid_price(symbol)
     }

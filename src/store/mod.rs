@@ -16,6 +16,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod risk;
+pub use risk::{FilledEntryRow, SymbolBook};
+
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 #[derive(Debug, thiserror::Error)]
@@ -278,16 +281,18 @@ impl Store {
             .collect())
     }
 
+    /// Records a deposit or withdrawal; true the first time this transaction id is seen (later
+    /// reports only update its status).
     pub async fn save_transaction(
         tx: &mut SqliteConnection,
         t: &crate::ingress::events::AccountTransaction,
         event_seq: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
             "INSERT INTO account_transactions (transaction_id, kind, asset, amount, method, status,
                  occurred_at, event_seq)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (transaction_id) DO UPDATE SET status = excluded.status",
+             ON CONFLICT (transaction_id) DO NOTHING",
         )
         .bind(&t.transaction_id)
         .bind(t.kind)
@@ -297,9 +302,18 @@ impl Store {
         .bind(&t.status)
         .bind(&t.occurred_at)
         .bind(event_seq)
-        .execute(tx)
-        .await?;
-        Ok(())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            sqlx::query("UPDATE account_transactions SET status = ? WHERE transaction_id = ?")
+                .bind(&t.status)
+                .bind(&t.transaction_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(inserted)
     }
 
     pub async fn list_transactions(&self) -> Result<Vec<TransactionView>, StoreError> {
@@ -381,14 +395,15 @@ impl Store {
         tx: &mut SqliteConnection,
         plan: &RiskApproved<OrderPlan>,
         client_order_id: &str,
-        signal_seq: i64,
+        signal_seq: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let p = plan.get();
         sqlx::query(
             "INSERT INTO orders (client_order_id, strategy, signal_seq, symbol, side, order_type,
-                 quantity, price, time_in_force, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'market', ?, NULL, 'GTC', 'intent', ?, ?)
+                 quantity, price, time_in_force, status, created_at, updated_at, role,
+                 parent_client_order_id, stop_price, protect_stop, protect_target)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (client_order_id) DO NOTHING",
         )
         .bind(client_order_id)
@@ -396,9 +411,17 @@ impl Store {
         .bind(signal_seq)
         .bind(p.symbol.as_str())
         .bind(p.side.as_str())
+        .bind(p.order_type)
         .bind(p.quantity.get().to_string())
+        .bind(p.limit_price.map(|l| l.get().to_string()))
+        .bind(p.time_in_force)
         .bind(ts(now))
         .bind(ts(now))
+        .bind(p.role.as_str())
+        .bind(p.parent.as_deref())
+        .bind(p.stop_price.map(|l| l.get().to_string()))
+        .bind(p.protect.stop.map(|l| l.get().to_string()))
+        .bind(p.protect.target.map(|l| l.get().to_string()))
         .execute(tx)
         .await?;
         Ok(())
@@ -707,7 +730,8 @@ impl Store {
 
 const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, side, order_type,
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
-    reject_code, reject_message, submit_attempts, last_error, created_at, updated_at";
+    reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
+    parent_client_order_id, stop_price";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -852,6 +876,10 @@ pub struct OrderRow {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// `entry`, or a protective `stop_loss` / `take_profit` placed after its entry filled.
+    pub role: String,
+    pub parent_client_order_id: Option<String>,
+    pub stop_price: Option<Decimal>,
 }
 
 impl OrderRow {
@@ -876,6 +904,9 @@ impl OrderRow {
             last_error: r.get("last_error"),
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
+            role: r.get("role"),
+            parent_client_order_id: r.get("parent_client_order_id"),
+            stop_price: opt_dec(r, "stop_price")?,
         })
     }
 
@@ -919,6 +950,8 @@ pub struct VenuePosition {
     pub unrealized_pnl: Option<Decimal>,
     pub mark_price: Option<Decimal>,
     pub realized_pnl: Option<Decimal>,
+    /// `marginRatio` from `position.updated`, when the venue sends it.
+    pub margin_ratio: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Serialize)]

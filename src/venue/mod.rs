@@ -132,6 +132,33 @@ impl VenueClient {
         self.get_json(&wire::paths::order(order_id)).await
     }
 
+    /// `DELETE /orders/{orderId}`: the order as the venue reports it after the cancel.
+    pub async fn cancel_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {
+        let path = wire::paths::order(order_id);
+        let (status, bytes) = self
+            .send(Method::DELETE, &path, Vec::new())
+            .await
+            .map_err(VenueError::Transport)?;
+        if !status.is_success() {
+            let (code, message) = error_fields(&bytes);
+            return Err(VenueError::Status {
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| VenueError::Transport(format!("unreadable answer to DELETE {path}: {e}")))
+    }
+
+    pub async fn positions(&self) -> Result<Vec<wire::PositionResponse>, VenueError> {
+        self.get_json(wire::paths::POSITIONS).await
+    }
+
+    pub async fn balances(&self) -> Result<Vec<wire::BalanceResponse>, VenueError> {
+        self.get_json(wire::paths::BALANCES).await
+    }
+
     pub async fn price(&self, symbol: &str) -> Result<PriceResponse, VenueError> {
         self.get_json(&wire::paths::market_price(symbol)).await
     }

@@ -279,6 +279,62 @@ pub struct BalanceData {
     pub total: Decimal,
 }
 
+/// `system.maintenance`. Times are kept as text so an unreadable one is reported, not guessed.
+/// **[decided]** `data.id`, when present, identifies a window across updates; otherwise its
+/// `startTime` does.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceData {
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub end_time: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub affected_services: Vec<String>,
+}
+
+/// `system.alert`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertData {
+    pub level: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub affected_symbols: Vec<String>,
+}
+
+/// One entry of `GET /positions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionResponse {
+    pub symbol: String,
+    #[serde(default)]
+    pub side: Option<String>,
+    pub quantity: Decimal,
+    #[serde(default)]
+    pub average_price: Option<Decimal>,
+    #[serde(default)]
+    pub unrealized_pnl: Option<Decimal>,
+    #[serde(default)]
+    pub mark_price: Option<Decimal>,
+}
+
+/// One entry of `GET /account/balances`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BalanceResponse {
+    pub asset: String,
+    pub available: Decimal,
+    pub locked: Decimal,
+    pub total: Decimal,
+}
+
 // ---------------------------------------------------------------------------------------------
 // REST
 // ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ fn a_bad_strategy_file_stops_startup_naming_the_file_line_and_fix() {
     std::fs::write(dir.path().join("sigex.toml"), "mode = \"paper\"\n").unwrap();
     std::fs::write(
         dir.path().join("strategies/bad.toml"),
-        "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\"]\nmin_confidence = 140\n[sizing]\norder_notional = 10\n[limits]\nmax_position_notional = 100\n",
+        "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\"]\nmin_confidence = 140\n[sizing]\nmethod = \"fixed_notional\"\nnotional = 10\n[limits]\nmax_position_notional = 100\n",
     )
     .unwrap();
     for command in ["check", "run"] {

@@ -2,7 +2,7 @@
 //! get, and none of them may change orders or positions. Plus the source allowlist, the rate
 //! limit, timeouts and TLS.
 
-use crate::helpers::{sign, signal_body, spawn_app, spawn_app_with, TestApp, WEBHOOK_PATH};
+use crate::helpers::{sign, signal_body, spawn_app, spawn_app_tweaked, TestApp, WEBHOOK_PATH};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -331,7 +331,7 @@ async fn raw_status(app: &TestApp, request: &[u8], half_close: bool) -> Option<u
 
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_tweaked(|c| {
         c.webhook.header_timeout = Duration::from_millis(300);
         c.webhook.read_timeout = Duration::from_millis(300);
     })
@@ -374,7 +374,7 @@ async fn slow_clients_are_cut_off() {
 
 #[tokio::test]
 async fn a_flood_from_one_source_is_rate_limited_with_429() {
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_tweaked(|c| {
         c.webhook.rate_limit_per_second = 1;
         c.webhook.rate_limit_burst = 3;
     })
@@ -395,7 +395,7 @@ async fn a_flood_from_one_source_is_rate_limited_with_429() {
 #[tokio::test]
 async fn the_allowlist_admits_listed_sources_and_trusted_proxies_only() {
     // Loopback is not in the venue's ranges: refused before the signature is even checked.
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_tweaked(|c| {
         c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
     })
     .await;
@@ -415,7 +415,7 @@ async fn the_allowlist_admits_listed_sources_and_trusted_proxies_only() {
     assert_eq!(r.status(), 403);
     app.stop().await;
 
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_tweaked(|c| {
         c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
         c.webhook.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
@@ -474,7 +474,7 @@ async fn webhooks_can_be_served_over_tls() {
         String::from_utf8_lossy(&made.stderr)
     );
     let (c, k) = (cert.clone(), key.clone());
-    let app = spawn_app_with(move |cfg| cfg.webhook.tls = Some((c, k))).await;
+    let app = spawn_app_tweaked(move |cfg| cfg.webhook.tls = Some((c, k))).await;
     let https_url = app
         .webhook_url
         .replace("http://127.0.0.1", "https://localhost");

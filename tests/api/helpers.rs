@@ -4,8 +4,8 @@ use sha2::Sha256;
 use sigex::app::{self, RunningBot, ShutdownTrigger};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
-    AdminConfig, Config, Credentials, InboxConfig, Mode, Secret, StorageConfig, VenueConfig,
-    WebhookConfig,
+    AdminConfig, Config, Credentials, InboxConfig, Mode, Secret, StorageConfig, TradingConfig,
+    VenueConfig, WebhookConfig,
 };
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
@@ -25,8 +25,8 @@ recommendations = ["buy", "sell"]
 min_confidence = 70
 
 [sizing]
-order_notional = 1000
-quantity_decimals = 5
+method = "fixed_notional"
+notional = 1000
 
 [limits]
 max_position_notional = 2500
@@ -39,16 +39,33 @@ pub struct TestApp {
     pub webhook_url: String,
     pub admin_url: String,
     pub http: reqwest::Client,
+    /// The config the bot runs with, for a restart on the same database.
+    config: Option<(Config, String)>,
     _dir: tempfile::TempDir,
 }
 
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    spawn_app_full(|_| {}, TEST_STRATEGY).await
 }
 
 /// Like `spawn_app`, with the bot's configuration adjusted first.
-pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+pub async fn spawn_app_tweaked(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_full(tweak, TEST_STRATEGY).await
+}
+
+/// Like `spawn_app`, with account limits, maintenance and alert settings.
+pub async fn spawn_app_with(trading: TradingConfig) -> TestApp {
+    spawn_app_with_strategy(trading, TEST_STRATEGY).await
+}
+
+/// Like `spawn_app_with`, trading under the given strategy file text instead of `TEST_STRATEGY`.
+pub async fn spawn_app_with_strategy(trading: TradingConfig, strategy: &str) -> TestApp {
+    spawn_app_full(move |c| c.trading = trading, strategy).await
+}
+
+/// The simulator and a live-mode bot pointed at it, configured by `tweak`, trading `strategy`.
+pub async fn spawn_app_full(tweak: impl FnOnce(&mut Config), strategy: &str) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
     let sim = Simulator::new(SimConfig::new(
@@ -74,7 +91,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         format!("http://{sim_addr}/api/v1"),
     );
     tweak(&mut config);
-    let app = start_bot(config, dir, sim, sim_stop).await;
+    let app = start_bot(config, dir, sim, sim_stop, strategy).await;
     app.sim.set_webhook_url(Some(app.webhook_url.clone()));
     app
 }
@@ -99,6 +116,7 @@ pub async fn spawn_paper_app() -> TestApp {
         sim,
         sim_stop,
         http: reqwest::Client::new(),
+        config: None,
         _dir: dir,
     }
 }
@@ -124,12 +142,16 @@ fn test_config(
             database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
         },
         strategies_dir: PathBuf::from("unused"),
+        trading: Default::default(),
     }
 }
 
 fn strategies() -> Vec<sigex::strategy::Strategy> {
-    sigex::strategy::load_sources(&[("test.toml".into(), "test".into(), TEST_STRATEGY.into())])
-        .unwrap()
+    strategies_from(TEST_STRATEGY)
+}
+
+fn strategies_from(text: &str) -> Vec<sigex::strategy::Strategy> {
+    sigex::strategy::load_sources(&[("test.toml".into(), "test".into(), text.into())]).unwrap()
 }
 
 fn clock() -> SharedClock {
@@ -141,8 +163,9 @@ async fn start_bot(
     dir: tempfile::TempDir,
     sim: Simulator,
     sim_stop: ShutdownTrigger,
+    strategy: &str,
 ) -> TestApp {
-    let bot = sigex::app::start(config, strategies(), clock())
+    let bot = sigex::app::start(config.clone(), strategies_from(strategy), clock())
         .await
         .unwrap();
     TestApp {
@@ -152,6 +175,7 @@ async fn start_bot(
         sim,
         sim_stop,
         http: reqwest::Client::new(),
+        config: Some((config, strategy.to_owned())),
         _dir: dir,
     }
 }
@@ -271,6 +295,21 @@ impl TestApp {
             settled.then_some(orders)
         })
         .await
+    }
+
+    /// Stops the bot and starts it again on the same database and ports chosen anew.
+    pub async fn restart(&mut self) {
+        let (config, strategy) = self.config.clone().expect("restart needs a live-mode app");
+        if let Some(bot) = self.bot.take() {
+            bot.stop().await;
+        }
+        let bot = sigex::app::start(config, strategies_from(&strategy), clock())
+            .await
+            .unwrap();
+        self.webhook_url = format!("http://{}{WEBHOOK_PATH}", bot.webhook_addr);
+        self.admin_url = format!("http://{}", bot.admin_addr);
+        self.sim.set_webhook_url(Some(self.webhook_url.clone()));
+        self.bot = Some(bot);
     }
 
     pub async fn stop(mut self) {

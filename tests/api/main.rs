@@ -6,4 +6,5 @@ mod crash;
 mod edge;
 mod helpers;
 mod pipeline;
+mod risk;
 mod webhooks;

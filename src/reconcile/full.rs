@@ -1,0 +1,413 @@
+//! The full reconciliation pass over REST, and the supervisor task that runs it after a
+//! maintenance window and cancels orders (before a window, or when unfilled for too long).
+//!
+//! `full_pass` asks the venue about every local order that was sent and is not terminal
+//! (`GET /orders/{orderId}`, or by `clientOrderId` when the venue id is not known yet), applies each
+//! answer through [`super::apply_report`], and refreshes the venue's view of positions and balances
+//! (`GET /positions`, `GET /account/balances`). It fails as a whole if any request fails, so a
+//! maintenance window is only marked reconciled after a pass that saw everything.
+//!
+//! A later issue extends this pass (drift alarms, periodic runs, start-up snapshots); the
+//! maintenance gate only depends on `full_pass` returning `Ok`.
+
+use crate::app::Shutdown;
+use crate::clock::SharedClock;
+use crate::config::TradingConfig;
+use crate::ingress::events::OrderNews;
+use crate::model::{Price, Side, Symbol};
+use crate::risk::maintenance::{self, MaintenanceSettings};
+use crate::risk::protect::{self, FilledEntry};
+use crate::risk::{state, Gate, Protect};
+use crate::store::{OrderRow, Store, StoreError, VenuePosition};
+use crate::venue::VenueClient;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("venue: {0}")]
+    Venue(#[from] crate::venue::VenueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassSummary {
+    pub orders_checked: usize,
+    pub positions: usize,
+    pub balances: usize,
+}
+
+pub async fn full_pass(
+    store: &Store,
+    venue: &VenueClient,
+    clock: &SharedClock,
+) -> Result<PassSummary, PassError> {
+    let mut summary = PassSummary::default();
+    for order in store.working_orders().await? {
+        let answer = match &order.order_id {
+            Some(id) => Some(venue.get_order(id).await?),
+            None => {
+                venue
+                    .find_by_client_order_id(&order.client_order_id)
+                    .await?
+            }
+        };
+        let Some(answer) = answer else {
+            // The venue has no such order: the executor's unknown-outcome path owns this case.
+            continue;
+        };
+        let news = OrderNews {
+            order_id: answer.order_id,
+            client_order_id: answer.client_order_id,
+            status: answer.status,
+            filled_quantity: answer.filled_quantity,
+            average_price: answer.average_price,
+        };
+        let now = clock.now();
+        let mut tx = store.begin().await?;
+        // Re-read inside the transaction: a callback may have moved the order meanwhile.
+        if let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await? {
+            super::apply_report(&mut tx, &current, &news, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        summary.orders_checked += 1;
+    }
+    let positions = venue.positions().await?;
+    let balances = venue.balances().await?;
+    let now = clock.now();
+    let mut tx = store.begin().await?;
+    for p in &positions {
+        let signed = match p.side.as_deref() {
+            Some("short") => -p.quantity.abs(),
+            _ => p.quantity,
+        };
+        let v = VenuePosition {
+            symbol: p.symbol.clone(),
+            side: p.side.clone(),
+            quantity: signed,
+            average_price: p.average_price,
+            unrealized_pnl: p.unrealized_pnl,
+            mark_price: p.mark_price,
+            realized_pnl: None,
+            margin_ratio: None,
+        };
+        Store::save_venue_position(&mut tx, &v, now).await?;
+    }
+    for b in &balances {
+        Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    summary.positions = positions.len();
+    summary.balances = balances.len();
+    Ok(summary)
+}
+
+/// The risk manager's background duties, each an I/O shell around pure rules:
+/// - runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
+///   reconciled only when the pass succeeded (trading stays blocked until then);
+/// - with `[maintenance] cancel_open_orders`, cancels working orders when a window's lead time
+///   begins;
+/// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
+/// - places the stop-loss / take-profit of entries that have filled, and cancels protective
+///   orders whose sibling filled or whose position is gone (or smaller than they are);
+/// - takes a balance snapshot at start, so balance-based sizing works before the first event.
+pub struct Supervisor {
+    pub store: Store,
+    pub venue: VenueClient,
+    pub clock: SharedClock,
+    pub settings: MaintenanceSettings,
+    /// Strategy name → unfilled-order timeout.
+    pub timeouts: HashMap<String, chrono::Duration>,
+    /// Symbol specs, for protective order quantities.
+    pub trading: Arc<TradingConfig>,
+}
+
+/// How long to wait before asking the venue again to cancel one order.
+const CANCEL_RETRY: Duration = Duration::from_secs(5);
+
+impl Supervisor {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        if let Err(e) = self.snapshot_balances().await {
+            tracing::warn!(error = %e, "start-up balance snapshot failed; waiting for balance events");
+        }
+        let mut failures: u32 = 0;
+        let mut cancelled_for: HashSet<String> = HashSet::new();
+        let mut cancel_tried: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let now = self.clock.now();
+            let windows = match self
+                .store
+                .windows_now(now - chrono::Duration::days(30))
+                .await
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read maintenance windows");
+                    vec![]
+                }
+            };
+            let due: Vec<_> = windows
+                .iter()
+                .filter(|w| w.awaits_reconciliation(&self.settings, now))
+                .cloned()
+                .collect();
+            let mut wait = Duration::from_millis(250);
+            if !due.is_empty() {
+                match full_pass(&self.store, &self.venue, &self.clock).await {
+                    Ok(summary) => {
+                        failures = 0;
+                        let done = self.clock.now();
+                        match self.store.mark_reconciled(&due, done).await {
+                            Ok(()) => tracing::info!(
+                                ?summary,
+                                windows = due.len(),
+                                "reconciled after maintenance; trading may resume"
+                            ),
+                            Err(e) => tracing::error!(error = %e, "cannot mark windows reconciled"),
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        wait = Duration::from_millis(500u64 << failures.min(6));
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reconciliation after maintenance failed; trading stays blocked");
+                    }
+                }
+            }
+            if self.settings.cancel_open_orders {
+                let starting: Vec<_> = windows
+                    .iter()
+                    .filter(|w| {
+                        w.affects_trading()
+                            && w.reconciled_at.is_none()
+                            && w.has_begun(&self.settings, now)
+                            && !w.is_past(&self.settings, now)
+                            && !cancelled_for.contains(&w.key)
+                    })
+                    .collect();
+                for w in starting {
+                    match self.cancel_all_working().await {
+                        Ok(n) => {
+                            tracing::warn!(window = %w.key, cancelled = n, "open orders cancelled before maintenance");
+                            cancelled_for.insert(w.key.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(window = %w.key, error = %e, "cancelling before maintenance failed; will retry")
+                        }
+                    }
+                }
+            }
+            if !self.timeouts.is_empty() {
+                if let Err(e) = self.cancel_timed_out(&mut cancel_tried).await {
+                    tracing::warn!(error = %e, "cancelling unfilled orders failed; will retry");
+                }
+            }
+            if let Err(e) = self.enforce_protection(&mut cancel_tried).await {
+                tracing::warn!(error = %e, "cancelling stale protective orders failed; will retry");
+            }
+            if let Err(e) = self.place_protection().await {
+                tracing::warn!(error = %e, "placing protective orders failed; will retry");
+            }
+            if shutdown.sleep(wait).await {
+                return;
+            }
+        }
+    }
+
+    /// Cancels one order at the venue and applies the answer. A 404/409 (already gone or not
+    /// cancellable) is not an error: its final state arrives by callback or reconciliation.
+    async fn cancel(&self, order: &OrderRow) -> Result<bool, PassError> {
+        let Some(id) = &order.order_id else {
+            return Ok(false);
+        };
+        let answer = match self.venue.cancel_order(id).await {
+            Ok(a) => a,
+            Err(crate::venue::VenueError::Status {
+                status: 404 | 409, ..
+            }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let news = OrderNews {
+            order_id: answer.order_id,
+            client_order_id: answer.client_order_id,
+            status: answer.status,
+            filled_quantity: answer.filled_quantity,
+            average_price: answer.average_price,
+        };
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await? {
+            super::apply_report(&mut tx, &current, &news, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(client_order_id = %order.client_order_id, "order cancelled");
+        Ok(true)
+    }
+
+    async fn cancel_all_working(&self) -> Result<usize, PassError> {
+        let mut n = 0;
+        for order in self.store.working_orders().await? {
+            if self.cancel(&order).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn cancel_timed_out(
+        &self,
+        tried: &mut HashMap<String, Instant>,
+    ) -> Result<(), PassError> {
+        let now = self.clock.now();
+        for order in self.store.working_orders().await? {
+            let Some(timeout) = self.timeouts.get(&order.strategy) else {
+                continue;
+            };
+            let Some(created) = crate::venue::wire::parse_timestamp(&order.created_at) else {
+                continue;
+            };
+            if order.order_id.is_none() || created + *timeout > now {
+                continue;
+            }
+            if tried
+                .get(&order.client_order_id)
+                .is_some_and(|at| at.elapsed() < CANCEL_RETRY)
+            {
+                continue;
+            }
+            tried.insert(order.client_order_id.clone(), Instant::now());
+            tracing::info!(client_order_id = %order.client_order_id, timeout_secs = timeout.num_seconds(), "unfilled order timed out; cancelling");
+            self.cancel(&order).await?;
+        }
+        Ok(())
+    }
+
+    /// Stop-loss and take-profit intents for entries that have filled; the executor sends them.
+    async fn place_protection(&self) -> Result<(), PassError> {
+        for row in self.store.entries_needing_protection().await? {
+            let (Ok(symbol), Ok(side)) = (Symbol::parse(&row.symbol), Side::parse(&row.side))
+            else {
+                continue;
+            };
+            let entry = FilledEntry {
+                client_order_id: row.client_order_id.clone(),
+                strategy: row.strategy.clone(),
+                symbol,
+                side,
+                filled: row.filled,
+                protect: Protect {
+                    stop: row.stop.and_then(|p| Price::new(p).ok()),
+                    target: row.target.and_then(|p| Price::new(p).ok()),
+                },
+            };
+            let now = self.clock.now();
+            let mut tx = self.store.begin().await?;
+            let position = Store::position(&mut tx, &row.symbol).await?.quantity;
+            let windows = Store::open_windows(&mut tx, now - chrono::Duration::days(1)).await?;
+            let states = Store::trading_states(&mut tx).await?;
+            let gate = Gate {
+                maintenance: maintenance::blocking(&windows, &self.settings, now),
+                state: state::effective(
+                    states.iter().find(|s| s.symbol.is_none()),
+                    states
+                        .iter()
+                        .find(|s| s.symbol.as_deref() == Some(&row.symbol)),
+                )
+                .cloned(),
+                size_scale: None,
+            };
+            match protect::protective_orders(
+                &entry,
+                position,
+                &self.trading.spec(&row.symbol),
+                &gate,
+            ) {
+                Err(reason) => {
+                    tracing::debug!(client_order_id = %row.client_order_id, %reason, "protective orders wait");
+                    tx.rollback().await.map_err(StoreError::from)?;
+                    continue;
+                }
+                Ok(plans) => {
+                    for plan in &plans {
+                        let role = plan.get().role.as_str();
+                        let cid = crate::order::client_order_id(
+                            &row.strategy,
+                            &row.client_order_id,
+                            role,
+                        );
+                        Store::insert_intent(&mut tx, plan, &cid, None, now).await?;
+                        tracing::info!(client_order_id = %cid, parent = %row.client_order_id, role, "protective order intent");
+                    }
+                    Store::mark_protection_done(&mut tx, &row.client_order_id).await?;
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Cancels protective orders that could now open a position instead of closing one: their
+    /// sibling filled, their position is gone or points the other way, or together they exceed it.
+    async fn enforce_protection(
+        &self,
+        tried: &mut HashMap<String, Instant>,
+    ) -> Result<(), PassError> {
+        let working = self.store.working_protective().await?;
+        if working.is_empty() {
+            return Ok(());
+        }
+        let positions = self.store.positions_now().await?;
+        // Per (symbol, role): quantity still covered, newest orders first.
+        let mut covered: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
+        for order in &working {
+            let position = positions.get(&order.symbol).copied().unwrap_or_default();
+            // A protective sell protects a long (position > 0); a protective buy a short.
+            let closes = if order.side == "sell" {
+                position
+            } else {
+                -position
+            };
+            let remaining = order.quantity - order.filled_quantity;
+            let key = (order.symbol.clone(), order.role.clone());
+            let used = covered.entry(key).or_default();
+            let why = if closes <= rust_decimal::Decimal::ZERO {
+                Some("its position is closed")
+            } else if self.store.sibling_filled(order).await? {
+                Some("its sibling filled")
+            } else if *used + remaining > closes {
+                Some("together they exceed the position")
+            } else {
+                *used += remaining;
+                None
+            };
+            let Some(why) = why else { continue };
+            if order.order_id.is_none() {
+                // Not at the venue yet (or its POST outcome is unknown): look again next round.
+                continue;
+            }
+            if tried
+                .get(&order.client_order_id)
+                .is_some_and(|at| at.elapsed() < CANCEL_RETRY)
+            {
+                continue;
+            }
+            tried.insert(order.client_order_id.clone(), Instant::now());
+            tracing::info!(client_order_id = %order.client_order_id, role = %order.role, reason = why, "cancelling protective order");
+            self.cancel(order).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot_balances(&self) -> Result<(), PassError> {
+        let balances = self.venue.balances().await?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        for b in &balances {
+            Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
