@@ -6,7 +6,10 @@
 //!   received, percent-encoding kept) and the raw body bytes;
 //! - numbers in a request must be JSON numbers and are read straight into `Decimal`; numbers in a
 //!   response are exact JSON numbers;
-//! - a repeated `clientOrderId` answers 409 with the existing order and never creates a second one.
+//! - a repeated `clientOrderId` answers 409 with the existing order and never creates a second one;
+//! - during a maintenance window every authenticated request answers 503; injected REST faults (5xx,
+//!   429 with `Retry-After`, no answer, or an order accepted whose answer is lost) strike after the
+//!   signature check, so they never hide a signing bug.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use rust_decimal::Decimal;
@@ -28,6 +31,8 @@ use super::book::{
     iso, CancelError, OrderFilter, OrderKind, OrderRequest, PlaceError, Quote, Side, SimOrder,
     TimeInForce,
 };
+use super::faults::RestFate;
+use super::webhooks::Registration;
 use super::{Inner, PlaceOutcome};
 
 /// Orders are a few hundred bytes; anything far larger is a client bug or abuse.
@@ -47,8 +52,18 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         // `{symbol}` is one segment: a client that forgets to encode `/` as `%2F` gets a 404, not a pass.
         .route("/api/v1/market/price/{symbol}", get(price))
         .route("/api/v1/market/prices", get(prices))
+        .route("/api/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/api/v1/webhooks/test", post(test_webhook))
+        .route("/api/v1/webhooks/dead-letters", get(dead_letters))
+        .route("/api/v1/webhooks/deliveries", get(deliveries))
+        .route(
+            "/api/v1/webhooks/{id}",
+            put(update_webhook).delete(delete_webhook),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outermost last-added: the signature check first, then maintenance and faults.
+        .layer(middleware::from_fn_with_state(inner.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(inner.clone(), authenticate))
         .with_state(inner)
 }
@@ -89,6 +104,7 @@ impl From<PlaceError> for ApiError {
         let code = match e {
             PlaceError::UnknownSymbol(_) => "unknown_symbol",
             PlaceError::InsufficientBalance { .. } => "insufficient_balance",
+            PlaceError::PositionLimit { .. } => "position_limit_exceeded",
         };
         Self::new(StatusCode::BAD_REQUEST, code, e.to_string())
     }
@@ -144,6 +160,81 @@ async fn authenticate(State(inner): State<Arc<Inner>>, req: Request, next: Next)
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// A body that fails at once: the connection drops before the client reads a complete answer.
+struct LostBody;
+
+impl futures_core::Stream for LostBody {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other(
+            "response lost (fault injection)",
+        ))))
+    }
+}
+
+/// Maintenance windows and injected REST faults, after the signature check.
+async fn inject_faults(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    if inner.in_maintenance() {
+        inner.maintenance_refusals.fetch_add(1, Relaxed);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "maintenance",
+            "the venue is under scheduled maintenance",
+        )
+        .into_response();
+    }
+    let faults = &inner.injector().faults;
+    match inner
+        .injector()
+        .rest(req.method().as_str(), req.uri().path())
+    {
+        RestFate::Normal => next.run(req).await,
+        RestFate::ServerError => {
+            inner.rest_5xx.fetch_add(1, Relaxed);
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error (fault injection)",
+            )
+            .into_response()
+        }
+        RestFate::RateLimited => {
+            inner.rest_429.fetch_add(1, Relaxed);
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests (fault injection)",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(faults.rest_retry_after_secs),
+            );
+            resp
+        }
+        RestFate::TimedOut => {
+            inner.rest_timeouts.fetch_add(1, Relaxed);
+            tokio::time::sleep(faults.rest_timeout_after).await;
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "no answer in time (fault injection)",
+            )
+            .into_response()
+        }
+        RestFate::LoseResponse => {
+            let resp = next.run(req).await;
+            inner.lost_responses.fetch_add(1, Relaxed);
+            let (parts, _) = resp.into_parts();
+            Response::from_parts(parts, Body::from_stream(LostBody))
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -271,6 +362,9 @@ struct FillJson {
     quantity: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     price: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    fee: Decimal,
+    liquidity: String,
     timestamp: String,
 }
 
@@ -284,6 +378,8 @@ impl OrderJson {
                     fill_id: f.fill_id.clone(),
                     quantity: f.quantity,
                     price: f.price,
+                    fee: f.fee,
+                    liquidity: f.liquidity.clone(),
                     timestamp: iso(f.timestamp),
                 })
                 .collect()
@@ -422,6 +518,10 @@ struct PositionJson {
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     unrealized_pnl: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    realized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    margin_used: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     mark_price: Decimal,
 }
 
@@ -436,13 +536,18 @@ async fn positions(State(inner): State<Arc<Inner>>) -> Json<Vec<PositionJson>> {
                 quantity: p.quantity,
                 average_price: p.average_price,
                 unrealized_pnl: p.unrealized_pnl,
+                realized_pnl: p.realized_pnl,
+                margin_used: p.margin_used,
                 mark_price: p.mark_price,
             })
             .collect(),
     )
 }
 
+/// `asset`, `available`, `locked`, `total` as in `account.balance_updated`; the margin and PnL fields
+/// are the simulator's own additions.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct BalanceJson {
     asset: &'static str,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
@@ -451,6 +556,16 @@ struct BalanceJson {
     locked: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     total: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    margin_used: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    margin_ratio: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    realized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    unrealized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    fees_paid: Decimal,
 }
 
 async fn balances(State(inner): State<Arc<Inner>>) -> Json<Vec<BalanceJson>> {
@@ -460,6 +575,11 @@ async fn balances(State(inner): State<Arc<Inner>>) -> Json<Vec<BalanceJson>> {
         available: b.available,
         locked: b.locked,
         total: b.total,
+        margin_used: b.locked,
+        margin_ratio: b.margin_ratio,
+        realized_pnl: b.realized_pnl,
+        unrealized_pnl: b.unrealized_pnl,
+        fees_paid: b.fees_paid,
     }])
 }
 
@@ -553,6 +673,251 @@ async fn prices(
             .map(|q| QuoteJson::new(q, &now))
             .collect(),
     ))
+}
+
+// ---- webhook management ----------------------------------------------------------------------
+
+/// Event names a webhook may subscribe to; `*` means all.
+const EVENT_NAMES: [&str; 13] = [
+    "order.created",
+    "order.updated",
+    "order.cancelled",
+    "position.opened",
+    "position.updated",
+    "position.closed",
+    "account.balance_updated",
+    "account.deposit_received",
+    "account.withdrawal_processed",
+    "signal.generated",
+    "system.maintenance",
+    "system.alert",
+    "test",
+];
+
+/// `POST /webhooks` as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireWebhook {
+    url: String,
+    events: Vec<String>,
+    secret: String,
+    active: Option<bool>,
+}
+
+/// `PUT /webhooks/{id}`: every field optional, absent ones unchanged.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireWebhookUpdate {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    secret: Option<String>,
+    active: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WireWebhookTest {
+    webhook_id: String,
+    test_event: Option<String>,
+}
+
+/// A registration as answered; the secret is never echoed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookJson {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    active: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Registration> for WebhookJson {
+    fn from(r: Registration) -> Self {
+        Self {
+            id: r.id,
+            url: r.url,
+            events: r.events,
+            active: r.active,
+            created_at: iso(r.created_at),
+            updated_at: iso(r.updated_at),
+        }
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    })
+}
+
+fn check_url(url: &str) -> Result<(), ApiError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(ApiError::invalid(format!(
+            "url must be an http(s) URL, got {url:?}"
+        ))),
+    }
+}
+
+fn check_events(events: &[String]) -> Result<(), ApiError> {
+    match events
+        .iter()
+        .find(|e| *e != "*" && !EVENT_NAMES.contains(&e.as_str()))
+    {
+        Some(bad) => Err(ApiError::invalid(format!(
+            "unknown event {bad:?}; known: {}, or *",
+            EVENT_NAMES.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_secret(secret: &str) -> Result<(), ApiError> {
+    if secret.is_empty() {
+        Err(ApiError::invalid("secret must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn no_webhook(id: &str) -> ApiError {
+    ApiError::not_found(format!("no webhook {id}"))
+}
+
+async fn create_webhook(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let w: WireWebhook = json_body(&body)?;
+    check_url(&w.url)?;
+    check_events(&w.events)?;
+    check_secret(&w.secret)?;
+    let now = Utc::now();
+    let registration = Registration {
+        id: inner.outbox().next_webhook_id(),
+        url: w.url,
+        events: w.events,
+        secret: w.secret,
+        active: w.active.unwrap_or(true),
+        created_at: now,
+        updated_at: now,
+    };
+    inner.outbox().register(registration.clone());
+    Ok((StatusCode::CREATED, Json(WebhookJson::from(registration))).into_response())
+}
+
+async fn list_webhooks(State(inner): State<Arc<Inner>>) -> Json<Vec<WebhookJson>> {
+    Json(
+        inner
+            .outbox()
+            .registrations()
+            .into_iter()
+            .map(WebhookJson::from)
+            .collect(),
+    )
+}
+
+async fn update_webhook(
+    State(inner): State<Arc<Inner>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<WebhookJson>, ApiError> {
+    let Path(id) = id?;
+    let w: WireWebhookUpdate = json_body(&body)?;
+    if let Some(url) = &w.url {
+        check_url(url)?;
+    }
+    if let Some(events) = &w.events {
+        check_events(events)?;
+    }
+    if let Some(secret) = &w.secret {
+        check_secret(secret)?;
+    }
+    let now = Utc::now();
+    inner
+        .outbox()
+        .update(&id, |r| {
+            if let Some(url) = w.url {
+                r.url = url;
+            }
+            if let Some(events) = w.events {
+                r.events = events;
+            }
+            if let Some(secret) = w.secret {
+                r.secret = secret;
+            }
+            if let Some(active) = w.active {
+                r.active = active;
+            }
+            r.updated_at = now;
+        })
+        .map(|r| Json(WebhookJson::from(r)))
+        .ok_or_else(|| no_webhook(&id))
+}
+
+async fn delete_webhook(
+    State(inner): State<Arc<Inner>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
+    if inner.outbox().unregister(&id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_webhook(&id))
+    }
+}
+
+async fn test_webhook(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t: WireWebhookTest = json_body(&body)?;
+    let test_event = t.test_event.unwrap_or_else(|| "test".into());
+    check_events(std::slice::from_ref(&test_event))?;
+    if inner.outbox().registration(&t.webhook_id).is_none() {
+        return Err(no_webhook(&t.webhook_id));
+    }
+    inner.outbox().enqueue_to(
+        Some(t.webhook_id.clone()),
+        "test",
+        &json!({
+            "message": "Test webhook from the sigex simulator",
+            "testEvent": test_event,
+        }),
+    );
+    Ok(Json(json!({
+        "webhookId": t.webhook_id,
+        "testEvent": test_event,
+        "queued": true,
+    })))
+}
+
+async fn dead_letters(State(inner): State<Arc<Inner>>) -> Json<Vec<super::DeadLetter>> {
+    Json(inner.outbox().dead_letters())
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    limit: Option<usize>,
+}
+
+async fn deliveries(
+    State(inner): State<Arc<Inner>>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<Vec<super::DeliveryRecord>>, ApiError> {
+    let Query(q) = query?;
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_LIST_LIMIT)
+        .clamp(1, MAX_LIST_LIMIT);
+    Ok(Json(inner.outbox().deliveries(limit)))
 }
 
 #[cfg(test)]
