@@ -69,6 +69,10 @@ pub enum StartError {
     },
     #[error("{0}")]
     Venue(String),
+    #[error(
+        "the saved paper state is unreadable ({0}); `sigex paper reset --config FILE` starts over"
+    )]
+    PaperState(String),
 }
 
 /// A started bot: its addresses, and the handles to stop it.
@@ -122,7 +126,8 @@ pub async fn start(
         }
         Mode::Paper => {
             let (url, credentials, sim) =
-                start_paper_venue(&config, webhook_addr, shutdown.clone(), &mut tasks).await?;
+                start_paper_venue(&config, &store, webhook_addr, shutdown.clone(), &mut tasks)
+                    .await?;
             (url, credentials, Some(sim))
         }
     };
@@ -190,9 +195,11 @@ pub async fn start(
 
 /// Paper mode: an in-process simulator on loopback plays the venue. It issues its own
 /// credentials and sends its `order.*` events back to our webhook endpoint, signed with our
-/// webhook secret, so the pipeline is exactly the live one.
+/// webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
+/// balances, prices) is restored from the database at start and saved after every change.
 async fn start_paper_venue(
     config: &Config,
+    store: &Store,
     webhook_addr: SocketAddr,
     mut shutdown: Shutdown,
     tasks: &mut Vec<JoinHandle<()>>,
@@ -206,19 +213,63 @@ async fn start_paper_venue(
     );
     let loopback = SocketAddr::from(([127, 0, 0, 1], webhook_addr.port()));
     sim_config.webhook_url = Some(format!("http://{loopback}{}", config.webhook.path));
+    let paper = &config.paper;
+    sim_config.seed = paper.seed;
+    sim_config.starting_balance = paper.starting_balance;
+    sim_config.fill_latency = paper.latency;
+    sim_config.symbols = paper.symbols.clone();
+    sim_config.engine = paper.engine.clone();
+    let saved = store.load_paper_state().await?;
+    if let Some(saved) = &saved {
+        // Refuse rather than silently start from an empty account the bot's own books disagree with.
+        Simulator::check_state(saved).map_err(StartError::PaperState)?;
+    }
+    let restored = saved.is_some();
+    sim_config.restore = saved;
     let sim = Simulator::new(sim_config);
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let listener = bind(addr).await?;
     let sim_addr = local_addr(&listener, addr)?;
     let runner = sim.clone();
+    let mut sim_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = runner
-            .serve(listener, async move { shutdown.wait().await })
+            .serve(listener, async move { sim_shutdown.wait().await })
             .await
         {
             tracing::error!(error = %e, "paper venue stopped");
         }
     }));
+    tasks.push(tokio::spawn({
+        let sim = sim.clone();
+        let store = store.clone();
+        async move {
+            let mut changes = sim.changes();
+            loop {
+                let stopping = tokio::select! {
+                    changed = changes.changed() => changed.is_err(),
+                    _ = shutdown.wait() => true,
+                };
+                // Each save writes the whole current state, so changes that arrive while one is
+                // being written are all in the next.
+                if let Err(e) = store
+                    .save_paper_state(&sim.state_json(), chrono::Utc::now())
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot save the paper venue's state");
+                }
+                if stopping {
+                    return;
+                }
+            }
+        }
+    }));
+    tracing::info!(
+        restored,
+        seed = paper.seed,
+        starting_balance = %paper.starting_balance,
+        "paper venue started"
+    );
     Ok((
         format!("http://{sim_addr}/api/v1"),
         Credentials {

@@ -1,4 +1,4 @@
-//! The `sigex` command line: `run`, `check`, `sim` and `demo`.
+//! The `sigex` command line: `run`, `check`, `sim`, `demo` and `paper reset`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +54,13 @@ enum Command {
         signal_interval_ms: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        #[command(flatten)]
+        venue: SimVenueArgs,
+    },
+    /// Paper-mode housekeeping.
+    Paper {
+        #[command(subcommand)]
+        action: PaperAction,
     },
     /// Start the simulator and the bot together and trade synthetic signals end to end.
     Demo {
@@ -68,7 +75,105 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Run the simulator without injected faults.
+        #[arg(long)]
+        no_faults: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PaperAction {
+    /// Forget the paper venue's orders, positions and balances (and the bot's view of them), so the
+    /// next start begins again from `[paper] starting_balance`. Stop the bot first.
+    Reset {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// The simulated venue's engine, schedule and faults. Probabilities are decimals from 0 to 1.
+#[derive(clap::Args)]
+struct SimVenueArgs {
+    #[arg(long, default_value = "100000")]
+    starting_balance: rust_decimal::Decimal,
+    #[arg(long, default_value = "2")]
+    maker_fee_bps: rust_decimal::Decimal,
+    #[arg(long, default_value = "5")]
+    taker_fee_bps: rust_decimal::Decimal,
+    /// Per-tick price move, in bps of mid (uniform in plus or minus this).
+    #[arg(long, default_value = "5")]
+    volatility_bps: rust_decimal::Decimal,
+    /// Per-tick drift, in bps of mid.
+    #[arg(long, default_value = "0")]
+    trend_bps: rust_decimal::Decimal,
+    /// Largest |position| x price per symbol; none by default.
+    #[arg(long)]
+    position_limit_notional: Option<rust_decimal::Decimal>,
+    /// Delay between accepting an order and matching it.
+    #[arg(long, default_value_t = 5)]
+    latency_ms: u64,
+    /// Emit a system.alert this often (milliseconds); 0 = never.
+    #[arg(long, default_value_t = 0)]
+    alert_interval_ms: u64,
+    /// A maintenance window starting this many seconds after start (announced 10 s before).
+    #[arg(long)]
+    maintenance_at_secs: Option<u64>,
+    #[arg(long, default_value_t = 60)]
+    maintenance_secs: u64,
+    #[arg(long, default_value = "0")]
+    fault_webhook_drop: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_webhook_duplicate: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_webhook_delay: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_webhook_reorder: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_5xx: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_429: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_timeout: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_lost_response: sigex::sim::Probability,
+    /// REST faults strike every route, not only POST /orders.
+    #[arg(long)]
+    fault_all_routes: bool,
+}
+
+impl SimVenueArgs {
+    fn apply(&self, cfg: &mut sigex::sim::SimConfig) -> anyhow::Result<()> {
+        cfg.starting_balance = self.starting_balance;
+        cfg.fill_latency = Duration::from_millis(self.latency_ms);
+        cfg.engine.maker_fee_bps = self.maker_fee_bps;
+        cfg.engine.taker_fee_bps = self.taker_fee_bps;
+        cfg.engine.walk.volatility_bps = self.volatility_bps;
+        cfg.engine.walk.trend_bps = self.trend_bps;
+        cfg.engine.position_limit_notional = self.position_limit_notional;
+        cfg.engine.check().map_err(anyhow::Error::msg)?;
+        cfg.alert_interval =
+            (self.alert_interval_ms > 0).then(|| Duration::from_millis(self.alert_interval_ms));
+        if let Some(at) = self.maintenance_at_secs {
+            cfg.maintenance.push(sigex::sim::MaintenanceWindow {
+                starts_after: Duration::from_secs(at),
+                lasts: Duration::from_secs(self.maintenance_secs),
+                notice: Duration::from_secs(10),
+            });
+        }
+        cfg.faults = sigex::sim::Faults {
+            webhook_drop: self.fault_webhook_drop,
+            webhook_duplicate: self.fault_webhook_duplicate,
+            webhook_delay: self.fault_webhook_delay,
+            webhook_reorder: self.fault_webhook_reorder,
+            rest_5xx: self.fault_5xx,
+            rest_429: self.fault_429,
+            rest_timeout: self.fault_timeout,
+            order_lost_response: self.fault_lost_response,
+            rest_all_routes: self.fault_all_routes,
+            ..sigex::sim::Faults::default()
+        };
+        Ok(())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,18 +197,24 @@ fn main() -> anyhow::Result<()> {
                 webhook_url,
                 signal_interval_ms,
                 seed,
-            } => sim(listen, webhook_url, signal_interval_ms, seed).await,
+                venue,
+            } => sim(listen, webhook_url, signal_interval_ms, seed, venue).await,
+            Command::Paper {
+                action: PaperAction::Reset { config },
+            } => paper_reset(config).await,
             Command::Demo {
                 duration,
                 signal_interval_ms,
                 data_dir,
                 seed,
+                no_faults,
             } => {
                 sigex::demo::run(sigex::demo::DemoOptions {
                     duration: duration.map(Duration::from_secs),
                     signal_interval: Duration::from_millis(signal_interval_ms.max(10)),
                     data_dir,
                     seed,
+                    faults: !no_faults,
                 })
                 .await
             }
@@ -154,6 +265,7 @@ async fn sim(
     webhook_url: Option<String>,
     signal_interval_ms: u64,
     seed: u64,
+    venue: SimVenueArgs,
 ) -> anyhow::Result<()> {
     let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let mut cfg = sigex::sim::SimConfig::new(
@@ -165,6 +277,8 @@ async fn sim(
     cfg.seed = seed;
     cfg.signal_interval =
         (signal_interval_ms > 0).then(|| Duration::from_millis(signal_interval_ms));
+    venue.apply(&mut cfg)?;
+    tracing::info!(faults = %cfg.faults.describe(), "simulator faults");
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -172,6 +286,25 @@ async fn sim(
     sigex::sim::Simulator::new(cfg)
         .serve(listener, wait_for_signal())
         .await?;
+    Ok(())
+}
+
+async fn paper_reset(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path, std::env::vars())?;
+    if config.mode != sigex::config::Mode::Paper {
+        anyhow::bail!(
+            "{}: mode is {:?}; `paper reset` only touches a paper-mode database",
+            path.display(),
+            config.mode
+        );
+    }
+    let store = sigex::store::Store::open(&config.storage.database_url).await?;
+    store.reset_paper().await?;
+    store.close().await;
+    println!(
+        "{}: paper venue reset; the next start begins with {} USD",
+        config.storage.database_url, config.paper.starting_balance
+    );
     Ok(())
 }
 

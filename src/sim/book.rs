@@ -489,7 +489,7 @@ pub(crate) struct Quote {
 
 /// A non-zero position as served by `GET /positions`.
 #[derive(Debug, Clone)]
-pub(crate) struct PositionView {
+pub struct PositionView {
     pub symbol: String,
     pub side: &'static str,
     pub quantity: Decimal,
@@ -502,7 +502,7 @@ pub(crate) struct PositionView {
 
 /// The USD account as served by `GET /account/balances`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Balance {
+pub struct Balance {
     pub available: Decimal,
     pub locked: Decimal,
     pub total: Decimal,

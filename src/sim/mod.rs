@@ -40,7 +40,8 @@ use rust_decimal::Decimal;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use book::{Candle, EngineConfig, SimFill, SimOrder, Walk};
+pub use book::PositionView as SimPosition;
+pub use book::{Balance as SimBalance, Candle, EngineConfig, SimFill, SimOrder, Walk};
 pub use faults::{Faults, Probability};
 pub use webhooks::{DeadLetter, DeliveryRecord, FaultCounts};
 
@@ -543,6 +544,16 @@ impl Simulator {
             lost_responses: i.lost_responses.load(Ordering::Relaxed),
             webhook_faults: i.outbox.fault_counts(),
         }
+    }
+
+    /// The USD account: cash, margin, PnL, fees.
+    pub fn balance(&self) -> SimBalance {
+        self.inner.book().balance()
+    }
+
+    /// Open positions, by symbol.
+    pub fn positions(&self) -> Vec<SimPosition> {
+        self.inner.book().positions()
     }
 
     /// The injected faults, in words.

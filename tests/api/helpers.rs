@@ -4,7 +4,8 @@ use sha2::Sha256;
 use sigex::app::{self, RunningBot, ShutdownTrigger};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
-    AdminConfig, Config, Credentials, Mode, Secret, StorageConfig, VenueConfig, WebhookConfig,
+    AdminConfig, Config, Credentials, Mode, PaperConfig, Secret, StorageConfig, VenueConfig,
+    WebhookConfig,
 };
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
@@ -74,9 +75,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a paper-mode bot: no venue credentials, its own in-process paper venue.
 pub async fn spawn_paper_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
     // The live URL is deliberately unroutable: paper mode must never use it.
-    let config = test_config(&dir, Mode::Paper, None, "http://127.0.0.1:9/api/v1".into());
+    spawn_paper_app_in(
+        tempfile::tempdir().unwrap(),
+        "http://127.0.0.1:9/api/v1".into(),
+    )
+    .await
+}
+
+/// A paper-mode bot whose database lives in `dir` (so a restart finds it) and whose `[venue]
+/// base_url` is `live_url`.
+pub async fn spawn_paper_app_in(dir: tempfile::TempDir, live_url: String) -> TestApp {
+    let config = test_config(&dir, Mode::Paper, None, live_url);
     let (sim_stop, _) = app::shutdown_pair();
     let bot = sigex::app::start(config, strategies(), clock())
         .await
@@ -121,6 +131,7 @@ fn test_config(
             database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
         },
         strategies_dir: PathBuf::from("unused"),
+        paper: PaperConfig::default(),
     }
 }
 
@@ -270,10 +281,20 @@ impl TestApp {
         .await
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the bot and hands back its data directory, for a restart on the same database.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(bot) = self.bot.take() {
             bot.stop().await;
         }
         self.sim_stop.trigger();
+        self._dir
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self._dir.path().join("test.db").display())
     }
 }

@@ -2,5 +2,6 @@
 //! database per test, driven over HTTP exactly as the venue would.
 
 mod helpers;
+mod paper;
 mod pipeline;
 mod webhooks;
