@@ -52,6 +52,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         // `{symbol}` is one segment: a client that forgets to encode `/` as `%2F` gets a 404, not a pass.
         .route("/api/v1/market/price/{symbol}", get(price))
         .route("/api/v1/market/prices", get(prices))
+        .route("/api/v1/market/candles/{symbol}", get(candles))
         .route("/api/v1/webhooks", get(list_webhooks).post(create_webhook))
         .route("/api/v1/webhooks/test", post(test_webhook))
         .route("/api/v1/webhooks/dead-letters", get(dead_letters))
@@ -675,6 +676,96 @@ async fn prices(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CandlesQuery {
+    interval: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CandleJson {
+    timestamp: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    open: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    high: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    low: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    close: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    volume: Decimal,
+}
+
+/// `startTime`/`endTime` as RFC 3339 or Unix milliseconds.
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{name} must be RFC 3339 or Unix milliseconds, got {v:?}"
+            ))
+        })
+}
+
+async fn candles(
+    State(inner): State<Arc<Inner>>,
+    symbol: Result<Path<String>, PathRejection>,
+    query: Result<Query<CandlesQuery>, QueryRejection>,
+) -> Result<Json<Vec<CandleJson>>, ApiError> {
+    let Path(symbol) = symbol?;
+    let Query(q) = query?;
+    let interval = q.interval.as_deref().unwrap_or("1m");
+    let secs = super::history::interval_secs(interval).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "interval must be 1m, 5m, 15m, 1h, 4h or 1d, got {interval:?}"
+        ))
+    })?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n @ 1..=MAX_LIST_LIMIT) => n,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {text:?}"
+                )))
+            }
+        },
+    };
+    let start = time_param("startTime", q.start_time.as_deref())?;
+    let end = time_param("endTime", q.end_time.as_deref())?;
+    if inner.with_book(|b| b.quote(&symbol)).is_none() {
+        return Err(unknown_symbol(&symbol));
+    }
+    let bars = inner
+        .history()
+        .candles(&symbol, secs, start, end, limit)
+        .unwrap_or_default();
+    Ok(Json(
+        bars.into_iter()
+            .map(|b| CandleJson {
+                timestamp: iso(b.start),
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                volume: b.volume,
+            })
+            .collect(),
+    ))
+}
+
 // ---- webhook management ----------------------------------------------------------------------
 
 /// Event names a webhook may subscribe to; `*` means all.
@@ -1170,5 +1261,251 @@ mod tests {
         let (status, body) = venue.send("GET", "/api/v1/nothing-here", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], "not_found");
+    }
+
+    /// A receiver on an ephemeral port; every request it gets comes out of the channel.
+    async fn receiver() -> (
+        String,
+        tokio::sync::mpsc::UnboundedReceiver<crate::sim::testkit::Received>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let _ = tx.send(crate::sim::testkit::Received::new(&headers, body));
+                    async { axum::http::StatusCode::OK }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_registered_listed_updated_tested_and_deleted() {
+        use crate::sim::testkit::{hmac_hex, within};
+        let venue = TestVenue::start(|_| {}).await;
+        let (url, mut hook) = receiver().await;
+        let body = format!(
+            r#"{{"url":"{url}","events":["order.created","order.updated"],"secret":"wh-secret-1","active":true}}"#
+        );
+        let (status, created) = venue.send("POST", "/api/v1/webhooks", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().expect("id").to_string();
+        assert_eq!(created["url"], url.as_str());
+        assert_eq!(created["events"][1], "order.updated");
+        assert_eq!(created["active"], true);
+        assert!(
+            created.get("secret").is_none(),
+            "the secret is never echoed"
+        );
+
+        let (_, list) = venue.send("GET", "/api/v1/webhooks", "").await;
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+
+        let path = format!("/api/v1/webhooks/{id}");
+        let (status, updated) = venue
+            .send("PUT", &path, r#"{"active":false,"events":["*"]}"#)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{updated}");
+        assert_eq!(
+            (updated["active"].clone(), updated["events"][0].clone()),
+            (false.into(), "*".into())
+        );
+
+        let test = format!(r#"{{"webhookId":"{id}","testEvent":"order.created"}}"#);
+        let (status, queued) = venue.send("POST", "/api/v1/webhooks/test", &test).await;
+        assert_eq!(status, StatusCode::OK, "{queued}");
+        let got = within(hook.recv()).await.expect("the test webhook");
+        assert_eq!(
+            got.signature.as_deref(),
+            Some(hmac_hex("wh-secret-1", &got.body).as_str())
+        );
+        let sent: Value = serde_json::from_slice(&got.body).expect("json");
+        assert_eq!(sent["event"], "test");
+        assert_eq!(sent["data"]["testEvent"], "order.created");
+        let log = eventually(|| async {
+            let (_, log) = venue.send("GET", "/api/v1/webhooks/deliveries", "").await;
+            (log.as_array().map_or(0, Vec::len) == 1).then_some(log)
+        })
+        .await;
+        assert_eq!(log[0]["outcome"], "delivered");
+        assert_eq!(log[0]["webhookId"], id.as_str());
+        let (status, dead) = venue.send("GET", "/api/v1/webhooks/dead-letters", "").await;
+        assert_eq!((status, dead), (StatusCode::OK, serde_json::json!([])));
+
+        let (status, _) = venue.send("DELETE", &path, "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = venue.send("DELETE", &path, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, list) = venue.send("GET", "/api/v1/webhooks", "").await;
+        assert_eq!(list, serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn bad_webhook_registrations_are_refused() {
+        let venue = TestVenue::start(|_| {}).await;
+        let cases = [
+            (
+                r#"{"url":"ftp://x/y","events":[],"secret":"s","active":true}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"url":"http://x/y","events":["order.exploded"],"secret":"s"}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"url":"http://x/y","events":[],"secret":""}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"url":"http://x/y","events":[],"secret":"s","color":"red"}"#,
+                "invalid_request",
+            ),
+            (r#"{"url":"#, "invalid_json"),
+        ];
+        for (body, code) in cases {
+            let (status, err) = venue.send("POST", "/api/v1/webhooks", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(err["error"]["code"], code, "{body}");
+        }
+        let (status, _) = venue
+            .send("POST", "/api/v1/webhooks/test", r#"{"webhookId":"wh_404"}"#)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn during_maintenance_every_request_answers_503_after_a_notice() {
+        let (url, mut hook) = receiver().await;
+        let venue = TestVenue::start(|cfg| {
+            cfg.webhook_url = Some(url);
+            cfg.maintenance.push(crate::sim::MaintenanceWindow {
+                starts_after: std::time::Duration::ZERO,
+                lasts: std::time::Duration::from_secs(3600),
+                notice: std::time::Duration::from_secs(60),
+            });
+        })
+        .await;
+        let got = crate::sim::testkit::within(hook.recv())
+            .await
+            .expect("notice");
+        let notice: Value = serde_json::from_slice(&got.body).expect("json");
+        assert_eq!(notice["event"], "system.maintenance");
+        assert!(notice["data"]["startTime"].is_string());
+        for (method, path, body) in [
+            ("GET", "/api/v1/positions", ""),
+            ("POST", "/api/v1/orders", MARKET_BUY),
+        ] {
+            let (status, err) = venue.send(method, path, body).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(err["error"]["code"], "maintenance");
+        }
+        assert!(venue.sim.orders().is_empty());
+        assert_eq!(venue.sim.stats().maintenance_refusals, 2);
+    }
+
+    #[tokio::test]
+    async fn injected_rest_faults_refuse_or_lose_an_order_as_configured() {
+        use crate::sim::{Faults, Probability};
+        let cases = [
+            (
+                "5xx",
+                Faults {
+                    rest_5xx: Probability::ALWAYS,
+                    ..Faults::default()
+                },
+                Some(500),
+                0,
+            ),
+            (
+                "429",
+                Faults {
+                    rest_429: Probability::ALWAYS,
+                    rest_retry_after_secs: 7,
+                    ..Faults::default()
+                },
+                Some(429),
+                0,
+            ),
+            (
+                "lost response",
+                Faults {
+                    order_lost_response: Probability::ALWAYS,
+                    ..Faults::default()
+                },
+                None,
+                1,
+            ),
+        ];
+        for (name, faults, want_status, orders) in cases {
+            let venue = TestVenue::start(|cfg| cfg.faults = faults).await;
+            let ts = chrono::Utc::now().timestamp().to_string();
+            let sig = venue.signature("POST", "/api/v1/orders", MARKET_BUY, &ts);
+            let answer = async {
+                let resp = reqwest::Client::new()
+                    .post(venue.url("/api/v1/orders"))
+                    .header("Content-Type", "application/json")
+                    .header("X-API-Key", API_KEY)
+                    .header("X-Timestamp", &ts)
+                    .header("X-Signature", sig)
+                    .body(MARKET_BUY)
+                    .send()
+                    .await?;
+                let status = resp.status();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                resp.bytes().await?;
+                Ok::<_, reqwest::Error>((status.as_u16(), retry_after))
+            };
+            let got = crate::sim::testkit::within(answer).await;
+            match want_status {
+                Some(code) => {
+                    let (status, retry_after) = got.expect(name);
+                    assert_eq!(status, code, "{name}");
+                    if code == 429 {
+                        assert_eq!(retry_after.as_deref(), Some("7"));
+                    }
+                }
+                None => assert!(got.is_err(), "{name}: the answer must not arrive"),
+            }
+            assert_eq!(venue.sim.orders().len(), orders, "{name}");
+            // Reads are not struck unless every route is asked for.
+            let (status, _) = venue.send("GET", "/api/v1/positions", "").await;
+            assert_eq!(status, StatusCode::OK, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn candles_are_built_from_the_prices_the_venue_quoted() {
+        let venue = TestVenue::start(|_| {}).await;
+        let path = "/api/v1/market/candles/BTC%2FUSD?interval=1m&limit=5";
+        let bars = eventually(|| async {
+            let (status, bars) = venue.send("GET", path, "").await;
+            assert_eq!(status, StatusCode::OK, "{bars}");
+            (bars.as_array().map_or(0, Vec::len) > 0).then_some(bars)
+        })
+        .await;
+        let bar = &bars[0];
+        assert!(dec(&bar["low"]) <= dec(&bar["open"]) && dec(&bar["open"]) <= dec(&bar["high"]));
+        assert!(bar["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(":00.000Z")));
+        for bad in [
+            "/api/v1/market/candles/BTC%2FUSD?interval=2m",
+            "/api/v1/market/candles/BTC%2FUSD?limit=1001",
+            "/api/v1/market/candles/DOGE%2FUSD",
+        ] {
+            let (status, _) = venue.send("GET", bad, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
     }
 }

@@ -23,6 +23,7 @@ mod api;
 mod auth;
 mod book;
 mod faults;
+mod history;
 mod signals;
 #[cfg(test)]
 mod testkit;
@@ -208,6 +209,8 @@ pub(crate) struct Inner {
     started: Mutex<Option<Instant>>,
     /// Bumped after every change of orders, positions or balances, so paper mode knows to save.
     changed: watch::Sender<u64>,
+    /// Sampled prices for the candles endpoint. Taken after the book lock, never before it.
+    history: Mutex<history::History>,
 }
 
 impl Inner {
@@ -364,9 +367,20 @@ impl Inner {
     }
 
     fn tick(&self) {
+        let now = Utc::now();
         let mut book = self.book();
-        let events = book.tick(Utc::now());
+        let events = book.tick(now);
         self.publish(events);
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        for symbol in book.symbols() {
+            if let Some(q) = book.quote(symbol) {
+                history.record(symbol, now, q.price, q.volume_24h);
+            }
+        }
+    }
+
+    pub(crate) fn history(&self) -> MutexGuard<'_, history::History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn emit_signal(&self, symbol: &str, recommendation: &str, confidence: u8) {
@@ -441,6 +455,7 @@ impl Simulator {
             alert_interval: cfg.alert_interval,
             started: Mutex::new(None),
             changed: watch::channel(0).0,
+            history: Mutex::new(history::History::default()),
         };
         Self {
             inner: Arc::new(inner),
