@@ -4,8 +4,9 @@
 //! which fault (if any) strikes. Guarantees:
 //! - with every probability at zero (the default) nothing is injected and no random number is drawn,
 //!   so a fault-free run is identical to one without this module;
-//! - all decisions come from one generator seeded by the simulator's seed, so the same sequence of
-//!   requests and events meets the same faults;
+//! - decisions come from generators seeded by the simulator's seed, one for webhooks and one for
+//!   REST requests (so concurrent deliveries do not shift which requests are struck): the same
+//!   sequence of requests meets the same faults, and so does the same sequence of events;
 //! - probabilities are exact decimals in `[0, 1]`, kept as parts per million (no floating point).
 
 use std::fmt;
@@ -201,14 +202,16 @@ pub(crate) enum RestFate {
 /// The faults and the generator deciding them.
 pub(crate) struct Injector {
     pub faults: Faults,
-    rng: Mutex<StdRng>,
+    webhook_rng: Mutex<StdRng>,
+    rest_rng: Mutex<StdRng>,
 }
 
 impl Injector {
     pub(crate) fn new(faults: Faults, seed: u64) -> Self {
         Self {
             faults,
-            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xFA17_FA17_FA17_FA17)),
+            webhook_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xFA17_FA17_FA17_FA17)),
+            rest_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5E57_5E57_5E57_5E57)),
         }
     }
 
@@ -217,7 +220,10 @@ impl Injector {
         if f.is_none() {
             return WebhookFate::default();
         }
-        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rng = self
+            .webhook_rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let drop = f.webhook_drop.hit(&mut rng);
         let duplicate = f.webhook_duplicate.hit(&mut rng);
         let delay = f.webhook_delay.hit(&mut rng).then(|| {
@@ -240,7 +246,7 @@ impl Injector {
         if f.is_none() || !(is_order_post || f.rest_all_routes) {
             return RestFate::Normal;
         }
-        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rng = self.rest_rng.lock().unwrap_or_else(PoisonError::into_inner);
         if f.rest_5xx.hit(&mut rng) {
             RestFate::ServerError
         } else if f.rest_429.hit(&mut rng) {

@@ -44,13 +44,20 @@ pub struct TestApp {
 
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the simulator configured by `configure` first (faults, engine...).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut SimConfig)) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
-    let sim = Simulator::new(SimConfig::new(
+    let mut sim_config = SimConfig::new(
         api_key.clone(),
         api_secret.clone(),
         WEBHOOK_SECRET.to_owned(),
-    ));
+    );
+    configure(&mut sim_config);
+    let sim = Simulator::new(sim_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_addr = listener.local_addr().unwrap();
     let (sim_stop, mut sim_shutdown) = app::shutdown_pair();
