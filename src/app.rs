@@ -201,7 +201,7 @@ async fn start_paper_venue(
     config: &Config,
     store: &Store,
     webhook_addr: SocketAddr,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<(String, Credentials, Simulator), StartError> {
     let api_key = format!("paper-{}", uuid::Uuid::new_v4().simple());
@@ -243,6 +243,7 @@ async fn start_paper_venue(
     tasks.push(tokio::spawn({
         let sim = sim.clone();
         let store = store.clone();
+        let mut shutdown = shutdown.clone();
         async move {
             let mut changes = sim.changes();
             loop {
@@ -264,6 +265,14 @@ async fn start_paper_venue(
             }
         }
     }));
+    if let crate::config::PriceSource::Venue { interval } = paper.price_source {
+        tasks.push(follow_venue_prices(
+            config,
+            sim.clone(),
+            interval,
+            shutdown.clone(),
+        )?);
+    }
     tracing::info!(
         restored,
         seed = paper.seed,
@@ -278,6 +287,53 @@ async fn start_paper_venue(
         },
         sim,
     ))
+}
+
+/// `price_source = "venue"`: the paper venue's mid prices follow the real venue's market data
+/// (`GET /market/price/{symbol}` at `[venue] base_url`, signed with the venue credentials when they
+/// are configured). Only market data is read: no order endpoint is ever called in paper mode.
+fn follow_venue_prices(
+    config: &Config,
+    sim: Simulator,
+    interval: Duration,
+    shutdown: Shutdown,
+) -> Result<JoinHandle<()>, StartError> {
+    let credentials = config.venue.credentials.clone().unwrap_or(Credentials {
+        api_key: Secret::new(String::new()),
+        api_secret: Secret::new(String::new()),
+    });
+    let market_data = VenueClient::new(
+        &config.venue.base_url,
+        credentials,
+        config.venue.request_timeout,
+        Arc::new(crate::clock::SystemClock),
+    )
+    .map_err(StartError::Venue)?;
+    let symbols: Vec<String> = config
+        .paper
+        .symbols
+        .iter()
+        .map(|(s, _)| s.clone())
+        .collect();
+    let mut shutdown = shutdown;
+    Ok(tokio::spawn(async move {
+        loop {
+            for symbol in &symbols {
+                match market_data.price(symbol).await {
+                    Ok(p) if p.price > rust_decimal::Decimal::ZERO => {
+                        sim.set_mid_price(symbol, p.price);
+                    }
+                    Ok(p) => tracing::warn!(%symbol, price = %p.price, "venue price ignored"),
+                    Err(e) => {
+                        tracing::warn!(%symbol, error = %e, "venue price unavailable; the paper price walks on")
+                    }
+                }
+            }
+            if shutdown.sleep(interval).await {
+                return;
+            }
+        }
+    }))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

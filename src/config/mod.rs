@@ -7,7 +7,7 @@
 mod paper;
 mod secret;
 
-pub use paper::{parse_candles, PaperConfig};
+pub use paper::{parse_candles, PaperConfig, PriceSource};
 pub use secret::Secret;
 
 use serde::Deserialize;
@@ -515,7 +515,8 @@ mod tests {
             ("taker_fee_bps = 2.5", "as a string"),
             ("fee_bps = 2", "fee_bps"),
             ("starting_balance = 0", "starting_balance must be positive"),
-            ("price_source = \"venue\"", "price_source"),
+            ("price_source = \"exchange\"", "price_source"),
+            ("venue_price_interval_ms = 500", "price_source is not"),
             ("price_source = \"candles\"", "needs [paper.candles]"),
             ("depth_levels = 0", "depth_levels"),
             ("seed = \"-1\"", "seed"),

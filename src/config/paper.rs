@@ -13,9 +13,22 @@ use serde::Deserialize;
 
 use crate::sim::{Candle, EngineConfig, Walk};
 
+/// Where the paper venue's prices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    /// The seeded random walk (`volatility_bps`, `trend_bps`).
+    RandomWalk,
+    /// Candle files replayed (`[paper.candles]`).
+    Candles,
+    /// The real venue's `GET /market/price/{symbol}` at `[venue] base_url`, polled every
+    /// `interval`; the random walk moves the price between polls.
+    Venue { interval: Duration },
+}
+
 /// The paper venue as configured.
 #[derive(Debug, Clone)]
 pub struct PaperConfig {
+    pub price_source: PriceSource,
     pub starting_balance: Decimal,
     pub seed: u64,
     /// Delay between accepting an order and first matching it.
@@ -30,6 +43,7 @@ impl Default for PaperConfig {
     /// engine's defaults (maker 2 bps, taker 5 bps, random walk ±5 bps per tick).
     fn default() -> Self {
         Self {
+            price_source: PriceSource::RandomWalk,
             starting_balance: Decimal::new(100_000, 0),
             seed: 42,
             latency: Duration::from_millis(5),
@@ -91,8 +105,10 @@ pub(super) struct RawPaper {
     position_limit_notional: Option<Num>,
     volatility_bps: Option<Num>,
     trend_bps: Option<Num>,
-    /// `random_walk` (default) or `candles`.
+    /// `random_walk` (default), `candles` or `venue`.
     price_source: Option<String>,
+    /// With `price_source = "venue"`: how often the venue's prices are fetched (default 2000).
+    venue_price_interval_ms: Option<Num>,
     /// Starting mid price per symbol; replaces the default symbols.
     symbols: Option<BTreeMap<String, Num>>,
     /// Per-symbol walk: `[paper.walks."BTC/USD"] volatility_bps = 8, trend_bps = "0.5"`.
@@ -149,10 +165,29 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
             })
             .collect::<Result<Vec<_>, String>>()?,
     };
-    let candles = match raw.price_source.as_deref().unwrap_or("random_walk") {
-        "random_walk" => {
+    let source = raw.price_source.as_deref().unwrap_or("random_walk");
+    if raw.venue_price_interval_ms.is_some() && source != "venue" {
+        return Err(
+            "[paper] venue_price_interval_ms is set but price_source is not \"venue\"".into(),
+        );
+    }
+    let mut price_source = PriceSource::RandomWalk;
+    let candles = match source {
+        "random_walk" | "venue" => {
             if !raw.candles.is_empty() {
                 return Err("[paper] candles are set but price_source is not \"candles\"".into());
+            }
+            if source == "venue" {
+                let ms = raw
+                    .venue_price_interval_ms
+                    .as_ref()
+                    .map_or(Ok(2_000), |n| n.unsigned("venue_price_interval_ms"))?;
+                if ms < 200 {
+                    return Err("[paper] venue_price_interval_ms must be at least 200".into());
+                }
+                price_source = PriceSource::Venue {
+                    interval: Duration::from_millis(ms),
+                };
             }
             BTreeMap::new()
         }
@@ -179,13 +214,12 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
                     .map_err(|e| format!("[paper] candles {}: {e}", path.display()))?;
                 out.insert(symbol.clone(), bars);
             }
+            price_source = PriceSource::Candles;
             out
         }
-        other => {
-            return Err(format!(
-                "[paper] price_source {other:?} is not one of \"random_walk\", \"candles\""
-            ))
-        }
+        other => return Err(format!(
+            "[paper] price_source {other:?} is not one of \"random_walk\", \"candles\", \"venue\""
+        )),
     };
     let engine = EngineConfig {
         maker_fee_bps: dec(&raw.maker_fee_bps, "maker_fee_bps", e.maker_fee_bps)?,
@@ -217,6 +251,7 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
         return Err("[paper] starting_balance must be positive".into());
     }
     Ok(PaperConfig {
+        price_source,
         starting_balance,
         seed: raw
             .seed

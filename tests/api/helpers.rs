@@ -93,7 +93,17 @@ pub async fn spawn_paper_app() -> TestApp {
 /// A paper-mode bot whose database lives in `dir` (so a restart finds it) and whose `[venue]
 /// base_url` is `live_url`.
 pub async fn spawn_paper_app_in(dir: tempfile::TempDir, live_url: String) -> TestApp {
-    let config = test_config(&dir, Mode::Paper, None, live_url);
+    spawn_paper_app_with(dir, live_url, |_| {}).await
+}
+
+/// Like [`spawn_paper_app_in`], with the configuration adjusted by `configure` first.
+pub async fn spawn_paper_app_with(
+    dir: tempfile::TempDir,
+    live_url: String,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(&dir, Mode::Paper, None, live_url);
+    configure(&mut config);
     let (sim_stop, _) = app::shutdown_pair();
     let bot = sigex::app::start(config, strategies(), clock())
         .await
