@@ -55,7 +55,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[command(flatten)]
-        venue: SimVenueArgs,
+        venue: Box<SimVenueArgs>,
     },
     /// Paper-mode housekeeping.
     Paper {
@@ -139,6 +139,26 @@ struct SimVenueArgs {
     /// REST faults strike every route, not only POST /orders.
     #[arg(long)]
     fault_all_routes: bool,
+    /// Faults strike only during this window, `FROM-UNTIL` in seconds after start (repeatable).
+    #[arg(long, value_parser = parse_window)]
+    fault_window: Vec<(Duration, Duration)>,
+}
+
+fn parse_window(s: &str) -> Result<(Duration, Duration), String> {
+    let (from, until) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a window like 30-90 (seconds)"))?;
+    let secs = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{v:?} is not a whole number of seconds"))
+    };
+    let (from, until) = (secs(from)?, secs(until)?);
+    if from >= until {
+        return Err(format!("window {s:?} ends before it starts"));
+    }
+    Ok((from, until))
 }
 
 impl SimVenueArgs {
@@ -170,6 +190,7 @@ impl SimVenueArgs {
             rest_timeout: self.fault_timeout,
             order_lost_response: self.fault_lost_response,
             rest_all_routes: self.fault_all_routes,
+            windows: self.fault_window.clone(),
             ..sigex::sim::Faults::default()
         };
         Ok(())
@@ -265,7 +286,7 @@ async fn sim(
     webhook_url: Option<String>,
     signal_interval_ms: u64,
     seed: u64,
-    venue: SimVenueArgs,
+    venue: Box<SimVenueArgs>,
 ) -> anyhow::Result<()> {
     let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let mut cfg = sigex::sim::SimConfig::new(

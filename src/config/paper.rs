@@ -217,9 +217,11 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
             price_source = PriceSource::Candles;
             out
         }
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "[paper] price_source {other:?} is not one of \"random_walk\", \"candles\", \"venue\""
-        )),
+        ))
+        }
     };
     let engine = EngineConfig {
         maker_fee_bps: dec(&raw.maker_fee_bps, "maker_fee_bps", e.maker_fee_bps)?,

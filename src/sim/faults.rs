@@ -7,7 +7,9 @@
 //! - decisions come from generators seeded by the simulator's seed, one for webhooks and one for
 //!   REST requests (so concurrent deliveries do not shift which requests are struck): the same
 //!   sequence of requests meets the same faults, and so does the same sequence of events;
-//! - probabilities are exact decimals in `[0, 1]`, kept as parts per million (no floating point).
+//! - probabilities are exact decimals in `[0, 1]`, kept as parts per million (no floating point);
+//! - with a schedule (`windows`), faults strike only inside the windows, counted from the start of
+//!   `serve`; outside them nothing is drawn.
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,6 +95,9 @@ pub struct Faults {
     pub order_lost_response: Probability,
     /// REST faults strike every route; by default only `POST /orders`.
     pub rest_all_routes: bool,
+    /// When not empty, faults strike only inside these windows `(from, until)`, counted from the
+    /// start of `serve`; when empty, all the time.
+    pub windows: Vec<(Duration, Duration)>,
 }
 
 impl Default for Faults {
@@ -110,6 +115,7 @@ impl Default for Faults {
             rest_timeout_after: Duration::from_secs(30),
             order_lost_response: Probability::NEVER,
             rest_all_routes: false,
+            windows: Vec::new(),
         }
     }
 }
@@ -175,7 +181,25 @@ impl Faults {
             self.order_lost_response,
             "orders accepted with the response lost".into(),
         );
-        parts.join(", ")
+        let mut text = parts.join(", ");
+        if !self.windows.is_empty() {
+            let windows: Vec<String> = self
+                .windows
+                .iter()
+                .map(|(from, until)| format!("{}-{} s", from.as_secs(), until.as_secs()))
+                .collect();
+            text.push_str(&format!("; only during {}", windows.join(", ")));
+        }
+        text
+    }
+
+    /// Whether faults may strike `elapsed` after the start of `serve`.
+    pub fn active_at(&self, elapsed: Duration) -> bool {
+        self.windows.is_empty()
+            || self
+                .windows
+                .iter()
+                .any(|(from, until)| elapsed >= *from && elapsed < *until)
     }
 }
 
@@ -202,6 +226,8 @@ pub(crate) enum RestFate {
 /// The faults and the generator deciding them.
 pub(crate) struct Injector {
     pub faults: Faults,
+    /// When `serve` started; the schedule counts from here (no faults before).
+    started: Mutex<Option<tokio::time::Instant>>,
     webhook_rng: Mutex<StdRng>,
     rest_rng: Mutex<StdRng>,
 }
@@ -210,14 +236,29 @@ impl Injector {
     pub(crate) fn new(faults: Faults, seed: u64) -> Self {
         Self {
             faults,
+            started: Mutex::new(None),
             webhook_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xFA17_FA17_FA17_FA17)),
             rest_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5E57_5E57_5E57_5E57)),
         }
     }
 
+    /// Starts the schedule's clock.
+    pub(crate) fn start(&self) {
+        *self.started.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(tokio::time::Instant::now());
+    }
+
+    fn active(&self) -> bool {
+        if self.faults.windows.is_empty() {
+            return true;
+        }
+        let started = *self.started.lock().unwrap_or_else(PoisonError::into_inner);
+        started.is_some_and(|t| self.faults.active_at(t.elapsed()))
+    }
+
     pub(crate) fn webhook(&self) -> WebhookFate {
         let f = &self.faults;
-        if f.is_none() {
+        if f.is_none() || !self.active() {
             return WebhookFate::default();
         }
         let mut rng = self
@@ -243,7 +284,7 @@ impl Injector {
     pub(crate) fn rest(&self, method: &str, path: &str) -> RestFate {
         let f = &self.faults;
         let is_order_post = method == "POST" && path.trim_end_matches('/') == "/api/v1/orders";
-        if f.is_none() || !(is_order_post || f.rest_all_routes) {
+        if f.is_none() || !(is_order_post || f.rest_all_routes) || !self.active() {
             return RestFate::Normal;
         }
         let mut rng = self.rest_rng.lock().unwrap_or_else(PoisonError::into_inner);
@@ -316,5 +357,42 @@ mod tests {
         // Only POST /orders is struck unless every route is asked for.
         let i = Injector::new(faults, 3);
         assert!((0..500).all(|_| i.rest("GET", "/api/v1/positions") == RestFate::Normal));
+    }
+
+    #[test]
+    fn a_schedule_confines_faults_to_its_windows() {
+        let scheduled = Faults {
+            rest_5xx: Probability::ALWAYS,
+            windows: vec![
+                (Duration::from_secs(10), Duration::from_secs(20)),
+                (Duration::from_secs(60), Duration::from_secs(61)),
+            ],
+            ..Faults::default()
+        };
+        let cases = [
+            (0, false),
+            (9, false),
+            (10, true),
+            (19, true),
+            (20, false),
+            (60, true),
+            (61, false),
+        ];
+        for (secs, active) in cases {
+            assert_eq!(
+                scheduled.active_at(Duration::from_secs(secs)),
+                active,
+                "{secs} s"
+            );
+        }
+        assert!(Faults::default().active_at(Duration::from_secs(12_345)));
+        assert!(scheduled
+            .describe()
+            .ends_with("only during 10-20 s, 60-61 s"));
+        // Before `serve` starts the clock, and outside the windows, nothing strikes.
+        let i = Injector::new(scheduled, 1);
+        assert_eq!(i.rest("POST", "/api/v1/orders"), RestFate::Normal);
+        i.start();
+        assert_eq!(i.rest("POST", "/api/v1/orders"), RestFate::Normal);
     }
 }

@@ -479,6 +479,7 @@ impl Simulator {
             .started
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.inner.injector().start();
         let policy = RetryPolicy::VENUE;
         let client = webhooks::http_client(&policy).map_err(std::io::Error::other)?;
 
