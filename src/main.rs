@@ -112,6 +112,10 @@ struct SimVenueArgs {
     /// Delay between accepting an order and matching it.
     #[arg(long, default_value_t = 5)]
     latency_ms: u64,
+    /// Another signal.generated source: INTERVAL_MS[:SYMBOLS[:MIN-MAX[:BUY/SELL/HOLD]]], e.g.
+    /// 1000:BTC/USD,ETH/USD:70-99:60/30/10 (repeatable).
+    #[arg(long, value_parser = sigex::sim::SignalGenerator::parse)]
+    signal_generator: Vec<sigex::sim::SignalGenerator>,
     /// Emit a system.alert this often (milliseconds); 0 = never.
     #[arg(long, default_value_t = 0)]
     alert_interval_ms: u64,
@@ -171,6 +175,7 @@ impl SimVenueArgs {
         cfg.engine.walk.trend_bps = self.trend_bps;
         cfg.engine.position_limit_notional = self.position_limit_notional;
         cfg.engine.check().map_err(anyhow::Error::msg)?;
+        cfg.signal_generators = self.signal_generator.clone();
         cfg.alert_interval =
             (self.alert_interval_ms > 0).then(|| Duration::from_millis(self.alert_interval_ms));
         if let Some(at) = self.maintenance_at_secs {

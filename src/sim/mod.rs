@@ -44,6 +44,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub use book::PositionView as SimPosition;
 pub use book::{Balance as SimBalance, Candle, EngineConfig, SimFill, SimOrder, Walk};
 pub use faults::{Faults, Probability};
+pub use signals::SignalGenerator;
 pub use webhooks::{DeadLetter, DeliveryRecord, FaultCounts};
 
 use book::{Book, BookState, CancelError, Event, OrderRequest, PlaceError, Placed};
@@ -79,6 +80,8 @@ pub struct SimConfig {
     pub engine: EngineConfig,
     /// Injected faults; none by default.
     pub faults: Faults,
+    /// More timer signals, each generator on its own interval (beside `signal_interval`).
+    pub signal_generators: Vec<SignalGenerator>,
     /// Maintenance windows, counted from the start of `serve`.
     pub maintenance: Vec<MaintenanceWindow>,
     /// Emit a `system.alert` this often when `Some`.
@@ -121,6 +124,7 @@ impl SimConfig {
             timestamp_tolerance_secs: 30,
             engine: EngineConfig::default(),
             faults: Faults::default(),
+            signal_generators: Vec::new(),
             maintenance: Vec::new(),
             alert_interval: None,
             restore: None,
@@ -144,6 +148,7 @@ impl std::fmt::Debug for SimConfig {
             .field("timestamp_tolerance_secs", &self.timestamp_tolerance_secs)
             .field("engine", &self.engine)
             .field("faults", &self.faults)
+            .field("signal_generators", &self.signal_generators)
             .field("maintenance", &self.maintenance)
             .field("alert_interval", &self.alert_interval)
             .field("restore", &self.restore.as_ref().map(|_| "<saved state>"))
@@ -187,7 +192,8 @@ pub(crate) struct Inner {
     api_secret: String,
     tolerance_secs: i64,
     fill_latency: Duration,
-    signal_interval: Option<Duration>,
+    /// Timer signal generators: `signal_interval`'s default one first, then the configured ones.
+    generators: Vec<SignalGenerator>,
     /// The one lock over trading state. Events are queued while it is held (see the module guarantees);
     /// it is never held across an await.
     book: Mutex<Book>,
@@ -396,14 +402,14 @@ impl Inner {
         self.signals_emitted.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn emit_random_signal(&self) {
+    fn emit_random_signal(&self, generator: &SignalGenerator) {
         let symbols: Vec<String> = self.book().symbols().map(String::from).collect();
         let pick = {
             let mut rng = self
                 .signal_rng
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            signals::random_signal(&mut rng, &symbols)
+            generator.pick(&mut rng, &symbols)
         };
         if let Some((symbol, recommendation, confidence)) = pick {
             self.emit_signal(&symbol, recommendation, confidence);
@@ -433,7 +439,12 @@ impl Simulator {
             api_secret: cfg.api_secret,
             tolerance_secs: cfg.timestamp_tolerance_secs,
             fill_latency: cfg.fill_latency,
-            signal_interval: cfg.signal_interval,
+            generators: cfg
+                .signal_interval
+                .map(SignalGenerator::every)
+                .into_iter()
+                .chain(cfg.signal_generators)
+                .collect(),
             book: Mutex::new(book),
             outbox: Arc::new(Outbox::new(
                 cfg.webhook_secret,
@@ -498,10 +509,10 @@ impl Simulator {
                 move || inner.tick()
             })),
         ];
-        if let Some(interval) = self.inner.signal_interval {
-            tasks.push(tokio::spawn(every(interval, stop_rx.clone(), {
+        for generator in self.inner.generators.clone() {
+            tasks.push(tokio::spawn(every(generator.interval, stop_rx.clone(), {
                 let inner = Arc::clone(&self.inner);
-                move || inner.emit_random_signal()
+                move || inner.emit_random_signal(&generator)
             })));
         }
 
