@@ -71,6 +71,10 @@ pub enum StartError {
     Venue(String),
     #[error("webhook TLS: {0}")]
     Tls(String),
+    #[error(
+        "the saved paper state is unreadable ({0}); `sigex paper reset --config FILE` starts over"
+    )]
+    PaperState(String),
 }
 
 /// A started bot: its addresses, and the handles to stop it.
@@ -130,7 +134,8 @@ pub async fn start(
         }
         Mode::Paper => {
             let (url, credentials, sim) =
-                start_paper_venue(&config, webhook_addr, shutdown.clone(), &mut tasks).await?;
+                start_paper_venue(&config, &store, webhook_addr, shutdown.clone(), &mut tasks)
+                    .await?;
             (url, credentials, Some(sim))
         }
     };
@@ -222,11 +227,13 @@ pub async fn start(
 
 /// Paper mode: an in-process simulator on loopback plays the venue. It issues its own
 /// credentials and sends its `order.*` events back to our webhook endpoint, signed with our
-/// webhook secret, so the pipeline is exactly the live one.
+/// webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
+/// balances, prices) is restored from the database at start and saved after every change.
 async fn start_paper_venue(
     config: &Config,
+    store: &Store,
     webhook_addr: SocketAddr,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<(String, Credentials, Simulator), StartError> {
     let api_key = format!("paper-{}", uuid::Uuid::new_v4().simple());
@@ -238,19 +245,72 @@ async fn start_paper_venue(
     );
     let loopback = SocketAddr::from(([127, 0, 0, 1], webhook_addr.port()));
     sim_config.webhook_url = Some(format!("http://{loopback}{}", config.webhook.path));
+    let paper = &config.paper;
+    sim_config.seed = paper.seed;
+    sim_config.starting_balance = paper.starting_balance;
+    sim_config.fill_latency = paper.latency;
+    sim_config.symbols = paper.symbols.clone();
+    sim_config.engine = paper.engine.clone();
+    let saved = store.load_paper_state().await?;
+    if let Some(saved) = &saved {
+        // Refuse rather than silently start from an empty account the bot's own books disagree with.
+        Simulator::check_state(saved).map_err(StartError::PaperState)?;
+    }
+    let restored = saved.is_some();
+    sim_config.restore = saved;
     let sim = Simulator::new(sim_config);
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let listener = bind(addr).await?;
     let sim_addr = local_addr(&listener, addr)?;
     let runner = sim.clone();
+    let mut sim_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = runner
-            .serve(listener, async move { shutdown.wait().await })
+            .serve(listener, async move { sim_shutdown.wait().await })
             .await
         {
             tracing::error!(error = %e, "paper venue stopped");
         }
     }));
+    tasks.push(tokio::spawn({
+        let sim = sim.clone();
+        let store = store.clone();
+        let mut shutdown = shutdown.clone();
+        async move {
+            let mut changes = sim.changes();
+            loop {
+                let stopping = tokio::select! {
+                    changed = changes.changed() => changed.is_err(),
+                    _ = shutdown.wait() => true,
+                };
+                // Each save writes the whole current state, so changes that arrive while one is
+                // being written are all in the next.
+                if let Err(e) = store
+                    .save_paper_state(&sim.state_json(), chrono::Utc::now())
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot save the paper venue's state");
+                }
+                if stopping {
+                    return;
+                }
+            }
+        }
+    }));
+    if let crate::config::PriceSource::Venue { interval } = paper.price_source {
+        tasks.push(follow_venue_prices(
+            config,
+            sim.clone(),
+            interval,
+            shutdown.clone(),
+        )?);
+    }
+    tracing::info!(
+        restored,
+        seed = paper.seed,
+        starting_balance = %paper.starting_balance,
+        "paper venue started"
+    );
     Ok((
         format!("http://{sim_addr}/api/v1"),
         Credentials {
@@ -259,6 +319,53 @@ async fn start_paper_venue(
         },
         sim,
     ))
+}
+
+/// `price_source = "venue"`: the paper venue's mid prices follow the real venue's market data
+/// (`GET /market/price/{symbol}` at `[venue] base_url`, signed with the venue credentials when they
+/// are configured). Only market data is read: no order endpoint is ever called in paper mode.
+fn follow_venue_prices(
+    config: &Config,
+    sim: Simulator,
+    interval: Duration,
+    shutdown: Shutdown,
+) -> Result<JoinHandle<()>, StartError> {
+    let credentials = config.venue.credentials.clone().unwrap_or(Credentials {
+        api_key: Secret::new(String::new()),
+        api_secret: Secret::new(String::new()),
+    });
+    let market_data = VenueClient::new(
+        &config.venue.base_url,
+        credentials,
+        config.venue.request_timeout,
+        Arc::new(crate::clock::SystemClock),
+    )
+    .map_err(StartError::Venue)?;
+    let symbols: Vec<String> = config
+        .paper
+        .symbols
+        .iter()
+        .map(|(s, _)| s.clone())
+        .collect();
+    let mut shutdown = shutdown;
+    Ok(tokio::spawn(async move {
+        loop {
+            for symbol in &symbols {
+                match market_data.price(symbol).await {
+                    Ok(p) if p.price > rust_decimal::Decimal::ZERO => {
+                        sim.set_mid_price(symbol, p.price);
+                    }
+                    Ok(p) => tracing::warn!(%symbol, price = %p.price, "venue price ignored"),
+                    Err(e) => {
+                        tracing::warn!(%symbol, error = %e, "venue price unavailable; the paper price walks on")
+                    }
+                }
+            }
+            if shutdown.sleep(interval).await {
+                return;
+            }
+        }
+    }))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

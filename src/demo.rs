@@ -1,14 +1,19 @@
 //! `sigex demo`: the simulator and the bot wired together on loopback, with nothing to configure.
 //! Synthetic signals flow through the whole live pipeline (signed webhooks, inbox, strategies,
 //! risk, signed REST orders, fill callbacks) and a summary is printed every second.
+//!
+//! The simulator runs with a little of each fault the bot copes with today (duplicated, delayed
+//! and reordered webhooks; 5xx, 429, no answer and lost responses on `POST /orders`); the header and
+//! the final summary say which, and how often each struck. Webhook drops stay off: a dropped fill
+//! is only found once stale-order polling exists.
 
 use crate::app;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
-    AdminConfig, Config, Credentials, InboxConfig, Mode, Secret, StorageConfig, VenueConfig,
-    WebhookConfig, DEFAULT_WEBHOOK_PATH,
+    AdminConfig, Config, Credentials, InboxConfig, Mode, PaperConfig, Secret, StorageConfig,
+    VenueConfig, WebhookConfig, DEFAULT_WEBHOOK_PATH,
 };
-use crate::sim::{SimConfig, Simulator};
+use crate::sim::{Faults, Probability, SimConfig, Simulator};
 use crate::store::Store;
 use rust_decimal::Decimal;
 use std::net::SocketAddr;
@@ -38,6 +43,26 @@ pub struct DemoOptions {
     /// Where the SQLite file goes; a fresh temporary directory when `None`.
     pub data_dir: Option<PathBuf>,
     pub seed: u64,
+    /// Inject [`demo_faults`]; `false` runs a well-behaved venue.
+    pub faults: bool,
+}
+
+/// The faults the demo injects: a little of each the bot handles without stale-order polling.
+pub fn demo_faults() -> Faults {
+    Faults {
+        webhook_duplicate: Probability::per_mille(50),
+        webhook_delay: Probability::per_mille(50),
+        webhook_delay_max: Duration::from_millis(300),
+        webhook_reorder: Probability::per_mille(50),
+        rest_5xx: Probability::per_mille(30),
+        rest_429: Probability::per_mille(30),
+        rest_retry_after_secs: 1,
+        rest_timeout: Probability::per_mille(10),
+        // Just past the bot's 5 s request timeout below.
+        rest_timeout_after: Duration::from_secs(6),
+        order_lost_response: Probability::per_mille(30),
+        ..Faults::default()
+    }
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
@@ -56,6 +81,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         SimConfig::new(api_key.clone(), api_secret.clone(), webhook_secret.clone());
     sim_config.seed = opts.seed;
     sim_config.signal_interval = Some(opts.signal_interval);
+    if opts.faults {
+        sim_config.faults = demo_faults();
+    }
     let sim = Simulator::new(sim_config);
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sim_addr = sim_listener.local_addr()?;
@@ -84,6 +112,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
         strategies_dir: PathBuf::from("strategies"),
         trading: Default::default(),
+        paper: PaperConfig::default(),
     };
     let strategies = crate::strategy::load_sources(
         &BUILTIN_STRATEGIES
@@ -109,6 +138,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bot.admin_addr
     );
     println!("database:   {}", db_path.display());
+    println!("faults:     {}", sim.faults_description());
+    if opts.faults {
+        println!("            (webhook drops off: a dropped fill is only found once stale-order polling exists; --no-faults turns all off)");
+    }
     println!(
         "a signal every {} ms; {}",
         opts.signal_interval.as_millis(),
@@ -137,12 +170,32 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("{}", summary(&bot.store, &sim).await);
     let stats = sim.stats();
     println!(
-        "simulator: {} orders accepted, {} duplicate clientOrderIds refused, {} auth failures, {} webhooks sent ({} failed)",
+        "simulator: {} orders accepted, {} duplicate clientOrderIds answered 409, {} auth failures, {} webhooks sent ({} failed)",
         stats.orders_accepted,
         stats.duplicate_client_order_ids,
         stats.auth_failures,
         stats.webhooks_sent,
         stats.webhooks_failed
+    );
+    let w = stats.webhook_faults;
+    println!(
+        "faults injected: POST /orders {} x 5xx, {} x 429, {} x no answer, {} x response lost | webhooks {} duplicated, {} delayed, {} reordered, {} dropped",
+        stats.rest_5xx,
+        stats.rest_429,
+        stats.rest_timeouts,
+        stats.lost_responses,
+        w.webhooks_duplicated,
+        w.webhooks_delayed,
+        w.webhooks_reordered,
+        w.webhooks_dropped,
+    );
+    let account = sim.balance();
+    println!(
+        "venue account: total {} USD (realized PnL {}, fees {}), margin used {}",
+        account.total.round_dp(2),
+        account.realized_pnl.round_dp(2),
+        account.fees_paid.round_dp(2),
+        account.locked.round_dp(2),
     );
     bot.stop().await;
     sim_stop.trigger();

@@ -1,4 +1,4 @@
-//! The `sigex` command line: `run`, `check`, `halt`, `resume`, `sim` and `demo`.
+//! The `sigex` command line: `run`, `check`, `events`, `webhooks`, `halt`, `resume`, `paper reset`, `sim` and `demo`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -94,6 +94,13 @@ enum Command {
         signal_interval_ms: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        #[command(flatten)]
+        venue: Box<SimVenueArgs>,
+    },
+    /// Paper-mode housekeeping.
+    Paper {
+        #[command(subcommand)]
+        action: PaperAction,
     },
     /// Start the simulator and the bot together and trade synthetic signals end to end.
     Demo {
@@ -108,6 +115,9 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Run the simulator without injected faults.
+        #[arg(long)]
+        no_faults: bool,
     },
 }
 
@@ -164,6 +174,127 @@ enum WebhooksCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PaperAction {
+    /// Forget the paper venue's orders, positions and balances (and the bot's view of them), so the
+    /// next start begins again from `[paper] starting_balance`. Stop the bot first.
+    Reset {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// The simulated venue's engine, schedule and faults. Probabilities are decimals from 0 to 1.
+#[derive(clap::Args)]
+struct SimVenueArgs {
+    #[arg(long, default_value = "100000")]
+    starting_balance: rust_decimal::Decimal,
+    #[arg(long, default_value = "2")]
+    maker_fee_bps: rust_decimal::Decimal,
+    #[arg(long, default_value = "5")]
+    taker_fee_bps: rust_decimal::Decimal,
+    /// Per-tick price move, in bps of mid (uniform in plus or minus this).
+    #[arg(long, default_value = "5")]
+    volatility_bps: rust_decimal::Decimal,
+    /// Per-tick drift, in bps of mid.
+    #[arg(long, default_value = "0")]
+    trend_bps: rust_decimal::Decimal,
+    /// Largest |position| x price per symbol; none by default.
+    #[arg(long)]
+    position_limit_notional: Option<rust_decimal::Decimal>,
+    /// Delay between accepting an order and matching it.
+    #[arg(long, default_value_t = 5)]
+    latency_ms: u64,
+    /// Another signal.generated source: INTERVAL_MS[:SYMBOLS[:MIN-MAX[:BUY/SELL/HOLD]]], e.g.
+    /// 1000:BTC/USD,ETH/USD:70-99:60/30/10 (repeatable).
+    #[arg(long, value_parser = sigex::sim::SignalGenerator::parse)]
+    signal_generator: Vec<sigex::sim::SignalGenerator>,
+    /// Emit a system.alert this often (milliseconds); 0 = never.
+    #[arg(long, default_value_t = 0)]
+    alert_interval_ms: u64,
+    /// A maintenance window starting this many seconds after start (announced 10 s before).
+    #[arg(long)]
+    maintenance_at_secs: Option<u64>,
+    #[arg(long, default_value_t = 60)]
+    maintenance_secs: u64,
+    #[arg(long, default_value = "0")]
+    fault_webhook_drop: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_webhook_duplicate: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_webhook_delay: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_webhook_reorder: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_5xx: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_429: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_timeout: sigex::sim::Probability,
+    #[arg(long, default_value = "0")]
+    fault_lost_response: sigex::sim::Probability,
+    /// REST faults strike every route, not only POST /orders.
+    #[arg(long)]
+    fault_all_routes: bool,
+    /// Faults strike only during this window, `FROM-UNTIL` in seconds after start (repeatable).
+    #[arg(long, value_parser = parse_window)]
+    fault_window: Vec<(Duration, Duration)>,
+}
+
+fn parse_window(s: &str) -> Result<(Duration, Duration), String> {
+    let (from, until) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a window like 30-90 (seconds)"))?;
+    let secs = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{v:?} is not a whole number of seconds"))
+    };
+    let (from, until) = (secs(from)?, secs(until)?);
+    if from >= until {
+        return Err(format!("window {s:?} ends before it starts"));
+    }
+    Ok((from, until))
+}
+
+impl SimVenueArgs {
+    fn apply(&self, cfg: &mut sigex::sim::SimConfig) -> anyhow::Result<()> {
+        cfg.starting_balance = self.starting_balance;
+        cfg.fill_latency = Duration::from_millis(self.latency_ms);
+        cfg.engine.maker_fee_bps = self.maker_fee_bps;
+        cfg.engine.taker_fee_bps = self.taker_fee_bps;
+        cfg.engine.walk.volatility_bps = self.volatility_bps;
+        cfg.engine.walk.trend_bps = self.trend_bps;
+        cfg.engine.position_limit_notional = self.position_limit_notional;
+        cfg.engine.check().map_err(anyhow::Error::msg)?;
+        cfg.signal_generators = self.signal_generator.clone();
+        cfg.alert_interval =
+            (self.alert_interval_ms > 0).then(|| Duration::from_millis(self.alert_interval_ms));
+        if let Some(at) = self.maintenance_at_secs {
+            cfg.maintenance.push(sigex::sim::MaintenanceWindow {
+                starts_after: Duration::from_secs(at),
+                lasts: Duration::from_secs(self.maintenance_secs),
+                notice: Duration::from_secs(10),
+            });
+        }
+        cfg.faults = sigex::sim::Faults {
+            webhook_drop: self.fault_webhook_drop,
+            webhook_duplicate: self.fault_webhook_duplicate,
+            webhook_delay: self.fault_webhook_delay,
+            webhook_reorder: self.fault_webhook_reorder,
+            rest_5xx: self.fault_5xx,
+            rest_429: self.fault_429,
+            rest_timeout: self.fault_timeout,
+            order_lost_response: self.fault_lost_response,
+            rest_all_routes: self.fault_all_routes,
+            windows: self.fault_window.clone(),
+            ..sigex::sim::Faults::default()
+        };
+        Ok(())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -205,18 +336,24 @@ fn main() -> anyhow::Result<()> {
                 webhook_url,
                 signal_interval_ms,
                 seed,
-            } => sim(listen, webhook_url, signal_interval_ms, seed).await,
+                venue,
+            } => sim(listen, webhook_url, signal_interval_ms, seed, venue).await,
+            Command::Paper {
+                action: PaperAction::Reset { config },
+            } => paper_reset(config).await,
             Command::Demo {
                 duration,
                 signal_interval_ms,
                 data_dir,
                 seed,
+                no_faults,
             } => {
                 sigex::demo::run(sigex::demo::DemoOptions {
                     duration: duration.map(Duration::from_secs),
                     signal_interval: Duration::from_millis(signal_interval_ms.max(10)),
                     data_dir,
                     seed,
+                    faults: !no_faults,
                 })
                 .await
             }
@@ -433,6 +570,7 @@ async fn sim(
     webhook_url: Option<String>,
     signal_interval_ms: u64,
     seed: u64,
+    venue: Box<SimVenueArgs>,
 ) -> anyhow::Result<()> {
     let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let mut cfg = sigex::sim::SimConfig::new(
@@ -444,6 +582,8 @@ async fn sim(
     cfg.seed = seed;
     cfg.signal_interval =
         (signal_interval_ms > 0).then(|| Duration::from_millis(signal_interval_ms));
+    venue.apply(&mut cfg)?;
+    tracing::info!(faults = %cfg.faults.describe(), "simulator faults");
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -451,6 +591,25 @@ async fn sim(
     sigex::sim::Simulator::new(cfg)
         .serve(listener, wait_for_signal())
         .await?;
+    Ok(())
+}
+
+async fn paper_reset(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path, std::env::vars())?;
+    if config.mode != sigex::config::Mode::Paper {
+        anyhow::bail!(
+            "{}: mode is {:?}; `paper reset` only touches a paper-mode database",
+            path.display(),
+            config.mode
+        );
+    }
+    let store = sigex::store::Store::open(&config.storage.database_url).await?;
+    store.reset_paper().await?;
+    store.close().await;
+    println!(
+        "{}: paper venue reset; the next start begins with {} USD",
+        config.storage.database_url, config.paper.starting_balance
+    );
     Ok(())
 }
 

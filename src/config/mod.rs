@@ -4,9 +4,11 @@
 //! Loading is strict: an unknown key, a missing secret or an impossible value stops start-up with a
 //! message naming the file, the key and the fix. Secrets are `Secret`s and never reach a log line.
 
+mod paper;
 mod secret;
 mod trading;
 
+pub use paper::{parse_candles, PaperConfig, PriceSource};
 pub use secret::Secret;
 pub use trading::TradingConfig;
 
@@ -47,6 +49,8 @@ pub struct Config {
     pub strategies_dir: PathBuf,
     /// Account limits, maintenance, alert policy, symbol specs and the admin token.
     pub trading: TradingConfig,
+    /// The paper venue (used in paper mode only).
+    pub paper: PaperConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +157,8 @@ struct RawConfig {
     symbols: std::collections::BTreeMap<String, trading::RawSymbol>,
     #[serde(default)]
     symbol_defaults: trading::RawSymbol,
+    #[serde(default)]
+    paper: paper::RawPaper,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -582,6 +588,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .dir
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
+        paper: paper::resolve(raw.paper, base_dir)?,
     })
 }
 
@@ -893,5 +900,65 @@ lot_step = 0.001
         let c = Config::load(&cfg_path, env(&[])).unwrap();
         assert_eq!(c.webhook.secret.expose(), "whsec_from_file_123456");
         assert!(!format!("{c:?}").contains("whsec_from_file"));
+    }
+
+    #[test]
+    fn the_paper_section_is_exact_and_strict() {
+        let ok = Config::from_toml(
+            "mode = \"paper\"\n[paper]\nstarting_balance = 25000\ntaker_fee_bps = \"2.5\"\nseed = 7\n\
+             latency_ms = 20\nposition_limit_notional = 5000\n[paper.symbols]\n\"BTC/USD\" = 60000\n\
+             [paper.walks.\"BTC/USD\"]\ntrend_bps = \"-0.5\"\n",
+            "c.toml",
+            env(SECRET_ENV),
+        )
+        .unwrap();
+        assert_eq!(ok.paper.starting_balance, Decimal::new(25_000, 0));
+        assert_eq!(ok.paper.engine.taker_fee_bps, Decimal::new(25, 1));
+        assert_eq!(ok.paper.seed, 7);
+        assert_eq!(ok.paper.latency, Duration::from_millis(20));
+        assert_eq!(
+            ok.paper.symbols,
+            vec![("BTC/USD".to_string(), Decimal::new(60_000, 0))]
+        );
+        assert_eq!(
+            ok.paper.engine.walks["BTC/USD"].trend_bps,
+            Decimal::new(-5, 1)
+        );
+        let cases = [
+            ("taker_fee_bps = 2.5", "as a string"),
+            ("fee_bps = 2", "fee_bps"),
+            ("starting_balance = 0", "starting_balance must be positive"),
+            ("price_source = \"exchange\"", "price_source"),
+            ("venue_price_interval_ms = 500", "price_source is not"),
+            ("price_source = \"candles\"", "needs [paper.candles]"),
+            ("depth_levels = 0", "depth_levels"),
+            ("seed = \"-1\"", "seed"),
+        ];
+        for (line, expected) in cases {
+            let err = Config::from_toml(
+                &format!("mode = \"paper\"\n[paper]\n{line}\n"),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn candle_files_are_read_and_checked() {
+        let good = "timestamp,open,high,low,close,volume\n2026-01-01T00:00:00Z,100,110,95,105,12.5\n1767225660,105,106,90,92,3\n";
+        let bars = parse_candles(good).unwrap();
+        assert_eq!(bars.len(), 2);
+        assert_eq!(bars[1].close, Decimal::new(92, 0));
+        for bad in [
+            "",
+            "2026-01-01T00:00:00Z,100,90,95,105,1\n",
+            "x,1,2,3,4,5\n",
+            "1,2,3\n",
+        ] {
+            assert!(parse_candles(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -6,7 +6,10 @@
 //!   received, percent-encoding kept) and the raw body bytes;
 //! - numbers in a request must be JSON numbers and are read straight into `Decimal`; numbers in a
 //!   response are exact JSON numbers;
-//! - a repeated `clientOrderId` answers 409 with the existing order and never creates a second one.
+//! - a repeated `clientOrderId` answers 409 with the existing order and never creates a second one;
+//! - during a maintenance window every authenticated request answers 503; injected REST faults (5xx,
+//!   429 with `Retry-After`, no answer, or an order accepted whose answer is lost) strike after the
+//!   signature check, so they never hide a signing bug.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use rust_decimal::Decimal;
@@ -28,6 +31,8 @@ use super::book::{
     iso, CancelError, OrderFilter, OrderKind, OrderRequest, PlaceError, Quote, Side, SimOrder,
     TimeInForce,
 };
+use super::faults::RestFate;
+use super::webhooks::Registration;
 use super::{Inner, PlaceOutcome};
 
 /// Orders are a few hundred bytes; anything far larger is a client bug or abuse.
@@ -47,8 +52,19 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         // `{symbol}` is one segment: a client that forgets to encode `/` as `%2F` gets a 404, not a pass.
         .route("/api/v1/market/price/{symbol}", get(price))
         .route("/api/v1/market/prices", get(prices))
+        .route("/api/v1/market/candles/{symbol}", get(candles))
+        .route("/api/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/api/v1/webhooks/test", post(test_webhook))
+        .route("/api/v1/webhooks/dead-letters", get(dead_letters))
+        .route("/api/v1/webhooks/deliveries", get(deliveries))
+        .route(
+            "/api/v1/webhooks/{id}",
+            put(update_webhook).delete(delete_webhook),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outermost last-added: the signature check first, then maintenance and faults.
+        .layer(middleware::from_fn_with_state(inner.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(inner.clone(), authenticate))
         .with_state(inner)
 }
@@ -89,6 +105,7 @@ impl From<PlaceError> for ApiError {
         let code = match e {
             PlaceError::UnknownSymbol(_) => "unknown_symbol",
             PlaceError::InsufficientBalance { .. } => "insufficient_balance",
+            PlaceError::PositionLimit { .. } => "position_limit_exceeded",
         };
         Self::new(StatusCode::BAD_REQUEST, code, e.to_string())
     }
@@ -144,6 +161,81 @@ async fn authenticate(State(inner): State<Arc<Inner>>, req: Request, next: Next)
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// A body that fails at once: the connection drops before the client reads a complete answer.
+struct LostBody;
+
+impl futures_core::Stream for LostBody {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other(
+            "response lost (fault injection)",
+        ))))
+    }
+}
+
+/// Maintenance windows and injected REST faults, after the signature check.
+async fn inject_faults(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    if inner.in_maintenance() {
+        inner.maintenance_refusals.fetch_add(1, Relaxed);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "maintenance",
+            "the venue is under scheduled maintenance",
+        )
+        .into_response();
+    }
+    let faults = &inner.injector().faults;
+    match inner
+        .injector()
+        .rest(req.method().as_str(), req.uri().path())
+    {
+        RestFate::Normal => next.run(req).await,
+        RestFate::ServerError => {
+            inner.rest_5xx.fetch_add(1, Relaxed);
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error (fault injection)",
+            )
+            .into_response()
+        }
+        RestFate::RateLimited => {
+            inner.rest_429.fetch_add(1, Relaxed);
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests (fault injection)",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(faults.rest_retry_after_secs),
+            );
+            resp
+        }
+        RestFate::TimedOut => {
+            inner.rest_timeouts.fetch_add(1, Relaxed);
+            tokio::time::sleep(faults.rest_timeout_after).await;
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "no answer in time (fault injection)",
+            )
+            .into_response()
+        }
+        RestFate::LoseResponse => {
+            let resp = next.run(req).await;
+            inner.lost_responses.fetch_add(1, Relaxed);
+            let (parts, _) = resp.into_parts();
+            Response::from_parts(parts, Body::from_stream(LostBody))
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -271,6 +363,9 @@ struct FillJson {
     quantity: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     price: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    fee: Decimal,
+    liquidity: String,
     timestamp: String,
 }
 
@@ -284,6 +379,8 @@ impl OrderJson {
                     fill_id: f.fill_id.clone(),
                     quantity: f.quantity,
                     price: f.price,
+                    fee: f.fee,
+                    liquidity: f.liquidity.clone(),
                     timestamp: iso(f.timestamp),
                 })
                 .collect()
@@ -422,6 +519,10 @@ struct PositionJson {
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     unrealized_pnl: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    realized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    margin_used: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     mark_price: Decimal,
 }
 
@@ -436,13 +537,18 @@ async fn positions(State(inner): State<Arc<Inner>>) -> Json<Vec<PositionJson>> {
                 quantity: p.quantity,
                 average_price: p.average_price,
                 unrealized_pnl: p.unrealized_pnl,
+                realized_pnl: p.realized_pnl,
+                margin_used: p.margin_used,
                 mark_price: p.mark_price,
             })
             .collect(),
     )
 }
 
+/// `asset`, `available`, `locked`, `total` as in `account.balance_updated`; the margin and PnL fields
+/// are the simulator's own additions.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct BalanceJson {
     asset: &'static str,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
@@ -451,6 +557,16 @@ struct BalanceJson {
     locked: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     total: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    margin_used: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    margin_ratio: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    realized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    unrealized_pnl: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    fees_paid: Decimal,
 }
 
 async fn balances(State(inner): State<Arc<Inner>>) -> Json<Vec<BalanceJson>> {
@@ -460,6 +576,11 @@ async fn balances(State(inner): State<Arc<Inner>>) -> Json<Vec<BalanceJson>> {
         available: b.available,
         locked: b.locked,
         total: b.total,
+        margin_used: b.locked,
+        margin_ratio: b.margin_ratio,
+        realized_pnl: b.realized_pnl,
+        unrealized_pnl: b.unrealized_pnl,
+        fees_paid: b.fees_paid,
     }])
 }
 
@@ -553,6 +674,341 @@ async fn prices(
             .map(|q| QuoteJson::new(q, &now))
             .collect(),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CandlesQuery {
+    interval: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CandleJson {
+    timestamp: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    open: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    high: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    low: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    close: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    volume: Decimal,
+}
+
+/// `startTime`/`endTime` as RFC 3339 or Unix milliseconds.
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{name} must be RFC 3339 or Unix milliseconds, got {v:?}"
+            ))
+        })
+}
+
+async fn candles(
+    State(inner): State<Arc<Inner>>,
+    symbol: Result<Path<String>, PathRejection>,
+    query: Result<Query<CandlesQuery>, QueryRejection>,
+) -> Result<Json<Vec<CandleJson>>, ApiError> {
+    let Path(symbol) = symbol?;
+    let Query(q) = query?;
+    let interval = q.interval.as_deref().unwrap_or("1m");
+    let secs = super::history::interval_secs(interval).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "interval must be 1m, 5m, 15m, 1h, 4h or 1d, got {interval:?}"
+        ))
+    })?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n @ 1..=MAX_LIST_LIMIT) => n,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {text:?}"
+                )))
+            }
+        },
+    };
+    let start = time_param("startTime", q.start_time.as_deref())?;
+    let end = time_param("endTime", q.end_time.as_deref())?;
+    if inner.with_book(|b| b.quote(&symbol)).is_none() {
+        return Err(unknown_symbol(&symbol));
+    }
+    let bars = inner
+        .history()
+        .candles(&symbol, secs, start, end, limit)
+        .unwrap_or_default();
+    Ok(Json(
+        bars.into_iter()
+            .map(|b| CandleJson {
+                timestamp: iso(b.start),
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                volume: b.volume,
+            })
+            .collect(),
+    ))
+}
+
+// ---- webhook management ----------------------------------------------------------------------
+
+/// Event names a webhook may subscribe to; `*` means all.
+const EVENT_NAMES: [&str; 13] = [
+    "order.created",
+    "order.updated",
+    "order.cancelled",
+    "position.opened",
+    "position.updated",
+    "position.closed",
+    "account.balance_updated",
+    "account.deposit_received",
+    "account.withdrawal_processed",
+    "signal.generated",
+    "system.maintenance",
+    "system.alert",
+    "test",
+];
+
+/// `POST /webhooks` as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireWebhook {
+    url: String,
+    events: Vec<String>,
+    secret: String,
+    active: Option<bool>,
+}
+
+/// `PUT /webhooks/{id}`: every field optional, absent ones unchanged.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireWebhookUpdate {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    secret: Option<String>,
+    active: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WireWebhookTest {
+    webhook_id: String,
+    test_event: Option<String>,
+}
+
+/// A registration as answered; the secret is never echoed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookJson {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    active: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Registration> for WebhookJson {
+    fn from(r: Registration) -> Self {
+        Self {
+            id: r.id,
+            url: r.url,
+            events: r.events,
+            active: r.active,
+            created_at: iso(r.created_at),
+            updated_at: iso(r.updated_at),
+        }
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    })
+}
+
+fn check_url(url: &str) -> Result<(), ApiError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(ApiError::invalid(format!(
+            "url must be an http(s) URL, got {url:?}"
+        ))),
+    }
+}
+
+fn check_events(events: &[String]) -> Result<(), ApiError> {
+    match events
+        .iter()
+        .find(|e| *e != "*" && !EVENT_NAMES.contains(&e.as_str()))
+    {
+        Some(bad) => Err(ApiError::invalid(format!(
+            "unknown event {bad:?}; known: {}, or *",
+            EVENT_NAMES.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_secret(secret: &str) -> Result<(), ApiError> {
+    if secret.is_empty() {
+        Err(ApiError::invalid("secret must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn no_webhook(id: &str) -> ApiError {
+    ApiError::not_found(format!("no webhook {id}"))
+}
+
+async fn create_webhook(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let w: WireWebhook = json_body(&body)?;
+    check_url(&w.url)?;
+    check_events(&w.events)?;
+    check_secret(&w.secret)?;
+    let now = Utc::now();
+    let registration = Registration {
+        id: inner.outbox().next_webhook_id(),
+        url: w.url,
+        events: w.events,
+        secret: w.secret,
+        active: w.active.unwrap_or(true),
+        created_at: now,
+        updated_at: now,
+    };
+    inner.outbox().register(registration.clone());
+    Ok((StatusCode::CREATED, Json(WebhookJson::from(registration))).into_response())
+}
+
+async fn list_webhooks(State(inner): State<Arc<Inner>>) -> Json<Vec<WebhookJson>> {
+    Json(
+        inner
+            .outbox()
+            .registrations()
+            .into_iter()
+            .map(WebhookJson::from)
+            .collect(),
+    )
+}
+
+async fn update_webhook(
+    State(inner): State<Arc<Inner>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<WebhookJson>, ApiError> {
+    let Path(id) = id?;
+    let w: WireWebhookUpdate = json_body(&body)?;
+    if let Some(url) = &w.url {
+        check_url(url)?;
+    }
+    if let Some(events) = &w.events {
+        check_events(events)?;
+    }
+    if let Some(secret) = &w.secret {
+        check_secret(secret)?;
+    }
+    let now = Utc::now();
+    inner
+        .outbox()
+        .update(&id, |r| {
+            if let Some(url) = w.url {
+                r.url = url;
+            }
+            if let Some(events) = w.events {
+                r.events = events;
+            }
+            if let Some(secret) = w.secret {
+                r.secret = secret;
+            }
+            if let Some(active) = w.active {
+                r.active = active;
+            }
+            r.updated_at = now;
+        })
+        .map(|r| Json(WebhookJson::from(r)))
+        .ok_or_else(|| no_webhook(&id))
+}
+
+async fn delete_webhook(
+    State(inner): State<Arc<Inner>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
+    if inner.outbox().unregister(&id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_webhook(&id))
+    }
+}
+
+async fn test_webhook(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t: WireWebhookTest = json_body(&body)?;
+    let test_event = t.test_event.unwrap_or_else(|| "test".into());
+    check_events(std::slice::from_ref(&test_event))?;
+    if inner.outbox().registration(&t.webhook_id).is_none() {
+        return Err(no_webhook(&t.webhook_id));
+    }
+    inner.outbox().enqueue_to(
+        Some(t.webhook_id.clone()),
+        "test",
+        &json!({
+            "message": "Test webhook from the sigex simulator",
+            "testEvent": test_event,
+        }),
+    );
+    Ok(Json(json!({
+        "webhookId": t.webhook_id,
+        "testEvent": test_event,
+        "queued": true,
+    })))
+}
+
+async fn dead_letters(State(inner): State<Arc<Inner>>) -> Json<Vec<super::DeadLetter>> {
+    Json(inner.outbox().dead_letters())
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    limit: Option<usize>,
+}
+
+async fn deliveries(
+    State(inner): State<Arc<Inner>>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<Vec<super::DeliveryRecord>>, ApiError> {
+    let Query(q) = query?;
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_LIST_LIMIT)
+        .clamp(1, MAX_LIST_LIMIT);
+    Ok(Json(inner.outbox().deliveries(limit)))
 }
 
 #[cfg(test)]
@@ -805,5 +1261,251 @@ mod tests {
         let (status, body) = venue.send("GET", "/api/v1/nothing-here", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], "not_found");
+    }
+
+    /// A receiver on an ephemeral port; every request it gets comes out of the channel.
+    async fn receiver() -> (
+        String,
+        tokio::sync::mpsc::UnboundedReceiver<crate::sim::testkit::Received>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let _ = tx.send(crate::sim::testkit::Received::new(&headers, body));
+                    async { axum::http::StatusCode::OK }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_registered_listed_updated_tested_and_deleted() {
+        use crate::sim::testkit::{hmac_hex, within};
+        let venue = TestVenue::start(|_| {}).await;
+        let (url, mut hook) = receiver().await;
+        let body = format!(
+            r#"{{"url":"{url}","events":["order.created","order.updated"],"secret":"wh-secret-1","active":true}}"#
+        );
+        let (status, created) = venue.send("POST", "/api/v1/webhooks", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().expect("id").to_string();
+        assert_eq!(created["url"], url.as_str());
+        assert_eq!(created["events"][1], "order.updated");
+        assert_eq!(created["active"], true);
+        assert!(
+            created.get("secret").is_none(),
+            "the secret is never echoed"
+        );
+
+        let (_, list) = venue.send("GET", "/api/v1/webhooks", "").await;
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+
+        let path = format!("/api/v1/webhooks/{id}");
+        let (status, updated) = venue
+            .send("PUT", &path, r#"{"active":false,"events":["*"]}"#)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{updated}");
+        assert_eq!(
+            (updated["active"].clone(), updated["events"][0].clone()),
+            (false.into(), "*".into())
+        );
+
+        let test = format!(r#"{{"webhookId":"{id}","testEvent":"order.created"}}"#);
+        let (status, queued) = venue.send("POST", "/api/v1/webhooks/test", &test).await;
+        assert_eq!(status, StatusCode::OK, "{queued}");
+        let got = within(hook.recv()).await.expect("the test webhook");
+        assert_eq!(
+            got.signature.as_deref(),
+            Some(hmac_hex("wh-secret-1", &got.body).as_str())
+        );
+        let sent: Value = serde_json::from_slice(&got.body).expect("json");
+        assert_eq!(sent["event"], "test");
+        assert_eq!(sent["data"]["testEvent"], "order.created");
+        let log = eventually(|| async {
+            let (_, log) = venue.send("GET", "/api/v1/webhooks/deliveries", "").await;
+            (log.as_array().map_or(0, Vec::len) == 1).then_some(log)
+        })
+        .await;
+        assert_eq!(log[0]["outcome"], "delivered");
+        assert_eq!(log[0]["webhookId"], id.as_str());
+        let (status, dead) = venue.send("GET", "/api/v1/webhooks/dead-letters", "").await;
+        assert_eq!((status, dead), (StatusCode::OK, serde_json::json!([])));
+
+        let (status, _) = venue.send("DELETE", &path, "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = venue.send("DELETE", &path, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, list) = venue.send("GET", "/api/v1/webhooks", "").await;
+        assert_eq!(list, serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn bad_webhook_registrations_are_refused() {
+        let venue = TestVenue::start(|_| {}).await;
+        let cases = [
+            (
+                r#"{"url":"ftp://x/y","events":[],"secret":"s","active":true}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"url":"http://x/y","events":["order.exploded"],"secret":"s"}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"url":"http://x/y","events":[],"secret":""}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"url":"http://x/y","events":[],"secret":"s","color":"red"}"#,
+                "invalid_request",
+            ),
+            (r#"{"url":"#, "invalid_json"),
+        ];
+        for (body, code) in cases {
+            let (status, err) = venue.send("POST", "/api/v1/webhooks", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(err["error"]["code"], code, "{body}");
+        }
+        let (status, _) = venue
+            .send("POST", "/api/v1/webhooks/test", r#"{"webhookId":"wh_404"}"#)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn during_maintenance_every_request_answers_503_after_a_notice() {
+        let (url, mut hook) = receiver().await;
+        let venue = TestVenue::start(|cfg| {
+            cfg.webhook_url = Some(url);
+            cfg.maintenance.push(crate::sim::MaintenanceWindow {
+                starts_after: std::time::Duration::ZERO,
+                lasts: std::time::Duration::from_secs(3600),
+                notice: std::time::Duration::from_secs(60),
+            });
+        })
+        .await;
+        let got = crate::sim::testkit::within(hook.recv())
+            .await
+            .expect("notice");
+        let notice: Value = serde_json::from_slice(&got.body).expect("json");
+        assert_eq!(notice["event"], "system.maintenance");
+        assert!(notice["data"]["startTime"].is_string());
+        for (method, path, body) in [
+            ("GET", "/api/v1/positions", ""),
+            ("POST", "/api/v1/orders", MARKET_BUY),
+        ] {
+            let (status, err) = venue.send(method, path, body).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(err["error"]["code"], "maintenance");
+        }
+        assert!(venue.sim.orders().is_empty());
+        assert_eq!(venue.sim.stats().maintenance_refusals, 2);
+    }
+
+    #[tokio::test]
+    async fn injected_rest_faults_refuse_or_lose_an_order_as_configured() {
+        use crate::sim::{Faults, Probability};
+        let cases = [
+            (
+                "5xx",
+                Faults {
+                    rest_5xx: Probability::ALWAYS,
+                    ..Faults::default()
+                },
+                Some(500),
+                0,
+            ),
+            (
+                "429",
+                Faults {
+                    rest_429: Probability::ALWAYS,
+                    rest_retry_after_secs: 7,
+                    ..Faults::default()
+                },
+                Some(429),
+                0,
+            ),
+            (
+                "lost response",
+                Faults {
+                    order_lost_response: Probability::ALWAYS,
+                    ..Faults::default()
+                },
+                None,
+                1,
+            ),
+        ];
+        for (name, faults, want_status, orders) in cases {
+            let venue = TestVenue::start(|cfg| cfg.faults = faults).await;
+            let ts = chrono::Utc::now().timestamp().to_string();
+            let sig = venue.signature("POST", "/api/v1/orders", MARKET_BUY, &ts);
+            let answer = async {
+                let resp = reqwest::Client::new()
+                    .post(venue.url("/api/v1/orders"))
+                    .header("Content-Type", "application/json")
+                    .header("X-API-Key", API_KEY)
+                    .header("X-Timestamp", &ts)
+                    .header("X-Signature", sig)
+                    .body(MARKET_BUY)
+                    .send()
+                    .await?;
+                let status = resp.status();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                resp.bytes().await?;
+                Ok::<_, reqwest::Error>((status.as_u16(), retry_after))
+            };
+            let got = crate::sim::testkit::within(answer).await;
+            match want_status {
+                Some(code) => {
+                    let (status, retry_after) = got.expect(name);
+                    assert_eq!(status, code, "{name}");
+                    if code == 429 {
+                        assert_eq!(retry_after.as_deref(), Some("7"));
+                    }
+                }
+                None => assert!(got.is_err(), "{name}: the answer must not arrive"),
+            }
+            assert_eq!(venue.sim.orders().len(), orders, "{name}");
+            // Reads are not struck unless every route is asked for.
+            let (status, _) = venue.send("GET", "/api/v1/positions", "").await;
+            assert_eq!(status, StatusCode::OK, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn candles_are_built_from_the_prices_the_venue_quoted() {
+        let venue = TestVenue::start(|_| {}).await;
+        let path = "/api/v1/market/candles/BTC%2FUSD?interval=1m&limit=5";
+        let bars = eventually(|| async {
+            let (status, bars) = venue.send("GET", path, "").await;
+            assert_eq!(status, StatusCode::OK, "{bars}");
+            (bars.as_array().map_or(0, Vec::len) > 0).then_some(bars)
+        })
+        .await;
+        let bar = &bars[0];
+        assert!(dec(&bar["low"]) <= dec(&bar["open"]) && dec(&bar["open"]) <= dec(&bar["high"]));
+        assert!(bar["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(":00.000Z")));
+        for bad in [
+            "/api/v1/market/candles/BTC%2FUSD?interval=2m",
+            "/api/v1/market/candles/BTC%2FUSD?limit=1001",
+            "/api/v1/market/candles/DOGE%2FUSD",
+        ] {
+            let (status, _) = venue.send("GET", bad, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
     }
 }

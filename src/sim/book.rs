@@ -1,19 +1,28 @@
-//! The simulated venue's trading state: orders, the synthetic quote of each symbol, positions and the USD
-//! margin account.
+//! The matching engine of the simulated venue (and of paper mode): a synthetic order book around each
+//! symbol's mid price, orders, positions and the USD margin account.
 //!
 //! Everything here is synchronous and takes `now` as a parameter; the HTTP layer and the timers only move
 //! data in and out. Guarantees:
 //! - a `clientOrderId` names at most one order, ever;
-//! - an order leaves `pending`/`open` at most once, and a terminal order (`filled`, `cancelled`,
-//!   `expired`) never changes again;
-//! - orders fill completely or not at all (partial fills belong to the paper venue's matching engine);
+//! - a terminal order (`filled`, `cancelled`, `expired`) never changes again, and the filled quantity of
+//!   an order only grows;
+//! - takers walk the synthetic book level by level (`depth_levels` levels per side, `level_notional` of
+//!   quote currency each, `level_step_bps` apart, `spread_bps` between the touches), so slippage grows
+//!   with size; a resting limit order is the maker and fills at its own price, at most the volume the
+//!   market trades at that price in one tick, so large orders fill partially over several ticks;
+//! - GTC rests, IOC fills what it can and expires the rest, FOK fills completely at once or expires
+//!   untouched; a market order fills what the book holds and expires the rest;
+//! - every fill pays the maker or taker fee in basis points of its notional, out of the account's cash;
 //! - every mutation returns the venue events it causes, in the order a client must see them:
 //!   `order.updated`, then the `position.*` events it caused, then `account.balance_updated`;
-//! - order inputs are bounded (see [`MAX_INPUT`]), so no product or sum computed here can overflow
+//! - for a given seed and the same calls with the same `now`, the events are identical byte for byte
+//!   (every random draw comes from seeded generators, every collection iterated here is ordered);
+//! - order inputs are bounded (see [`max_input`]), so no product or sum computed here can overflow
 //!   `Decimal`, whose arithmetic panics on overflow.
 //!
-//! The account is a 1x margin account in USD: `total` is the starting balance plus realized PnL,
-//! `locked` is the margin of open positions (|quantity| × average price), `available` is the difference.
+//! The account is a 1x margin account in USD: `total` is the starting balance plus realized PnL minus
+//! fees, `locked` is the margin of open positions (|quantity| × average price), `available` is the
+//! difference.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,7 +30,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// One event the venue must push, in the order produced. The envelope timestamp is added at enqueue time.
@@ -37,12 +46,133 @@ pub(crate) fn max_input() -> Decimal {
     Decimal::new(1_000_000_000_000, 0)
 }
 
-/// Half the quoted spread as a fraction of mid: 1 bp each side, 2 bps in total.
-fn half_spread() -> Decimal {
-    Decimal::new(1, 4)
+fn bps(v: Decimal) -> Decimal {
+    v / Decimal::new(10_000, 0)
 }
 
+/// How one symbol's price moves per tick: a uniform step in `[-volatility, +volatility]` plus `trend`,
+/// both in basis points of the current mid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    pub volatility_bps: Decimal,
+    pub trend_bps: Decimal,
+}
+
+impl Default for Walk {
+    /// ±5 bps per tick, no trend.
+    fn default() -> Self {
+        Self {
+            volatility_bps: Decimal::new(5, 0),
+            trend_bps: Decimal::ZERO,
+        }
+    }
+}
+
+/// One bar of a replayed price history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candle {
+    pub timestamp: DateTime<Utc>,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub volume: Decimal,
+}
+
+/// The matching engine's parameters.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Fee of a fill that rested on the book, in bps of its notional.
+    pub maker_fee_bps: Decimal,
+    /// Fee of a fill that took liquidity, in bps of its notional.
+    pub taker_fee_bps: Decimal,
+    /// Distance between the best bid and the best ask, in bps of mid.
+    pub spread_bps: Decimal,
+    /// Price levels on each side of the synthetic book.
+    pub depth_levels: u32,
+    /// Distance between two levels, in bps of mid.
+    pub level_step_bps: Decimal,
+    /// Quote currency offered at each level.
+    pub level_notional: Decimal,
+    /// Largest |position| × price a symbol may reach through new orders; `None`: no limit.
+    pub position_limit_notional: Option<Decimal>,
+    /// The price walk of every symbol without its own entry in `walks`.
+    pub walk: Walk,
+    pub walks: BTreeMap<String, Walk>,
+    /// Replayed candles per symbol; a symbol listed here follows its candles (open, high/low, low/high,
+    /// close: four ticks per candle, looping at the end) instead of the random walk.
+    pub candles: BTreeMap<String, Vec<Candle>>,
+}
+
+impl Default for EngineConfig {
+    /// Maker 2 bps, taker 5 bps, 2 bps spread, 10 levels 1 bp apart of 50 000 USD each, no position
+    /// limit, ±5 bps per tick.
+    fn default() -> Self {
+        Self {
+            maker_fee_bps: Decimal::new(2, 0),
+            taker_fee_bps: Decimal::new(5, 0),
+            spread_bps: Decimal::new(2, 0),
+            depth_levels: 10,
+            level_step_bps: Decimal::ONE,
+            level_notional: Decimal::new(50_000, 0),
+            position_limit_notional: None,
+            walk: Walk::default(),
+            walks: BTreeMap::new(),
+            candles: BTreeMap::new(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Refuses parameters the engine cannot run with, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let non_negative = [
+            ("maker_fee_bps", self.maker_fee_bps),
+            ("taker_fee_bps", self.taker_fee_bps),
+            ("spread_bps", self.spread_bps),
+            ("level_step_bps", self.level_step_bps),
+            ("volatility_bps", self.walk.volatility_bps),
+        ];
+        for (name, v) in non_negative {
+            if v < Decimal::ZERO || v > Decimal::new(1_000, 0) {
+                return Err(format!("{name} must be between 0 and 1000, got {v}"));
+            }
+        }
+        if self.trend_out_of_range() {
+            return Err("trend_bps must be between -100 and 100".into());
+        }
+        if self.depth_levels == 0 || self.depth_levels > 1_000 {
+            return Err(format!(
+                "depth_levels must be between 1 and 1000, got {}",
+                self.depth_levels
+            ));
+        }
+        if self.level_notional <= Decimal::ZERO || self.level_notional > max_input() {
+            return Err(format!(
+                "level_notional must be positive and at most {}, got {}",
+                max_input(),
+                self.level_notional
+            ));
+        }
+        if let Some(limit) = self.position_limit_notional {
+            if limit <= Decimal::ZERO || limit > max_input() {
+                return Err(format!(
+                    "position_limit_notional must be positive, got {limit}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn trend_out_of_range(&self) -> bool {
+        let bound = Decimal::new(100, 0);
+        std::iter::once(&self.walk)
+            .chain(self.walks.values())
+            .any(|w| w.trend_bps.abs() > bound || w.volatility_bps < Decimal::ZERO)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Side {
     Buy,
     Sell,
@@ -70,7 +200,7 @@ impl Side {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum TimeInForce {
     Gtc,
     Ioc,
@@ -96,7 +226,7 @@ impl TimeInForce {
 }
 
 /// The order type with the prices it needs, so a limit order without a price cannot be represented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum OrderKind {
     Market,
     Limit { price: Decimal },
@@ -127,10 +257,11 @@ impl OrderKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Status {
     Pending,
     Open,
+    PartiallyFilled,
     Filled,
     Cancelled,
     Expired,
@@ -141,13 +272,17 @@ impl Status {
         match self {
             Self::Pending => "pending",
             Self::Open => "open",
+            Self::PartiallyFilled => "partially_filled",
             Self::Filled => "filled",
             Self::Cancelled => "cancelled",
             Self::Expired => "expired",
         }
     }
     fn is_live(self) -> bool {
-        matches!(self, Self::Pending | Self::Open)
+        matches!(self, Self::Pending | Self::Open | Self::PartiallyFilled)
+    }
+    fn is_resting(self) -> bool {
+        matches!(self, Self::Open | Self::PartiallyFilled)
     }
 }
 
@@ -206,18 +341,19 @@ impl OrderRequest {
 }
 
 /// A fill as reported by `GET /orders/{id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimFill {
     pub fill_id: String,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub quantity: Decimal,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub price: Decimal,
+    /// Fee paid in USD.
+    pub fee: Decimal,
+    /// `maker` or `taker`.
+    pub liquidity: String,
     pub timestamp: DateTime<Utc>,
 }
 
-/// A snapshot of one order as the venue sees it. Decimal fields serialize as exact JSON numbers
-/// (plain `Decimal` would serialize as a string).
+/// A snapshot of one order as the venue sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimOrder {
     pub order_id: String,
@@ -225,24 +361,19 @@ pub struct SimOrder {
     pub symbol: String,
     pub side: String,
     pub order_type: String,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub quantity: Decimal,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
     pub price: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
     pub stop_price: Option<Decimal>,
     pub time_in_force: String,
     pub status: String,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub filled_quantity: Decimal,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
     pub average_price: Option<Decimal>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub fills: Vec<SimFill>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
     id: String,
     client_order_id: Option<String>,
@@ -252,7 +383,7 @@ struct Order {
     quantity: Decimal,
     time_in_force: TimeInForce,
     status: Status,
-    /// A stop-limit order becomes a plain resting limit once its stop price has been reached.
+    /// A stop order executes (a stop-limit becomes a limit) once its stop price has been reached.
     stop_triggered: bool,
     average_price: Option<Decimal>,
     created_at: DateTime<Utc>,
@@ -263,6 +394,10 @@ struct Order {
 impl Order {
     fn filled_quantity(&self) -> Decimal {
         self.fills.iter().map(|f| f.quantity).sum()
+    }
+
+    fn remaining(&self) -> Decimal {
+        self.quantity - self.filled_quantity()
     }
 
     fn snapshot(&self) -> SimOrder {
@@ -287,41 +422,56 @@ impl Order {
 }
 
 /// The synthetic market of one symbol.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Market {
     mid: Decimal,
-    bid_size: Decimal,
-    ask_size: Decimal,
     volume_24h: Decimal,
+    /// What makers can still trade in the current tick.
+    #[serde(default)]
+    maker_volume: Decimal,
+    /// Position in the replayed candles (four ticks per candle).
+    #[serde(default)]
+    replay_step: usize,
 }
 
-impl Market {
-    fn bid(&self) -> Decimal {
-        round_price(self.mid - self.mid * half_spread())
-    }
-    fn ask(&self) -> Decimal {
-        round_price(self.mid + self.mid * half_spread())
-    }
-    /// The price a taker gets: buyers pay the ask, sellers receive the bid.
-    fn taker_price(&self, side: Side) -> Decimal {
-        match side {
-            Side::Buy => self.ask(),
-            Side::Sell => self.bid(),
+/// The quoted levels of one side of a market.
+struct Ladder {
+    half_spread: Decimal,
+    step: Decimal,
+    levels: u32,
+    size: Decimal,
+}
+
+impl Ladder {
+    fn new(cfg: &EngineConfig, mid: Decimal) -> Self {
+        Self {
+            half_spread: bps(cfg.spread_bps) / Decimal::TWO,
+            step: bps(cfg.level_step_bps),
+            levels: cfg.depth_levels,
+            size: (cfg.level_notional / mid).round_dp(8),
         }
     }
-    /// Whether a limit order at `price` would trade against the current quote.
-    fn is_marketable(&self, side: Side, price: Decimal) -> bool {
+
+    /// The price of level `k` a taker on `side` trades at: buyers lift asks, sellers hit bids.
+    fn price(&self, mid: Decimal, side: Side, k: u32) -> Decimal {
+        let offset = self.half_spread + self.step * Decimal::from(k);
         match side {
-            Side::Buy => self.ask() <= price,
-            Side::Sell => self.bid() >= price,
+            Side::Buy => round_price(mid + mid * offset),
+            Side::Sell => round_price(mid - mid * offset),
         }
     }
-    /// Buy stops fire when the price rises to the stop, sell stops when it falls to it.
-    fn stop_reached(&self, side: Side, stop: Decimal) -> bool {
-        match side {
-            Side::Buy => self.mid >= stop,
-            Side::Sell => self.mid <= stop,
-        }
+
+    /// Levels a taker on `side` may trade, best first, stopping at `limit`.
+    fn levels(&self, mid: Decimal, side: Side, limit: Option<Decimal>) -> Vec<(Decimal, Decimal)> {
+        (0..self.levels)
+            .map(|k| (self.price(mid, side, k), self.size))
+            .filter(|(p, _)| *p > Decimal::ZERO)
+            .take_while(|(p, _)| match (side, limit) {
+                (_, None) => true,
+                (Side::Buy, Some(l)) => *p <= l,
+                (Side::Sell, Some(l)) => *p >= l,
+            })
+            .collect()
     }
 }
 
@@ -339,24 +489,31 @@ pub(crate) struct Quote {
 
 /// A non-zero position as served by `GET /positions`.
 #[derive(Debug, Clone)]
-pub(crate) struct PositionView {
+pub struct PositionView {
     pub symbol: String,
     pub side: &'static str,
     pub quantity: Decimal,
     pub average_price: Decimal,
     pub unrealized_pnl: Decimal,
+    pub realized_pnl: Decimal,
+    pub margin_used: Decimal,
     pub mark_price: Decimal,
 }
 
-/// The USD balance as served by `GET /account/balances`.
+/// The USD account as served by `GET /account/balances`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Balance {
+pub struct Balance {
     pub available: Decimal,
     pub locked: Decimal,
     pub total: Decimal,
+    pub realized_pnl: Decimal,
+    pub unrealized_pnl: Decimal,
+    pub fees_paid: Decimal,
+    /// Margin used over total (0 when total is not positive).
+    pub margin_ratio: Decimal,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Position {
     /// Signed: positive long, negative short. Never stored as zero (the entry is removed instead).
     quantity: Decimal,
@@ -378,6 +535,8 @@ pub(crate) enum PlaceError {
         required: Decimal,
         available: Decimal,
     },
+    #[error("position of {would_be} USD would exceed the limit of {limit} USD")]
+    PositionLimit { limit: Decimal, would_be: Decimal },
 }
 
 #[derive(Debug, Clone)]
@@ -395,44 +554,118 @@ pub(crate) struct OrderFilter {
     pub limit: usize,
 }
 
+/// Maker or taker: which fee applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liquidity {
+    Maker,
+    Taker,
+}
+
+/// Everything that must survive a restart of paper mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BookState {
+    markets: BTreeMap<String, Market>,
+    orders: Vec<Order>,
+    positions: BTreeMap<String, Position>,
+    realized: BTreeMap<String, Decimal>,
+    cash: Decimal,
+    fees_paid: Decimal,
+}
+
 pub(crate) struct Book {
+    cfg: EngineConfig,
     markets: BTreeMap<String, Market>,
     orders: Vec<Order>,
     by_id: HashMap<String, usize>,
     by_client_id: HashMap<String, usize>,
     positions: BTreeMap<String, Position>,
-    /// Starting balance plus realized PnL.
+    /// Realized PnL per symbol, fees not included.
+    realized: BTreeMap<String, Decimal>,
+    /// Starting balance plus realized PnL minus fees.
     cash: Decimal,
+    fees_paid: Decimal,
     /// Separate streams so the price path for a seed does not depend on how many orders were placed.
     walk_rng: StdRng,
     id_rng: StdRng,
 }
 
 impl Book {
-    pub(crate) fn new(symbols: &[(String, Decimal)], starting_balance: Decimal, seed: u64) -> Self {
+    pub(crate) fn new(
+        symbols: &[(String, Decimal)],
+        starting_balance: Decimal,
+        seed: u64,
+        cfg: EngineConfig,
+    ) -> Self {
         let mut walk_rng = StdRng::seed_from_u64(seed);
         let markets = symbols
             .iter()
             .map(|(symbol, mid)| {
+                let start = cfg
+                    .candles
+                    .get(symbol)
+                    .and_then(|c| c.first())
+                    .map_or(*mid, |c| c.open);
                 let market = Market {
-                    mid: round_price(*mid),
-                    bid_size: random_size(&mut walk_rng),
-                    ask_size: random_size(&mut walk_rng),
+                    mid: round_price(start),
                     volume_24h: Decimal::new(walk_rng.gen_range(100_000..=900_000), 2),
+                    maker_volume: Decimal::ZERO,
+                    replay_step: 0,
                 };
                 (symbol.clone(), market)
             })
             .collect();
         Self {
+            cfg,
             markets,
             orders: Vec::new(),
             by_id: HashMap::new(),
             by_client_id: HashMap::new(),
             positions: BTreeMap::new(),
+            realized: BTreeMap::new(),
             cash: starting_balance,
+            fees_paid: Decimal::ZERO,
             walk_rng,
             id_rng: StdRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15),
         }
+    }
+
+    /// Everything a restart must keep.
+    pub(crate) fn state(&self) -> BookState {
+        BookState {
+            markets: self.markets.clone(),
+            orders: self.orders.clone(),
+            positions: self.positions.clone(),
+            realized: self.realized.clone(),
+            cash: self.cash,
+            fees_paid: self.fees_paid,
+        }
+    }
+
+    /// Puts a saved state back. Symbols the configuration no longer trades keep their orders and
+    /// positions (they are history) but get no market; new symbols start fresh. The generators are
+    /// re-seeded from `seed` and the number of orders, so new ids never repeat old ones.
+    pub(crate) fn restore(&mut self, state: BookState, seed: u64) {
+        for (symbol, market) in state.markets {
+            if let Some(m) = self.markets.get_mut(&symbol) {
+                *m = market;
+            }
+        }
+        self.by_id.clear();
+        self.by_client_id.clear();
+        for (i, o) in state.orders.iter().enumerate() {
+            self.by_id.insert(o.id.clone(), i);
+            if let Some(c) = &o.client_order_id {
+                self.by_client_id.insert(c.clone(), i);
+            }
+        }
+        let n = state.orders.len() as u64;
+        self.orders = state.orders;
+        self.positions = state.positions;
+        self.realized = state.realized;
+        self.cash = state.cash;
+        self.fees_paid = state.fees_paid;
+        self.id_rng = StdRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15 ^ n.rotate_left(17));
+        self.walk_rng = StdRng::seed_from_u64(seed ^ n.rotate_left(29));
     }
 
     /// A UUID v4 drawn from the seeded stream, so a seeded run produces the same ids.
@@ -442,19 +675,26 @@ impl Book {
             .to_string()
     }
 
+    fn ladder(&self, mid: Decimal) -> Ladder {
+        Ladder::new(&self.cfg, mid)
+    }
+
     pub(crate) fn mid_price(&self, symbol: &str) -> Option<Decimal> {
         self.markets.get(symbol).map(|m| m.mid)
     }
 
     pub(crate) fn quote(&self, symbol: &str) -> Option<Quote> {
-        self.markets.get(symbol).map(|m| Quote {
-            symbol: symbol.to_string(),
-            price: m.mid,
-            bid: m.bid(),
-            ask: m.ask(),
-            bid_size: m.bid_size,
-            ask_size: m.ask_size,
-            volume_24h: m.volume_24h,
+        self.markets.get(symbol).map(|m| {
+            let ladder = self.ladder(m.mid);
+            Quote {
+                symbol: symbol.to_string(),
+                price: m.mid,
+                bid: ladder.price(m.mid, Side::Sell, 0),
+                ask: ladder.price(m.mid, Side::Buy, 0),
+                bid_size: ladder.size,
+                ask_size: ladder.size,
+                volume_24h: m.volume_24h,
+            }
         })
     }
 
@@ -491,11 +731,15 @@ impl Book {
             .collect()
     }
 
+    fn mark(&self, symbol: &str, p: &Position) -> Decimal {
+        self.mid_price(symbol).unwrap_or(p.average_price)
+    }
+
     pub(crate) fn positions(&self) -> Vec<PositionView> {
         self.positions
             .iter()
             .map(|(symbol, p)| {
-                let mark = self.mid_price(symbol).unwrap_or(p.average_price);
+                let mark = self.mark(symbol, p);
                 PositionView {
                     symbol: symbol.clone(),
                     side: if p.quantity > Decimal::ZERO {
@@ -506,6 +750,13 @@ impl Book {
                     quantity: p.quantity.abs(),
                     average_price: p.average_price,
                     unrealized_pnl: unrealized_pnl(p, mark),
+                    realized_pnl: self
+                        .realized
+                        .get(symbol)
+                        .copied()
+                        .unwrap_or_default()
+                        .normalize(),
+                    margin_used: margin(p).round_dp(8).normalize(),
                     mark_price: mark,
                 }
             })
@@ -513,16 +764,26 @@ impl Book {
     }
 
     pub(crate) fn balance(&self) -> Balance {
-        let locked: Decimal = self
-            .positions
-            .values()
-            .map(|p| p.quantity.abs() * p.average_price)
-            .sum();
+        let locked: Decimal = self.positions.values().map(margin).sum();
         let locked = locked.round_dp(8).normalize();
+        let unrealized: Decimal = self
+            .positions
+            .iter()
+            .map(|(s, p)| unrealized_pnl(p, self.mark(s, p)))
+            .sum();
+        let total = self.cash.normalize();
         Balance {
             available: (self.cash - locked).normalize(),
             locked,
-            total: self.cash.normalize(),
+            total,
+            realized_pnl: self.realized.values().copied().sum::<Decimal>().normalize(),
+            unrealized_pnl: unrealized.normalize(),
+            fees_paid: self.fees_paid.normalize(),
+            margin_ratio: if total > Decimal::ZERO {
+                (locked / total).round_dp(4).normalize()
+            } else {
+                Decimal::ZERO
+            },
         }
     }
 
@@ -545,10 +806,10 @@ impl Book {
             .get(&req.symbol)
             .ok_or_else(|| PlaceError::UnknownSymbol(req.symbol.clone()))?;
 
-        // Pre-trade margin check on the exposure this order would add, valued at the price it would
-        // most likely trade at. Other live orders are not reserved: the check is a guard, not a ledger.
+        // Pre-trade checks on the exposure this order would add, valued at the price it would most
+        // likely trade at. Other live orders are not reserved: the checks are guards, not a ledger.
         let reference = match req.kind {
-            OrderKind::Market => market.taker_price(req.side),
+            OrderKind::Market => self.ladder(market.mid).price(market.mid, req.side, 0),
             OrderKind::Limit { price } | OrderKind::StopLimit { price, .. } => price,
             OrderKind::Stop { stop } => stop,
         };
@@ -558,7 +819,16 @@ impl Book {
             .map_or(Decimal::ZERO, |p| p.quantity);
         let next = current + req.side.signed(req.quantity);
         let added = (next.abs() - current.abs()).max(Decimal::ZERO);
-        let required = (added * reference).round_dp(8).normalize();
+        if let Some(limit) = self.cfg.position_limit_notional {
+            let would_be = (next.abs() * reference).round_dp(2).normalize();
+            if added > Decimal::ZERO && would_be > limit {
+                return Err(PlaceError::PositionLimit { limit, would_be });
+            }
+        }
+        let fee = bps(self.cfg.taker_fee_bps.max(self.cfg.maker_fee_bps));
+        let required = (added * reference * (Decimal::ONE + fee))
+            .round_dp(8)
+            .normalize();
         let available = self.balance().available;
         if required > available {
             return Err(PlaceError::InsufficientBalance {
@@ -594,8 +864,8 @@ impl Book {
         Ok(Placed::New(snapshot, vec![event]))
     }
 
-    /// The venue's first look at an order, `fill_latency` after accepting it: market orders fill, a
-    /// marketable limit fills as a taker, an IOC/FOK limit that cannot fill expires, anything else rests.
+    /// The venue's first look at an order, `fill_latency` after accepting it: market orders and
+    /// marketable limits take liquidity, stops whose price is reached execute, everything else rests.
     pub(crate) fn on_accepted(&mut self, order_id: &str, now: DateTime<Utc>) -> Vec<Event> {
         let Some(&i) = self.by_id.get(order_id) else {
             return Vec::new();
@@ -608,49 +878,97 @@ impl Book {
         let Some(market) = self.markets.get(&order.symbol) else {
             return Vec::new();
         };
-        let taker = market.taker_price(order.side);
         match order.kind {
-            OrderKind::Market => self.fill(i, taker, now),
-            OrderKind::Limit { price } if market.is_marketable(order.side, price) => {
-                self.fill(i, taker, now)
-            }
-            OrderKind::Limit { .. } if order.time_in_force != TimeInForce::Gtc => {
-                self.set_status(i, Status::Expired, now)
-            }
-            OrderKind::Stop { stop } if market.stop_reached(order.side, stop) => {
-                self.fill(i, taker, now)
-            }
-            OrderKind::StopLimit { price, stop } if market.stop_reached(order.side, stop) => {
-                let marketable = market.is_marketable(order.side, price);
+            OrderKind::Market => self.take(i, None, now),
+            OrderKind::Limit { price } => self.take(i, Some(price), now),
+            OrderKind::Stop { stop } if stop_reached(market.mid, order.side, stop) => {
                 self.orders[i].stop_triggered = true;
-                if marketable {
-                    self.fill(i, taker, now)
-                } else {
-                    self.set_status(i, Status::Open, now)
-                }
+                self.take(i, None, now)
             }
-            OrderKind::Limit { .. } | OrderKind::Stop { .. } | OrderKind::StopLimit { .. } => {
+            OrderKind::StopLimit { price, stop } if stop_reached(market.mid, order.side, stop) => {
+                self.orders[i].stop_triggered = true;
+                self.take(i, Some(price), now)
+            }
+            OrderKind::Stop { .. } | OrderKind::StopLimit { .. } => {
                 self.set_status(i, Status::Open, now)
             }
         }
     }
 
-    /// One step of every symbol's random walk, then the resting orders the new prices reach.
+    /// Order `i` takes liquidity from the book, up to `limit` when it has one, then ends as its type
+    /// and time in force say: filled, resting (GTC limit), or expired (the rest of an IOC, a FOK that
+    /// could not fill completely, a market order larger than the book).
+    fn take(&mut self, i: usize, limit: Option<Decimal>, now: DateTime<Utc>) -> Vec<Event> {
+        let order = &self.orders[i];
+        let Some(market) = self.markets.get(&order.symbol) else {
+            return Vec::new();
+        };
+        let levels = self
+            .ladder(market.mid)
+            .levels(market.mid, order.side, limit);
+        let mut remaining = order.remaining();
+        if order.time_in_force == TimeInForce::Fok {
+            let offered: Decimal = levels.iter().map(|(_, size)| *size).sum();
+            if offered < remaining {
+                return self.set_status(i, Status::Expired, now);
+            }
+        }
+        let mut fills = Vec::new();
+        for (price, size) in levels {
+            if remaining.is_zero() {
+                break;
+            }
+            let q = remaining.min(size);
+            fills.push((q, price));
+            remaining -= q;
+        }
+        let unfilled_status = match (limit, order.time_in_force) {
+            (Some(_), TimeInForce::Gtc) if remaining < order.quantity => Status::PartiallyFilled,
+            (Some(_), TimeInForce::Gtc) => Status::Open,
+            _ => Status::Expired,
+        };
+        self.execute(i, &fills, Liquidity::Taker, unfilled_status, now)
+    }
+
+    /// One step of every symbol's price, then the resting orders the new prices reach.
     pub(crate) fn tick(&mut self, now: DateTime<Utc>) -> Vec<Event> {
-        for market in self.markets.values_mut() {
-            // ±0.05% per step, in integer hundredths of a basis point so no float is involved.
-            let step = Decimal::new(self.walk_rng.gen_range(-50..=50), 5);
-            let next = round_price(market.mid + market.mid * step);
+        for (symbol, market) in self.markets.iter_mut() {
+            let ladder_size = (self.cfg.level_notional / market.mid).round_dp(8);
+            // The volume traded this tick is a share of one level; makers fill out of it.
+            let share = Decimal::new(self.walk_rng.gen_range(20..=100), 2);
+            market.maker_volume = (ladder_size * share).round_dp(8);
+            let next = if let Some(candles) = self.cfg.candles.get(symbol).filter(|c| !c.is_empty())
+            {
+                market.replay_step = (market.replay_step + 1) % (candles.len() * 4);
+                let c = &candles[market.replay_step / 4];
+                // A bar is walked open, then the extreme nearer the open, then the other, then close.
+                let (first, second) = if c.close >= c.open {
+                    (c.low, c.high)
+                } else {
+                    (c.high, c.low)
+                };
+                match market.replay_step % 4 {
+                    0 => c.open,
+                    1 => first,
+                    2 => second,
+                    _ => c.close,
+                }
+            } else {
+                let walk = self.cfg.walks.get(symbol).unwrap_or(&self.cfg.walk);
+                // A uniform draw in [-1, 1] in steps of 10^-4, so no float is involved.
+                let u = Decimal::new(self.walk_rng.gen_range(-10_000..=10_000), 4);
+                let step = bps(walk.trend_bps + walk.volatility_bps * u);
+                market.mid + market.mid * step
+            };
+            let next = round_price(next);
             // Rounding can only shrink a tiny price to zero; a venue never quotes zero.
             if next > Decimal::ZERO {
                 market.mid = next;
             }
-            market.bid_size = random_size(&mut self.walk_rng);
-            market.ask_size = random_size(&mut self.walk_rng);
         }
         let mut events = Vec::new();
         for i in 0..self.orders.len() {
-            if self.orders[i].status == Status::Open {
+            if self.orders[i].status.is_resting() {
                 events.extend(self.check_resting(i, now));
             }
         }
@@ -662,35 +980,40 @@ impl Book {
         let Some(market) = self.markets.get(&order.symbol) else {
             return Vec::new();
         };
-        let resting_limit = match order.kind {
-            OrderKind::Limit { price } => Some(price),
-            OrderKind::StopLimit { price, .. } if order.stop_triggered => Some(price),
-            _ => None,
-        };
-        if let Some(price) = resting_limit {
-            // A resting order is the maker: it trades at its own price once the quote reaches it.
-            return if market.is_marketable(order.side, price) {
-                self.fill(i, price, now)
-            } else {
-                Vec::new()
-            };
-        }
-        let taker = market.taker_price(order.side);
-        match order.kind {
-            OrderKind::Stop { stop } if market.stop_reached(order.side, stop) => {
-                self.fill(i, taker, now)
-            }
-            OrderKind::StopLimit { price, stop } if market.stop_reached(order.side, stop) => {
-                let marketable = market.is_marketable(order.side, price);
-                self.orders[i].stop_triggered = true;
-                if marketable {
-                    self.fill(i, taker, now)
-                } else {
-                    Vec::new()
+        if !order.stop_triggered {
+            if let Some(stop) = order.kind.stop_price() {
+                if !stop_reached(market.mid, order.side, stop) {
+                    return Vec::new();
                 }
+                let limit = order.kind.limit_price();
+                self.orders[i].stop_triggered = true;
+                return self.take(i, limit, now);
             }
-            _ => Vec::new(),
         }
+        let Some(price) = order.kind.limit_price() else {
+            return Vec::new();
+        };
+        let ladder = self.ladder(market.mid);
+        // The opposite touch: what a taker on the other side would trade at.
+        let crosses = match order.side {
+            Side::Buy => ladder.price(market.mid, Side::Buy, 0) <= price,
+            Side::Sell => ladder.price(market.mid, Side::Sell, 0) >= price,
+        };
+        if !crosses || market.maker_volume.is_zero() {
+            return Vec::new();
+        }
+        let q = order.remaining().min(market.maker_volume);
+        let symbol = order.symbol.clone();
+        if let Some(m) = self.markets.get_mut(&symbol) {
+            m.maker_volume -= q;
+        }
+        self.execute(
+            i,
+            &[(q, price)],
+            Liquidity::Maker,
+            Status::PartiallyFilled,
+            now,
+        )
     }
 
     pub(crate) fn cancel(
@@ -724,26 +1047,63 @@ impl Book {
         vec![order_updated(order, now)]
     }
 
-    /// Fills order `i` completely at `price` and books the position and account consequences.
-    fn fill(&mut self, i: usize, price: Decimal, now: DateTime<Utc>) -> Vec<Event> {
-        let fill_id = self.new_id();
+    /// Books `fills` (quantity, price) into order `i`, its position and the account, charging the
+    /// fee of `liquidity`. The order ends `filled` when nothing remains, `unfilled_status` otherwise.
+    fn execute(
+        &mut self,
+        i: usize,
+        fills: &[(Decimal, Decimal)],
+        liquidity: Liquidity,
+        unfilled_status: Status,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        if fills.is_empty() {
+            return self.set_status(i, unfilled_status, now);
+        }
+        let fee_bps = match liquidity {
+            Liquidity::Maker => self.cfg.maker_fee_bps,
+            Liquidity::Taker => self.cfg.taker_fee_bps,
+        };
+        let ids: Vec<String> = fills.iter().map(|_| self.new_id()).collect();
         let balance_before = self.balance();
         let order = &mut self.orders[i];
-        order.fills.push(SimFill {
-            fill_id,
-            quantity: order.quantity,
-            price,
-            timestamp: now,
-        });
-        order.status = Status::Filled;
-        order.average_price = Some(price);
+        let mut fees = Decimal::ZERO;
+        for ((q, p), fill_id) in fills.iter().zip(ids) {
+            let fee = (*q * *p * bps(fee_bps)).round_dp(8).normalize();
+            fees += fee;
+            order.fills.push(SimFill {
+                fill_id,
+                quantity: *q,
+                price: *p,
+                fee,
+                liquidity: match liquidity {
+                    Liquidity::Maker => "maker".into(),
+                    Liquidity::Taker => "taker".into(),
+                },
+                timestamp: now,
+            });
+        }
+        let filled = order.filled_quantity();
+        let notional: Decimal = order.fills.iter().map(|f| f.quantity * f.price).sum();
+        order.average_price = Some((notional / filled).round_dp(8).normalize());
+        order.status = if filled >= order.quantity {
+            Status::Filled
+        } else {
+            unfilled_status
+        };
         order.updated_at = now;
         let mut events = vec![order_updated(order, now)];
-        let (symbol, signed) = (order.symbol.clone(), order.side.signed(order.quantity));
+
+        let qty: Decimal = fills.iter().map(|(q, _)| *q).sum();
+        let pass_notional: Decimal = fills.iter().map(|(q, p)| *q * *p).sum();
+        let vwap = (pass_notional / qty).round_dp(10);
+        let (symbol, signed) = (order.symbol.clone(), order.side.signed(qty));
         if let Some(market) = self.markets.get_mut(&symbol) {
-            market.volume_24h += signed.abs();
+            market.volume_24h += qty;
         }
-        events.extend(self.apply_to_position(&symbol, signed, price, now));
+        self.cash -= fees;
+        self.fees_paid += fees;
+        events.extend(self.apply_to_position(&symbol, signed, vwap, now));
 
         let after = self.balance();
         events.push(Event {
@@ -778,7 +1138,7 @@ impl Book {
                 symbol.to_string(),
                 Position {
                     quantity: signed,
-                    average_price: price,
+                    average_price: price.round_dp(8).normalize(),
                 },
             );
             events.push(self.position_opened(symbol, now));
@@ -807,13 +1167,14 @@ impl Book {
                 .round_dp(8)
                 .normalize();
             self.cash += realized;
+            *self.realized.entry(symbol.to_string()).or_default() += realized;
             let closed_event = Event {
                 name: "position.closed",
                 data: json!({
                     "symbol": symbol,
                     "quantity": num(closed),
                     "averagePrice": num(before.average_price),
-                    "closePrice": num(price),
+                    "closePrice": num(price.round_dp(8).normalize()),
                     "realizedPnl": num(realized),
                     "closedAt": iso(now),
                 }),
@@ -838,7 +1199,7 @@ impl Book {
                     symbol.to_string(),
                     Position {
                         quantity: after_qty,
-                        average_price: price,
+                        average_price: price.round_dp(8).normalize(),
                     },
                 );
                 events.push(self.position_opened(symbol, now));
@@ -849,7 +1210,7 @@ impl Book {
 
     fn position_opened(&self, symbol: &str, now: DateTime<Utc>) -> Event {
         let p = self.positions.get(symbol).copied().unwrap_or_default();
-        let mark = self.mid_price(symbol).unwrap_or(p.average_price);
+        let mark = self.mark(symbol, &p);
         Event {
             name: "position.opened",
             data: json!({
@@ -866,7 +1227,7 @@ impl Book {
 
     fn position_updated(&self, symbol: &str, now: DateTime<Utc>) -> Event {
         let p = self.positions.get(symbol).copied().unwrap_or_default();
-        let mark = self.mid_price(symbol).unwrap_or(p.average_price);
+        let mark = self.mark(symbol, &p);
         let pnl = unrealized_pnl(&p, mark);
         let margin = margin(&p);
         let percent = if margin.is_zero() {
@@ -896,10 +1257,21 @@ impl Book {
         }
     }
 
+    /// Moves a symbol's mid (tests, and paper mode fed by outside reference prices).
     pub(crate) fn set_mid(&mut self, symbol: &str, mid: Decimal) {
         if let Some(m) = self.markets.get_mut(symbol) {
-            m.mid = mid;
+            if mid > Decimal::ZERO {
+                m.mid = round_price(mid);
+            }
         }
+    }
+}
+
+/// Buy stops fire when the price rises to the stop, sell stops when it falls to it.
+fn stop_reached(mid: Decimal, side: Side, stop: Decimal) -> bool {
+    match side {
+        Side::Buy => mid >= stop,
+        Side::Sell => mid <= stop,
     }
 }
 
@@ -944,10 +1316,6 @@ fn order_updated(order: &Order, now: DateTime<Utc>) -> Event {
     }
 }
 
-fn random_size(rng: &mut StdRng) -> Decimal {
-    Decimal::new(rng.gen_range(1..=500), 2)
-}
-
 /// Prices of 1 and above quote in cents; below that, 8 places so a cheap symbol still moves.
 pub(crate) fn round_price(p: Decimal) -> Decimal {
     let dp = if p >= Decimal::ONE { 2 } else { 8 };
@@ -969,255 +1337,4 @@ pub(crate) fn num(d: Decimal) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dec(s: &str) -> Decimal {
-        s.parse().expect("test decimal")
-    }
-
-    fn book() -> Book {
-        Book::new(
-            &[
-                ("BTC/USD".into(), dec("50000")),
-                ("ETH/USD".into(), dec("3000")),
-            ],
-            dec("100000"),
-            42,
-        )
-    }
-
-    fn req(side: Side, kind: OrderKind, qty: &str, coid: Option<&str>) -> OrderRequest {
-        OrderRequest::new(
-            "BTC/USD".into(),
-            side,
-            kind,
-            dec(qty),
-            TimeInForce::Gtc,
-            coid.map(String::from),
-        )
-        .expect("valid request")
-    }
-
-    fn place(book: &mut Book, r: OrderRequest) -> SimOrder {
-        match book.place(r, Utc::now()) {
-            Ok(Placed::New(o, _)) => o,
-            Ok(Placed::Duplicate(_)) => panic!("unexpected duplicate"),
-            Err(e) => panic!("rejected: {e}"),
-        }
-    }
-
-    fn names(events: &[Event]) -> Vec<&'static str> {
-        events.iter().map(|e| e.name).collect()
-    }
-
-    fn trade(book: &mut Book, side: Side, qty: &str, mid: &str) -> Vec<Event> {
-        book.set_mid("BTC/USD", dec(mid));
-        let o = place(book, req(side, OrderKind::Market, qty, None));
-        book.on_accepted(&o.order_id, Utc::now())
-    }
-
-    #[test]
-    fn market_buy_fills_at_the_ask_and_opens_a_long() {
-        let mut b = book();
-        let events = trade(&mut b, Side::Buy, "0.1", "50000");
-        assert_eq!(
-            names(&events),
-            [
-                "order.updated",
-                "position.opened",
-                "account.balance_updated"
-            ]
-        );
-        let o = &b.orders()[0];
-        assert_eq!(o.status, "filled");
-        assert_eq!(o.average_price, Some(dec("50005")));
-        assert_eq!(o.filled_quantity, dec("0.1"));
-        let bal = b.balance();
-        assert_eq!(bal.locked, dec("5000.5"));
-        assert_eq!(bal.total, dec("100000"));
-        assert_eq!(bal.available, dec("94999.5"));
-    }
-
-    #[test]
-    fn reducing_closing_and_flipping_realize_pnl() {
-        let mut b = book();
-        trade(&mut b, Side::Buy, "0.1", "50000"); // long 0.1 @ ask 50005
-        let e = trade(&mut b, Side::Buy, "0.1", "51000"); // + 0.1 @ ask 51005.1
-        assert_eq!(names(&e)[1], "position.updated");
-        let p = &b.positions()[0];
-        assert_eq!((p.side, p.quantity), ("long", dec("0.2")));
-        assert_eq!(p.average_price, dec("50505.05"));
-
-        // Sells at bid 51994.8: 1489.75 per unit above the average.
-        let e = trade(&mut b, Side::Sell, "0.05", "52000");
-        assert_eq!(names(&e)[1], "position.updated");
-        assert_eq!(b.balance().total, dec("100074.4875"));
-
-        // Closes the remaining 0.15 and opens a 0.05 short at the same bid.
-        let e = trade(&mut b, Side::Sell, "0.2", "52000");
-        assert_eq!(
-            names(&e),
-            [
-                "order.updated",
-                "position.closed",
-                "position.opened",
-                "account.balance_updated"
-            ]
-        );
-        assert_eq!(e[1].data["realizedPnl"], num(dec("223.4625")));
-        let p = &b.positions()[0];
-        assert_eq!((p.side, p.quantity), ("short", dec("0.05")));
-        assert_eq!(p.average_price, dec("51994.8"));
-
-        // Buys back at ask 50005: 1989.8 per unit of profit on the short.
-        let e = trade(&mut b, Side::Buy, "0.05", "50000");
-        assert_eq!(names(&e)[1], "position.closed");
-        assert!(b.positions().is_empty());
-        let bal = b.balance();
-        assert_eq!(bal.total, dec("100397.44"));
-        assert_eq!((bal.locked, bal.available), (Decimal::ZERO, bal.total));
-    }
-
-    #[test]
-    fn limit_order_rests_until_the_price_crosses_and_fills_at_its_price() {
-        let mut b = book();
-        b.set_mid("BTC/USD", dec("50000"));
-        let o = place(
-            &mut b,
-            req(
-                Side::Buy,
-                OrderKind::Limit {
-                    price: dec("49000"),
-                },
-                "0.1",
-                None,
-            ),
-        );
-        let e = b.on_accepted(&o.order_id, Utc::now());
-        assert_eq!(names(&e), ["order.updated"]);
-        assert_eq!(b.orders()[0].status, "open");
-        b.set_mid("BTC/USD", dec("48900"));
-        let e = b.tick(Utc::now());
-        // The walk moves at most 0.05% (~24.5), so the ask stays below 49000.
-        assert_eq!(e.first().map(|e| e.name), Some("order.updated"));
-        let o = &b.orders()[0];
-        assert_eq!(o.status, "filled");
-        assert_eq!(o.average_price, Some(dec("49000")));
-    }
-
-    #[test]
-    fn ioc_limit_that_cannot_fill_expires() {
-        let mut b = book();
-        let r = OrderRequest::new(
-            "BTC/USD".into(),
-            Side::Sell,
-            OrderKind::Limit {
-                price: dec("60000"),
-            },
-            dec("1"),
-            TimeInForce::Ioc,
-            None,
-        )
-        .expect("valid");
-        let o = place(&mut b, r);
-        b.on_accepted(&o.order_id, Utc::now());
-        assert_eq!(b.orders()[0].status, "expired");
-    }
-
-    #[test]
-    fn sell_stop_fires_when_the_price_falls_to_it() {
-        let mut b = book();
-        b.set_mid("BTC/USD", dec("50000"));
-        let o = place(
-            &mut b,
-            req(
-                Side::Sell,
-                OrderKind::Stop { stop: dec("49000") },
-                "0.1",
-                None,
-            ),
-        );
-        b.on_accepted(&o.order_id, Utc::now());
-        assert_eq!(b.orders()[0].status, "open");
-        b.set_mid("BTC/USD", dec("48000"));
-        b.tick(Utc::now());
-        assert_eq!(b.orders()[0].status, "filled");
-    }
-
-    #[test]
-    fn duplicate_client_order_id_returns_the_first_order() {
-        let mut b = book();
-        let first = place(&mut b, req(Side::Buy, OrderKind::Market, "0.1", Some("c1")));
-        let again = b.place(
-            req(Side::Sell, OrderKind::Market, "5", Some("c1")),
-            Utc::now(),
-        );
-        match again {
-            Ok(Placed::Duplicate(o)) => assert_eq!(o.order_id, first.order_id),
-            _ => panic!("expected duplicate"),
-        }
-        assert_eq!(b.orders().len(), 1);
-    }
-
-    #[test]
-    fn terminal_orders_cannot_be_cancelled_and_cancelled_orders_never_fill() {
-        let mut b = book();
-        let o = place(&mut b, req(Side::Buy, OrderKind::Market, "0.1", None));
-        let (cancelled, events) = b.cancel(&o.order_id, Utc::now()).expect("cancellable");
-        assert_eq!(cancelled.status, "cancelled");
-        assert_eq!(names(&events), ["order.cancelled"]);
-        assert!(b.on_accepted(&o.order_id, Utc::now()).is_empty());
-        assert!(matches!(
-            b.cancel(&o.order_id, Utc::now()),
-            Err(CancelError::NotCancellable(_))
-        ));
-        assert!(matches!(
-            b.cancel("nope", Utc::now()),
-            Err(CancelError::NotFound)
-        ));
-    }
-
-    #[test]
-    fn orders_beyond_the_available_margin_are_refused() {
-        let mut b = book();
-        let r = b.place(req(Side::Buy, OrderKind::Market, "3", None), Utc::now());
-        assert!(matches!(r, Err(PlaceError::InsufficientBalance { .. })));
-        assert!(b.orders().is_empty());
-    }
-
-    #[test]
-    fn malformed_requests_cannot_be_built() {
-        let bad = [
-            (OrderKind::Market, "0"),
-            (OrderKind::Market, "-1"),
-            (OrderKind::Market, "1000000000001"),
-            (OrderKind::Limit { price: dec("0") }, "1"),
-            (OrderKind::Stop { stop: dec("-5") }, "1"),
-        ];
-        for (kind, qty) in bad {
-            let r = OrderRequest::new(
-                "BTC/USD".into(),
-                Side::Buy,
-                kind,
-                dec(qty),
-                TimeInForce::Gtc,
-                None,
-            );
-            assert!(r.is_err(), "{kind:?} {qty}");
-        }
-    }
-
-    #[test]
-    fn price_walk_is_seeded_and_small() {
-        let (mut a, mut b) = (book(), book());
-        for _ in 0..100 {
-            a.tick(Utc::now());
-            b.tick(Utc::now());
-        }
-        let (pa, pb) = (a.mid_price("BTC/USD"), b.mid_price("BTC/USD"));
-        assert_eq!(pa, pb);
-        let p = pa.expect("known symbol");
-        assert!(p > dec("45000") && p < dec("55000"), "{p}");
-    }
-}
+mod tests;

@@ -5,12 +5,16 @@
 //! purpose: it checks signatures with its own code (`auth`), so a client signing bug shows up as a 401
 //! instead of being reproduced on both ends.
 //!
-//! Parts: `api` (routes and the signature gate), `auth` (HMAC checks), `book` (orders, prices, positions,
-//! account; synchronous), `webhooks` (outbox and the ordered delivery loop), `signals` (synthetic
-//! `signal.generated` payloads).
+//! The same simulator is paper mode's venue: `app` runs one in-process on loopback, and persists its
+//! state through [`Simulator::state_json`] and [`SimConfig::restore`].
+//!
+//! Parts: `api` (routes, the signature gate, injected REST faults, maintenance answers), `auth` (HMAC
+//! checks), `book` (the matching engine: orders, prices, positions, account; synchronous), `webhooks`
+//! (outbox, registered webhooks and the delivery loop), `faults` (what to inject and when), `signals`
+//! (synthetic `signal.generated` payloads).
 //!
 //! Guarantees:
-//! - all randomness (prices, ids, signals) comes from generators seeded by [`SimConfig::seed`];
+//! - all randomness (prices, ids, signals, faults) comes from generators seeded by [`SimConfig::seed`];
 //! - every state change and the events it causes are applied and queued under one lock, so webhook
 //!   order always matches the order in which the venue's state changed;
 //! - [`Simulator::serve`] stops the HTTP server and every background task when `shutdown` resolves.
@@ -18,6 +22,8 @@
 mod api;
 mod auth;
 mod book;
+mod faults;
+mod history;
 mod signals;
 #[cfg(test)]
 mod testkit;
@@ -29,15 +35,20 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use book::{SimFill, SimOrder};
-pub use webhooks::DeadLetter;
+pub use book::PositionView as SimPosition;
+pub use book::{Balance as SimBalance, Candle, EngineConfig, SimFill, SimOrder, Walk};
+pub use faults::{Faults, Probability};
+pub use signals::SignalGenerator;
+pub use webhooks::{DeadLetter, DeliveryRecord, FaultCounts};
 
-use book::{Book, CancelError, Event, OrderRequest, PlaceError, Placed};
+use book::{Book, BookState, CancelError, Event, OrderRequest, PlaceError, Placed};
+use faults::Injector;
 use webhooks::{Outbox, RetryPolicy};
 
 /// How often the synthetic prices move.
@@ -65,6 +76,27 @@ pub struct SimConfig {
     pub fill_latency: Duration,
     /// Accepted distance, in seconds, between `X-Timestamp` and the simulator's clock.
     pub timestamp_tolerance_secs: i64,
+    /// The matching engine: fees, spread, depth, position limit, price walk or replayed candles.
+    pub engine: EngineConfig,
+    /// Injected faults; none by default.
+    pub faults: Faults,
+    /// More timer signals, each generator on its own interval (beside `signal_interval`).
+    pub signal_generators: Vec<SignalGenerator>,
+    /// Maintenance windows, counted from the start of `serve`.
+    pub maintenance: Vec<MaintenanceWindow>,
+    /// Emit a `system.alert` this often when `Some`.
+    pub alert_interval: Option<Duration>,
+    /// A state saved by [`Simulator::state_json`] to start from (paper mode after a restart).
+    pub restore: Option<String>,
+}
+
+/// A scheduled maintenance: announced by a `system.maintenance` webhook `notice` before it starts;
+/// while it lasts every REST request answers 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    pub starts_after: Duration,
+    pub lasts: Duration,
+    pub notice: Duration,
 }
 
 impl SimConfig {
@@ -90,6 +122,12 @@ impl SimConfig {
             signal_interval: None,
             fill_latency: Duration::from_millis(5),
             timestamp_tolerance_secs: 30,
+            engine: EngineConfig::default(),
+            faults: Faults::default(),
+            signal_generators: Vec::new(),
+            maintenance: Vec::new(),
+            alert_interval: None,
+            restore: None,
         }
     }
 }
@@ -108,6 +146,12 @@ impl std::fmt::Debug for SimConfig {
             .field("signal_interval", &self.signal_interval)
             .field("fill_latency", &self.fill_latency)
             .field("timestamp_tolerance_secs", &self.timestamp_tolerance_secs)
+            .field("engine", &self.engine)
+            .field("faults", &self.faults)
+            .field("signal_generators", &self.signal_generators)
+            .field("maintenance", &self.maintenance)
+            .field("alert_interval", &self.alert_interval)
+            .field("restore", &self.restore.as_ref().map(|_| "<saved state>"))
             .finish()
     }
 }
@@ -121,6 +165,15 @@ pub struct SimStats {
     pub webhooks_sent: u64,
     pub webhooks_failed: u64,
     pub signals_emitted: u64,
+    pub alerts_emitted: u64,
+    pub maintenance_refusals: u64,
+    /// REST faults injected: 5xx, 429, timeouts, lost responses.
+    pub rest_5xx: u64,
+    pub rest_429: u64,
+    pub rest_timeouts: u64,
+    pub lost_responses: u64,
+    #[serde(flatten)]
+    pub webhook_faults: FaultCounts,
 }
 
 /// A handle to one simulated venue; clones share it.
@@ -139,7 +192,8 @@ pub(crate) struct Inner {
     api_secret: String,
     tolerance_secs: i64,
     fill_latency: Duration,
-    signal_interval: Option<Duration>,
+    /// Timer signal generators: `signal_interval`'s default one first, then the configured ones.
+    generators: Vec<SignalGenerator>,
     /// The one lock over trading state. Events are queued while it is held (see the module guarantees);
     /// it is never held across an await.
     book: Mutex<Book>,
@@ -149,6 +203,20 @@ pub(crate) struct Inner {
     duplicate_client_order_ids: AtomicU64,
     auth_failures: AtomicU64,
     signals_emitted: AtomicU64,
+    alerts_emitted: AtomicU64,
+    pub(crate) maintenance_refusals: AtomicU64,
+    pub(crate) rest_5xx: AtomicU64,
+    pub(crate) rest_429: AtomicU64,
+    pub(crate) rest_timeouts: AtomicU64,
+    pub(crate) lost_responses: AtomicU64,
+    maintenance: Vec<MaintenanceWindow>,
+    alert_interval: Option<Duration>,
+    /// Set when `serve` starts: maintenance windows count from here.
+    started: Mutex<Option<Instant>>,
+    /// Bumped after every change of orders, positions or balances, so paper mode knows to save.
+    changed: watch::Sender<u64>,
+    /// Sampled prices for the candles endpoint. Taken after the book lock, never before it.
+    history: Mutex<history::History>,
 }
 
 impl Inner {
@@ -175,9 +243,92 @@ impl Inner {
 
     /// Call with the book lock held, so queue order is state-change order.
     fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
         for e in events {
             self.outbox.enqueue(e.name, &e.data);
         }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub(crate) fn injector(&self) -> &Injector {
+        self.outbox.injector()
+    }
+
+    /// Whether a maintenance window is open now.
+    pub(crate) fn in_maintenance(&self) -> bool {
+        let Some(started) = *self.started.lock().unwrap_or_else(PoisonError::into_inner) else {
+            return false;
+        };
+        let elapsed = started.elapsed();
+        self.maintenance
+            .iter()
+            .any(|w| elapsed >= w.starts_after && elapsed < w.starts_after + w.lasts)
+    }
+
+    fn emit_alert(&self) {
+        const ALERTS: [(&str, &str, &str, &str); 3] = [
+            (
+                "warning",
+                "High Market Volatility",
+                "experiencing unusually high volatility",
+                "Consider reducing position sizes",
+            ),
+            (
+                "info",
+                "Liquidity Notice",
+                "order book depth is thinner than usual",
+                "Prefer limit orders",
+            ),
+            (
+                "critical",
+                "Price Feed Degraded",
+                "price updates are delayed",
+                "Avoid market orders until resolved",
+            ),
+        ];
+        let symbols: Vec<String> = self.book().symbols().map(String::from).collect();
+        let (alert, symbol) = {
+            let mut rng = self
+                .signal_rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let alert = ALERTS[rng.gen_range(0..ALERTS.len())];
+            let symbol = symbols.choose(&mut *rng).cloned().unwrap_or_default();
+            (alert, symbol)
+        };
+        let (level, title, message, recommendation) = alert;
+        self.outbox.enqueue(
+            "system.alert",
+            &serde_json::json!({
+                "level": level,
+                "title": title,
+                "message": format!("{symbol} {message}"),
+                "affectedSymbols": [symbol],
+                "recommendation": recommendation,
+            }),
+        );
+        self.alerts_emitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn announce_maintenance(&self, window: MaintenanceWindow) {
+        let now = Utc::now();
+        let starts = now + chrono::Duration::from_std(window.notice).unwrap_or_default();
+        let ends = starts + chrono::Duration::from_std(window.lasts).unwrap_or_default();
+        self.outbox.enqueue(
+            "system.maintenance",
+            &serde_json::json!({
+                "startTime": book::iso(starts),
+                "endTime": book::iso(ends),
+                "description": "Scheduled maintenance (simulated)",
+                "affectedServices": ["trading", "api"],
+            }),
+        );
     }
 
     /// Books the order and schedules the venue's first look at it after `fill_latency`.
@@ -222,9 +373,20 @@ impl Inner {
     }
 
     fn tick(&self) {
+        let now = Utc::now();
         let mut book = self.book();
-        let events = book.tick(Utc::now());
+        let events = book.tick(now);
         self.publish(events);
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        for symbol in book.symbols() {
+            if let Some(q) = book.quote(symbol) {
+                history.record(symbol, now, q.price, q.volume_24h);
+            }
+        }
+    }
+
+    pub(crate) fn history(&self) -> MutexGuard<'_, history::History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn emit_signal(&self, symbol: &str, recommendation: &str, confidence: u8) {
@@ -240,14 +402,14 @@ impl Inner {
         self.signals_emitted.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn emit_random_signal(&self) {
+    fn emit_random_signal(&self, generator: &SignalGenerator) {
         let symbols: Vec<String> = self.book().symbols().map(String::from).collect();
         let pick = {
             let mut rng = self
                 .signal_rng
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            signals::random_signal(&mut rng, &symbols)
+            generator.pick(&mut rng, &symbols)
         };
         if let Some((symbol, recommendation, confidence)) = pick {
             self.emit_signal(&symbol, recommendation, confidence);
@@ -257,20 +419,54 @@ impl Inner {
 
 impl Simulator {
     pub fn new(cfg: SimConfig) -> Self {
-        let book = Book::new(&cfg.symbols, cfg.starting_balance, cfg.seed);
+        let mut book = Book::new(
+            &cfg.symbols,
+            cfg.starting_balance,
+            cfg.seed,
+            cfg.engine.clone(),
+        );
+        if let Some(saved) = &cfg.restore {
+            match serde_json::from_str::<BookState>(saved) {
+                Ok(state) => book.restore(state, cfg.seed),
+                // Paper mode checks the saved state with `check_state` before it gets here.
+                Err(e) => {
+                    tracing::error!(error = %e, "saved simulator state unreadable; starting fresh")
+                }
+            }
+        }
         let inner = Inner {
             api_key: cfg.api_key,
             api_secret: cfg.api_secret,
             tolerance_secs: cfg.timestamp_tolerance_secs,
             fill_latency: cfg.fill_latency,
-            signal_interval: cfg.signal_interval,
+            generators: cfg
+                .signal_interval
+                .map(SignalGenerator::every)
+                .into_iter()
+                .chain(cfg.signal_generators)
+                .collect(),
             book: Mutex::new(book),
-            outbox: Arc::new(Outbox::new(cfg.webhook_secret, cfg.webhook_url)),
+            outbox: Arc::new(Outbox::new(
+                cfg.webhook_secret,
+                cfg.webhook_url,
+                Injector::new(cfg.faults, cfg.seed),
+            )),
             signal_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0xD1B5_4A32_D192_ED03)),
             orders_accepted: AtomicU64::new(0),
             duplicate_client_order_ids: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             signals_emitted: AtomicU64::new(0),
+            alerts_emitted: AtomicU64::new(0),
+            maintenance_refusals: AtomicU64::new(0),
+            rest_5xx: AtomicU64::new(0),
+            rest_429: AtomicU64::new(0),
+            rest_timeouts: AtomicU64::new(0),
+            lost_responses: AtomicU64::new(0),
+            maintenance: cfg.maintenance,
+            alert_interval: cfg.alert_interval,
+            started: Mutex::new(None),
+            changed: watch::channel(0).0,
+            history: Mutex::new(history::History::default()),
         };
         Self {
             inner: Arc::new(inner),
@@ -289,6 +485,12 @@ impl Simulator {
             .outbox
             .take_receiver()
             .ok_or_else(|| std::io::Error::other("this simulator is already serving"))?;
+        *self
+            .inner
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.inner.injector().start();
         let policy = RetryPolicy::VENUE;
         let client = webhooks::http_client(&policy).map_err(std::io::Error::other)?;
 
@@ -307,11 +509,29 @@ impl Simulator {
                 move || inner.tick()
             })),
         ];
-        if let Some(interval) = self.inner.signal_interval {
+        for generator in self.inner.generators.clone() {
+            tasks.push(tokio::spawn(every(generator.interval, stop_rx.clone(), {
+                let inner = Arc::clone(&self.inner);
+                move || inner.emit_random_signal(&generator)
+            })));
+        }
+
+        if let Some(interval) = self.inner.alert_interval {
             tasks.push(tokio::spawn(every(interval, stop_rx.clone(), {
                 let inner = Arc::clone(&self.inner);
-                move || inner.emit_random_signal()
+                move || inner.emit_alert()
             })));
+        }
+        for window in self.inner.maintenance.clone() {
+            let inner = Arc::clone(&self.inner);
+            let mut stop = stop_rx.clone();
+            let announce_at = Instant::now() + window.starts_after.saturating_sub(window.notice);
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    _ = tokio::time::sleep_until(announce_at) => inner.announce_maintenance(window),
+                }
+            }));
         }
 
         let served = axum::serve(listener, api::router(Arc::clone(&self.inner)))
@@ -343,7 +563,59 @@ impl Simulator {
             webhooks_sent: i.outbox.sent(),
             webhooks_failed: i.outbox.failed(),
             signals_emitted: i.signals_emitted.load(Ordering::Relaxed),
+            alerts_emitted: i.alerts_emitted.load(Ordering::Relaxed),
+            maintenance_refusals: i.maintenance_refusals.load(Ordering::Relaxed),
+            rest_5xx: i.rest_5xx.load(Ordering::Relaxed),
+            rest_429: i.rest_429.load(Ordering::Relaxed),
+            rest_timeouts: i.rest_timeouts.load(Ordering::Relaxed),
+            lost_responses: i.lost_responses.load(Ordering::Relaxed),
+            webhook_faults: i.outbox.fault_counts(),
         }
+    }
+
+    /// The USD account: cash, margin, PnL, fees.
+    pub fn balance(&self) -> SimBalance {
+        self.inner.book().balance()
+    }
+
+    /// Open positions, by symbol.
+    pub fn positions(&self) -> Vec<SimPosition> {
+        self.inner.book().positions()
+    }
+
+    /// The injected faults, in words.
+    pub fn faults_description(&self) -> String {
+        self.inner.injector().faults.describe()
+    }
+
+    /// The last `limit` delivery attempts, newest first.
+    pub fn deliveries(&self, limit: usize) -> Vec<DeliveryRecord> {
+        self.inner.outbox.deliveries(limit)
+    }
+
+    /// Orders, positions, balances and prices as JSON, for [`SimConfig::restore`].
+    pub fn state_json(&self) -> String {
+        let state = self.inner.book().state();
+        // The state holds only strings, decimals, timestamps and maps with string keys.
+        serde_json::to_string(&state).unwrap_or_default()
+    }
+
+    /// Whether `saved` is a state [`SimConfig::restore`] can start from.
+    pub fn check_state(saved: &str) -> Result<(), String> {
+        serde_json::from_str::<BookState>(saved)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Changes whenever orders, positions or balances change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// Moves a symbol's mid price (a reference price from elsewhere); resting orders it reaches are
+    /// matched at the next tick.
+    pub fn set_mid_price(&self, symbol: &str, mid: Decimal) {
+        self.inner.book().set_mid(symbol, mid);
     }
 
     /// Webhooks that failed every retry, oldest first.
@@ -355,12 +627,6 @@ impl Simulator {
     /// real venue would never send, so tests can check how the bot handles them.
     pub async fn emit_signal(&self, symbol: &str, recommendation: &str, confidence: u8) {
         self.inner.emit_signal(symbol, recommendation, confidence);
-    }
-
-    /// Moves a market's mid price (the random walk continues from there), so a test can make a
-    /// position lose or gain.
-    pub fn set_mid_price(&self, symbol: &str, mid: Decimal) {
-        self.inner.book().set_mid(symbol, mid);
     }
 
     pub fn mid_price(&self, symbol: &str) -> Option<Decimal> {

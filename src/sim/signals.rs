@@ -38,18 +38,105 @@ const HOLD_REASONS: [&str; 4] = [
     "Awaiting macro data",
 ];
 
+/// One configurable source of timer signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalGenerator {
+    pub interval: std::time::Duration,
+    /// Symbols to pick from, uniformly; empty means every traded symbol.
+    pub symbols: Vec<String>,
+    /// Confidence is drawn uniformly from `min_confidence..=max_confidence`.
+    pub min_confidence: u8,
+    pub max_confidence: u8,
+    /// Relative weights of buy, sell and hold.
+    pub weights: [u32; 3],
+}
+
+impl SignalGenerator {
+    /// Every traded symbol, buy/sell/hold 45/45/10, confidence 40..=99.
+    pub fn every(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            symbols: Vec::new(),
+            min_confidence: 40,
+            max_confidence: 99,
+            weights: [45, 45, 10],
+        }
+    }
+
+    /// `INTERVAL_MS[:SYMBOLS[:MIN-MAX[:BUY/SELL/HOLD]]]`, e.g. `1000:BTC/USD,ETH/USD:70-99:60/30/10`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split(':');
+        let ms: u64 = parts
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .filter(|ms| *ms >= 10)
+            .ok_or_else(|| format!("{text:?}: the interval must be at least 10 ms"))?;
+        let mut g = Self::every(std::time::Duration::from_millis(ms));
+        if let Some(symbols) = parts.next().filter(|p| !p.is_empty()) {
+            g.symbols = symbols.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(range) = parts.next().filter(|p| !p.is_empty()) {
+            let (lo, hi) = range
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u8>().ok()?, b.parse::<u8>().ok()?)))
+                .filter(|(a, b)| a <= b && *b <= 100)
+                .ok_or_else(|| format!("{text:?}: confidence must be MIN-MAX within 0-100"))?;
+            (g.min_confidence, g.max_confidence) = (lo, hi);
+        }
+        if let Some(w) = parts.next().filter(|p| !p.is_empty()) {
+            let weights: Vec<u32> = w.split('/').filter_map(|n| n.parse().ok()).collect();
+            match weights[..] {
+                [b, s, h] if b + s + h > 0 => g.weights = [b, s, h],
+                _ => {
+                    return Err(format!(
+                        "{text:?}: weights must be BUY/SELL/HOLD, not all 0"
+                    ))
+                }
+            }
+        }
+        if parts.next().is_some() {
+            return Err(format!("{text:?}: too many parts"));
+        }
+        Ok(g)
+    }
+
+    /// One signal: a symbol among `traded` (or this generator's own list), a recommendation by
+    /// weight, a confidence in range.
+    pub(crate) fn pick(
+        &self,
+        rng: &mut StdRng,
+        traded: &[String],
+    ) -> Option<(String, &'static str, u8)> {
+        let pool = if self.symbols.is_empty() {
+            traded
+        } else {
+            &self.symbols
+        };
+        let symbol = pool.choose(rng)?.clone();
+        let [b, s, h] = self.weights;
+        let roll = rng.gen_range(0..(b + s + h).max(1));
+        let recommendation = if roll < b {
+            "buy"
+        } else if roll < b + s {
+            "sell"
+        } else {
+            "hold"
+        };
+        Some((
+            symbol,
+            recommendation,
+            rng.gen_range(self.min_confidence..=self.max_confidence),
+        ))
+    }
+}
+
 /// A timer signal: a symbol among `symbols`, buy/sell/hold weighted 45/45/10, confidence 40..=99.
+#[cfg(test)]
 pub(crate) fn random_signal(
     rng: &mut StdRng,
     symbols: &[String],
 ) -> Option<(String, &'static str, u8)> {
-    let symbol = symbols.choose(rng)?.clone();
-    let recommendation = match rng.gen_range(0..100) {
-        0..=44 => "buy",
-        45..=89 => "sell",
-        _ => "hold",
-    };
-    Some((symbol, recommendation, rng.gen_range(40..=99)))
+    SignalGenerator::every(std::time::Duration::from_secs(1)).pick(rng, symbols)
 }
 
 /// The `data` object of one `signal.generated` event.
@@ -145,5 +232,32 @@ mod tests {
         }
         assert!((50..=150).contains(&holds), "holds {holds}");
         assert!(random_signal(&mut rng, &[]).is_none());
+    }
+
+    #[test]
+    fn generators_are_parsed_from_one_line_and_follow_their_settings() {
+        let g = SignalGenerator::parse("250:SOL/USD:85-90:0/1/0").expect("valid");
+        assert_eq!(g.interval, std::time::Duration::from_millis(250));
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..200 {
+            let (symbol, rec, confidence) = g.pick(&mut rng, &[]).expect("own symbols");
+            assert_eq!((symbol.as_str(), rec), ("SOL/USD", "sell"));
+            assert!((85..=90).contains(&confidence));
+        }
+        assert_eq!(
+            SignalGenerator::parse("1000").expect("valid"),
+            SignalGenerator::every(std::time::Duration::from_secs(1))
+        );
+        for bad in [
+            "5",
+            "x",
+            "100::90-80",
+            "100::1-101",
+            "100:::0/0/0",
+            "100:::1/2",
+            "100:a:1-2:1/1/1:x",
+        ] {
+            assert!(SignalGenerator::parse(bad).is_err(), "{bad}");
+        }
     }
 }

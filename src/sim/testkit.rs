@@ -104,6 +104,11 @@ impl TestVenue {
         }
     }
 
+    /// The full URL of `path` (which includes `/api/v1`).
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     pub(crate) fn signature(&self, method: &str, path: &str, body: &str, ts: &str) -> String {
         hmac_hex(API_SECRET, format!("{method}{path}{body}{ts}").as_bytes())
     }

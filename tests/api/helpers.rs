@@ -4,8 +4,8 @@ use sha2::Sha256;
 use sigex::app::{self, RunningBot, ShutdownTrigger};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
-    AdminConfig, Config, Credentials, InboxConfig, Mode, Secret, StorageConfig, TradingConfig,
-    VenueConfig, WebhookConfig,
+    AdminConfig, Config, Credentials, InboxConfig, Mode, PaperConfig, Secret, StorageConfig,
+    TradingConfig, VenueConfig, WebhookConfig,
 };
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
@@ -46,12 +46,12 @@ pub struct TestApp {
 
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_full(|_| {}, TEST_STRATEGY).await
+    spawn_app_full(|_| {}, |_| {}, TEST_STRATEGY).await
 }
 
 /// Like `spawn_app`, with the bot's configuration adjusted first.
 pub async fn spawn_app_tweaked(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_full(tweak, TEST_STRATEGY).await
+    spawn_app_full(|_| {}, tweak, TEST_STRATEGY).await
 }
 
 /// Like `spawn_app`, with account limits, maintenance and alert settings.
@@ -61,18 +61,30 @@ pub async fn spawn_app_with(trading: TradingConfig) -> TestApp {
 
 /// Like `spawn_app_with`, trading under the given strategy file text instead of `TEST_STRATEGY`.
 pub async fn spawn_app_with_strategy(trading: TradingConfig, strategy: &str) -> TestApp {
-    spawn_app_full(move |c| c.trading = trading, strategy).await
+    spawn_app_full(|_| {}, move |c| c.trading = trading, strategy).await
 }
 
-/// The simulator and a live-mode bot pointed at it, configured by `tweak`, trading `strategy`.
-pub async fn spawn_app_full(tweak: impl FnOnce(&mut Config), strategy: &str) -> TestApp {
+/// Like [`spawn_app`], with the simulator configured by `configure` first (faults, engine...).
+pub async fn spawn_app_with_sim(configure: impl FnOnce(&mut SimConfig)) -> TestApp {
+    spawn_app_full(configure, |_| {}, TEST_STRATEGY).await
+}
+
+/// The simulator (configured by `configure`) and a live-mode bot pointed at it (configured by
+/// `tweak`), trading `strategy`.
+pub async fn spawn_app_full(
+    configure: impl FnOnce(&mut SimConfig),
+    tweak: impl FnOnce(&mut Config),
+    strategy: &str,
+) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
-    let sim = Simulator::new(SimConfig::new(
+    let mut sim_config = SimConfig::new(
         api_key.clone(),
         api_secret.clone(),
         WEBHOOK_SECRET.to_owned(),
-    ));
+    );
+    configure(&mut sim_config);
+    let sim = Simulator::new(sim_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_addr = listener.local_addr().unwrap();
     let (sim_stop, mut sim_shutdown) = app::shutdown_pair();
@@ -98,9 +110,28 @@ pub async fn spawn_app_full(tweak: impl FnOnce(&mut Config), strategy: &str) -> 
 
 /// Starts a paper-mode bot: no venue credentials, its own in-process paper venue.
 pub async fn spawn_paper_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
     // The live URL is deliberately unroutable: paper mode must never use it.
-    let config = test_config(&dir, Mode::Paper, None, "http://127.0.0.1:9/api/v1".into());
+    spawn_paper_app_in(
+        tempfile::tempdir().unwrap(),
+        "http://127.0.0.1:9/api/v1".into(),
+    )
+    .await
+}
+
+/// A paper-mode bot whose database lives in `dir` (so a restart finds it) and whose `[venue]
+/// base_url` is `live_url`.
+pub async fn spawn_paper_app_in(dir: tempfile::TempDir, live_url: String) -> TestApp {
+    spawn_paper_app_with(dir, live_url, |_| {}).await
+}
+
+/// Like [`spawn_paper_app_in`], with the configuration adjusted by `configure` first.
+pub async fn spawn_paper_app_with(
+    dir: tempfile::TempDir,
+    live_url: String,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(&dir, Mode::Paper, None, live_url);
+    configure(&mut config);
     let (sim_stop, _) = app::shutdown_pair();
     let bot = sigex::app::start(config, strategies(), clock())
         .await
@@ -143,6 +174,7 @@ fn test_config(
         },
         strategies_dir: PathBuf::from("unused"),
         trading: Default::default(),
+        paper: PaperConfig::default(),
     }
 }
 
@@ -312,10 +344,20 @@ impl TestApp {
         self.bot = Some(bot);
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the bot and hands back its data directory, for a restart on the same database.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(bot) = self.bot.take() {
             bot.stop().await;
         }
         self.sim_stop.trigger();
+        self._dir
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self._dir.path().join("test.db").display())
     }
 }

@@ -4,7 +4,9 @@
 mod cli;
 mod crash;
 mod edge;
+mod faults;
 mod helpers;
+mod paper;
 mod pipeline;
 mod risk;
 mod webhooks;

@@ -1,0 +1,52 @@
+//! The bot against a misbehaving venue: injected faults must never cost an order or duplicate one.
+
+use crate::helpers::spawn_app_with_sim;
+use sigex::sim::{Faults, Probability};
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test]
+async fn lost_responses_errors_and_unruly_webhooks_never_duplicate_or_lose_an_order() {
+    let app = spawn_app_with_sim(|cfg| {
+        cfg.faults = Faults {
+            webhook_duplicate: Probability::per_mille(200),
+            webhook_delay: Probability::per_mille(200),
+            webhook_delay_max: Duration::from_millis(50),
+            webhook_reorder: Probability::per_mille(200),
+            rest_5xx: Probability::per_mille(200),
+            rest_429: Probability::per_mille(200),
+            order_lost_response: Probability::per_mille(200),
+            ..Faults::default()
+        };
+    })
+    .await;
+    // Buy then sell, alternating symbols: each buy opens, each sell closes, so none is refused.
+    let script = [
+        ("BTC/USD", "buy"),
+        ("ETH/USD", "buy"),
+        ("BTC/USD", "sell"),
+        ("ETH/USD", "sell"),
+        ("BTC/USD", "buy"),
+        ("ETH/USD", "buy"),
+        ("BTC/USD", "sell"),
+        ("ETH/USD", "sell"),
+    ];
+    for (n, (symbol, side)) in script.iter().enumerate() {
+        app.send_signal(symbol, side, 90, n as u32 + 1).await;
+        app.settled_orders(n + 1).await;
+    }
+    let ours = app.settled_orders(script.len()).await;
+    assert!(ours.iter().all(|o| o["status"] == "filled"), "{ours:?}");
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), script.len(), "one venue order per intent");
+    let ids: HashSet<_> = at_venue.iter().map(|o| o.client_order_id.clone()).collect();
+    assert_eq!(ids.len(), script.len(), "no clientOrderId twice");
+    // Flat again on both sides, as the script intends.
+    assert!(app.sim.positions().is_empty(), "{:?}", app.sim.positions());
+    let stats = app.sim.stats();
+    assert!(
+        stats.rest_5xx + stats.rest_429 + stats.lost_responses > 0,
+        "the faults struck: {stats:?}"
+    );
+    app.stop().await;
+}
