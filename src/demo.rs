@@ -78,11 +78,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             secret: Secret::new(webhook_secret),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         },
-        admin: AdminConfig { listen: loopback },
+        admin: AdminConfig::read_only(loopback),
         storage: StorageConfig {
             database_url: format!("sqlite://{}", db_path.display()),
         },
         strategies_dir: PathBuf::from("strategies"),
+        notify: Vec::new(),
+        shutdown_deadline: crate::config::DEFAULT_SHUTDOWN_DEADLINE,
     };
     let strategies = crate::strategy::load_sources(
         &BUILTIN_STRATEGIES

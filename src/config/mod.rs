@@ -42,6 +42,11 @@ pub struct Config {
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub strategies_dir: PathBuf,
+    /// Outbound notification targets (`[[notify]]`); empty = none.
+    pub notify: Vec<NotifyTarget>,
+    /// How long a graceful shutdown may take before the remaining work is abandoned (it is
+    /// durable: the inbox and the outbox resume it at the next start).
+    pub shutdown_deadline: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +74,54 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token for admin mutations; `None` disables them.
+    pub token: Option<Secret>,
 }
+
+impl AdminConfig {
+    /// Listen on `listen` with mutations disabled.
+    pub fn read_only(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// `{"event", "text", "at"}` to any URL.
+    Webhook,
+    /// Slack incoming webhook: `{"text"}`.
+    Slack,
+    /// Discord webhook: `{"content"}`.
+    Discord,
+    /// Telegram Bot API `sendMessage`: `{"chat_id", "text"}`.
+    Telegram,
+}
+
+/// One `[[notify]]` target.
+#[derive(Debug, Clone)]
+pub struct NotifyTarget {
+    pub kind: NotifyKind,
+    /// May embed a token (Slack, Discord, Telegram URLs do), hence a `Secret`.
+    pub url: Secret,
+    /// Telegram's chat id.
+    pub chat_id: Option<String>,
+    /// Subscribed event names (`crate::notify::EVENTS`); `None` = all.
+    pub events: Option<Vec<String>>,
+}
+
+impl NotifyTarget {
+    pub fn wants(&self, event: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|e| e.iter().any(|x| x == event))
+    }
+}
+
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -92,6 +144,29 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     strategies: RawStrategies,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: NotifyKind,
+    /// Only for URLs without a token (a generic webhook on your own network).
+    url: Option<String>,
+    /// Name of an environment variable holding the URL.
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    chat_id: Option<String>,
+    events: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +194,8 @@ struct RawWebhook {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +216,7 @@ const SECRET_KEYS: &[(&str, &str)] = &[
     ("venue", "api_key"),
     ("venue", "api_secret"),
     ("webhook", "secret"),
+    ("admin", "token"),
 ];
 
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/vibe";
@@ -309,6 +387,21 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         return Err(format!("[webhook] path {path:?} must start with '/'"));
     }
 
+    let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        return Err(
+            "[admin] token is shorter than 16 characters; generate one, e.g. \
+             `openssl rand -hex 24`"
+                .to_owned(),
+        );
+    }
+    let notify = raw
+        .notify
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| resolve_notify(i, n, base_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+
     Ok(Config {
         mode,
         venue: VenueConfig {
@@ -324,6 +417,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         },
         admin: AdminConfig {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
+            token: admin_token,
         },
         storage: StorageConfig {
             database_url: raw
@@ -336,6 +430,62 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .dir
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
+        notify,
+        shutdown_deadline: raw
+            .shutdown
+            .deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
+    })
+}
+
+fn resolve_notify(i: usize, n: RawNotify, base_dir: &Path) -> Result<NotifyTarget, String> {
+    let at = format!("[[notify]] #{} ({:?})", i + 1, n.kind);
+    let url = match (n.url, n.url_env, n.url_file) {
+        (Some(url), None, None) => {
+            if n.kind != NotifyKind::Webhook {
+                return Err(format!(
+                    "{at}: url must not be written in the config file for {:?}: its URL carries a \
+                     token. Use url_env = \"VARIABLE\" or url_file = \"/path\"",
+                    n.kind
+                ));
+            }
+            Secret::new(url)
+        }
+        (None, Some(var), None) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Secret::new(v),
+            _ => return Err(format!("{at}: url_env names {var}, which is not set")),
+        },
+        (None, None, Some(file)) => read_secret("notify", "url", None, Some(file), base_dir)?
+            .ok_or_else(|| format!("{at}: url_file is empty"))?,
+        _ => {
+            return Err(format!(
+                "{at}: give exactly one of url, url_env or url_file"
+            ))
+        }
+    };
+    if reqwest::Url::parse(url.expose()).is_err() {
+        return Err(format!("{at}: the URL is not a valid http(s) URL"));
+    }
+    if n.kind == NotifyKind::Telegram && n.chat_id.is_none() {
+        return Err(format!("{at}: telegram needs chat_id"));
+    }
+    if let Some(events) = &n.events {
+        if let Some(bad) = events
+            .iter()
+            .find(|e| !crate::notify::EVENTS.contains(&e.as_str()))
+        {
+            return Err(format!(
+                "{at}: unknown event {bad:?}; known: {}",
+                crate::notify::EVENTS.join(", ")
+            ));
+        }
+    }
+    Ok(NotifyTarget {
+        kind: n.kind,
+        url,
+        chat_id: n.chat_id,
+        events: n.events,
     })
 }
 

@@ -10,6 +10,7 @@ use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::ingress::events::{self, Event};
 use crate::model::{Price, Signal};
+use crate::notify::{Notification, Notifier};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
 use crate::risk;
@@ -36,6 +37,8 @@ pub struct Dispatcher {
     pub stored: Arc<Notify>,
     /// Notified when new order intents are committed, or news may unblock the executor.
     pub orders_ready: Arc<Notify>,
+    /// Told about fills and dead letters.
+    pub notifier: Notifier,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
 }
 
@@ -55,10 +58,13 @@ impl Dispatcher {
             clock,
             stored,
             orders_ready,
+            notifier: Notifier::disabled(),
             prices: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Processes events until `shutdown`; then drains what is already in the inbox (ingress has
+    /// stopped by then, so that is finite) and returns. The caller bounds the drain with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
         loop {
             let batch = match self.store.pending_events(BATCH).await {
@@ -72,19 +78,19 @@ impl Dispatcher {
                 }
             };
             if batch.is_empty() {
+                if shutdown.is_triggered() {
+                    return;
+                }
                 tokio::select! {
                     _ = self.stored.notified() => {}
                     // Deferred events are re-queued by the executor; this is only a safety net.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.wait() => return,
+                    _ = shutdown.wait() => {}
                 }
                 continue;
             }
             for event in batch {
-                // Stop only between events: each is processed in one transaction.
-                if shutdown.is_triggered() {
-                    return;
-                }
+                // Each event is processed in one transaction, so stopping between events is safe.
                 if let Err(e) = self.process(&event).await {
                     let dead = event.attempts + 1 >= MAX_ATTEMPTS;
                     tracing::error!(seq = event.seq, error = %e, dead, "event processing failed");
@@ -99,9 +105,19 @@ impl Dispatcher {
                         if Store::set_event_status(&mut tx, event.seq, status, Some(&msg), now)
                             .await
                             .is_ok()
+                            && tx.commit().await.is_ok()
+                            && dead
                         {
-                            let _ = tx.commit().await;
+                            self.notifier.send(Notification::DeadLetter {
+                                seq: event.seq,
+                                event_type: event.event_type.clone(),
+                                reason: msg,
+                            });
                         }
+                    }
+                    if shutdown.is_triggered() {
+                        // Draining: a failing event waits for the next start.
+                        return;
                     }
                     let backoff = Duration::from_millis(100 << event.attempts.clamp(0, 6));
                     if shutdown.sleep(backoff).await {
@@ -130,6 +146,11 @@ impl Dispatcher {
                 )
                 .await?;
                 tx.commit().await?;
+                self.notifier.send(Notification::DeadLetter {
+                    seq: event.seq,
+                    event_type: event.event_type.clone(),
+                    reason: e.to_string(),
+                });
                 return Ok(());
             }
         };
@@ -145,11 +166,17 @@ impl Dispatcher {
                     }
                     NewsOutcome::Applied { .. } | NewsOutcome::Foreign => EventStatus::Processed,
                 };
-                if let NewsOutcome::Applied { linked: true } = outcome {
+                if let NewsOutcome::Applied { linked: true, .. } = outcome {
                     Store::requeue_deferred(&mut tx).await?;
                 }
                 Store::set_event_status(&mut tx, event.seq, status, None, now).await?;
                 tx.commit().await?;
+                if let NewsOutcome::Applied {
+                    fill: Some(fill), ..
+                } = outcome
+                {
+                    self.notifier.send(fill.notification());
+                }
                 Ok(())
             }
             Event::Position(p) => {

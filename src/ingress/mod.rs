@@ -2,12 +2,14 @@
 //! durable insert into the inbox, then 200. It decides nothing about trading.
 //!
 //! Answers: 401 when the signature is missing or wrong (nothing is stored), 413 over the body limit,
-//! 503 when the inbox cannot commit (the venue retries), 200 once the event is committed or was
-//! already stored.
+//! 503 when the inbox cannot commit or the bot is draining for shutdown (the venue retries), 200
+//! once the event is committed or was already stored.
 
 pub mod events;
 pub mod signature;
 
+use crate::admin::health::Health;
+use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::Secret;
 use crate::inbox::{dedupe_key, Inbox, Inserted};
@@ -29,6 +31,14 @@ struct IngressState {
     secret: Secret,
     inbox: Inbox,
     clock: SharedClock,
+    health: Health,
+    metrics: Metrics,
+}
+
+/// What ingress reports into: draining (read) and counters (written).
+pub struct Observers {
+    pub health: Health,
+    pub metrics: Metrics,
 }
 
 pub fn router(
@@ -37,6 +47,7 @@ pub fn router(
     inbox: Inbox,
     clock: SharedClock,
     max_body_bytes: usize,
+    observers: Observers,
 ) -> Router {
     Router::new()
         .route(path, post(receive))
@@ -45,6 +56,8 @@ pub fn router(
             secret,
             inbox,
             clock,
+            health: observers.health,
+            metrics: observers.metrics,
         }))
 }
 
@@ -53,6 +66,14 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if state.health.is_draining() {
+        state.metrics.webhook_rejected("draining");
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "shutting down; retry later".into(),
+        );
+    }
     let signature = headers
         .get(wire::HEADER_WEBHOOK_SIGNATURE)
         .map(|v| v.as_bytes());
@@ -62,6 +83,7 @@ async fn receive(
             bytes = body.len(),
             "webhook refused: bad signature"
         );
+        state.metrics.webhook_rejected(e.label());
         return reply(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
     }
     let (event_type, data_id) = match serde_json::from_slice::<wire::Envelope>(&body) {
@@ -77,21 +99,28 @@ async fn receive(
         .and_then(|v| v.to_str().ok());
     let event = NewEvent {
         dedupe_key: dedupe_key(header_id, data_id.as_deref(), &body),
-        event_type,
+        event_type: event_type.clone(),
         received_at: state.clock.now(),
         body,
     };
     match state.inbox.store(event).await {
         Ok(Inserted::New(seq)) => {
             tracing::debug!(seq, "webhook stored");
+            state.metrics.webhook_received(&event_type);
             reply(StatusCode::OK, "accepted", String::new())
         }
-        Ok(Inserted::Duplicate) => reply(StatusCode::OK, "duplicate", String::new()),
-        Err(e) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
+        Ok(Inserted::Duplicate) => {
+            state.metrics.webhook_duplicate(&event_type);
+            reply(StatusCode::OK, "duplicate", String::new())
+        }
+        Err(e) => {
+            state.metrics.webhook_rejected("inbox_unavailable");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        }
     }
 }
 

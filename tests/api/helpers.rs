@@ -116,11 +116,13 @@ fn test_config(
             secret: Secret::new(WEBHOOK_SECRET),
             max_body_bytes: 64 * 1024,
         },
-        admin: AdminConfig { listen: loopback },
+        admin: AdminConfig::read_only(loopback),
         storage: StorageConfig {
             database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
         },
         strategies_dir: PathBuf::from("unused"),
+        notify: Vec::new(),
+        shutdown_deadline: sigex::config::DEFAULT_SHUTDOWN_DEADLINE,
     }
 }
 
