@@ -34,6 +34,8 @@ pub struct DemoOptions {
     /// Where the SQLite file goes; a fresh temporary directory when `None`.
     pub data_dir: Option<PathBuf>,
     pub seed: u64,
+    /// Where the admin API and the dashboard listen.
+    pub admin_listen: SocketAddr,
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
@@ -48,6 +50,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let api_secret = uuid::Uuid::new_v4().simple().to_string();
     let webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
 
+    println!("sigex demo: starting the simulator and the bot...");
     let mut sim_config =
         SimConfig::new(api_key.clone(), api_secret.clone(), webhook_secret.clone());
     sim_config.seed = opts.seed;
@@ -78,7 +81,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             secret: Secret::new(webhook_secret),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         },
-        admin: AdminConfig::read_only(loopback),
+        admin: AdminConfig::read_only(opts.admin_listen),
         storage: StorageConfig {
             database_url: format!("sqlite://{}", db_path.display()),
         },
@@ -104,9 +107,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bot.webhook_addr, DEFAULT_WEBHOOK_PATH
     )));
 
-    println!("sigex demo: simulator at http://{sim_addr}/api/v1, bot webhooks at http://{}{DEFAULT_WEBHOOK_PATH}", bot.webhook_addr);
+    println!("simulator:  http://{sim_addr}/api/v1");
     println!(
-        "admin API:  http://{}/api/orders  /api/positions  /api/signals",
+        "webhooks:   http://{}{DEFAULT_WEBHOOK_PATH}",
+        bot.webhook_addr
+    );
+    println!("dashboard:  http://{}/", bot.admin_addr);
+    println!(
+        "admin API:  http://{0}/api/summary  /api/orders  /api/positions  /api/signals  /metrics  /readyz",
         bot.admin_addr
     );
     println!("database:   {}", db_path.display());
@@ -119,7 +127,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     );
 
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let started = tokio::time::Instant::now();
+    let deadline = opts.duration.map(|d| started + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
@@ -130,12 +139,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            _ = tick.tick() => println!("{}", summary(&bot.store, &sim).await),
+            _ = tick.tick() => {
+                let elapsed = started.elapsed().as_secs();
+                let progress = match opts.duration {
+                    Some(d) => format!("[{elapsed:>3}/{} s]", d.as_secs()),
+                    None => format!("[{elapsed:>3} s]"),
+                };
+                println!("{progress} {}", summary(&bot.store, &sim).await);
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = stop_at => break,
         }
     }
     println!("{}", summary(&bot.store, &sim).await);
+    println!("stopping: draining the inbox, final reconciliation...");
     let stats = sim.stats();
     println!(
         "simulator: {} orders accepted, {} duplicate clientOrderIds refused, {} auth failures, {} webhooks sent ({} failed)",

@@ -1,4 +1,4 @@
-//! The `sigex` command line: `run`, `check`, `sim` and `demo`.
+//! The `sigex` command line: `run`, `check`, `status`, `sim` and `demo`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,6 +41,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a compact summary of a running bot, read from its admin API.
+    Status {
+        /// The admin API's base URL.
+        #[arg(long, env = "SIGEX_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+        admin_url: String,
+        /// Print the raw JSON summary (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the Vibe API simulator. Credentials come from SIGEX_SIM_API_KEY, SIGEX_SIM_API_SECRET
     /// and SIGEX_SIM_WEBHOOK_SECRET.
     Sim {
@@ -68,14 +77,17 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Where the admin API and dashboard listen (default: a free loopback port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        admin_listen: SocketAddr,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        // The demo prints its own summary; keep the log to problems.
-        Command::Demo { .. } => "warn",
+        // These print their own output; keep the log to problems.
+        Command::Demo { .. } | Command::Status { .. } => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -87,6 +99,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).map(|_| ()),
+            Command::Status { admin_url, json } => {
+                let code = sigex::admin::status::run(&admin_url, json).await?;
+                std::process::exit(code);
+            }
             Command::Sim {
                 listen,
                 webhook_url,
@@ -98,12 +114,14 @@ fn main() -> anyhow::Result<()> {
                 signal_interval_ms,
                 data_dir,
                 seed,
+                admin_listen,
             } => {
                 sigex::demo::run(sigex::demo::DemoOptions {
                     duration: duration.map(Duration::from_secs),
                     signal_interval: Duration::from_millis(signal_interval_ms.max(10)),
                     data_dir,
                     seed,
+                    admin_listen,
                 })
                 .await
             }
@@ -144,7 +162,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let bot = sigex::app::start(config, strategies, clock).await?;
     wait_for_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("signal received: draining and shutting down");
     bot.stop().await;
     Ok(())
 }

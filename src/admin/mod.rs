@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod health;
 pub mod metrics;
+pub mod status;
 
 use crate::clock::SharedClock;
 use crate::config::Secret;

@@ -38,11 +38,25 @@ pub struct TestApp {
     pub webhook_url: String,
     pub admin_url: String,
     pub http: reqwest::Client,
+    pub sim_url: String,
     _dir: tempfile::TempDir,
 }
 
+/// The admin token `spawn_app_with_token` configures.
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like `spawn_app`, with admin mutations enabled under `ADMIN_TOKEN`.
+pub async fn spawn_app_with_token() -> TestApp {
+    spawn_app_with(|c| c.admin.token = Some(Secret::new(ADMIN_TOKEN))).await
+}
+
+/// Starts the simulator and a live-mode bot whose config `configure` adjusts first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
     let sim = Simulator::new(SimConfig::new(
@@ -58,7 +72,7 @@ pub async fn spawn_app() -> TestApp {
             .serve(listener, async move { sim_shutdown.wait().await }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(
+    let mut config = test_config(
         &dir,
         Mode::Live,
         Some(Credentials {
@@ -67,6 +81,7 @@ pub async fn spawn_app() -> TestApp {
         }),
         format!("http://{sim_addr}/api/v1"),
     );
+    configure(&mut config);
     let app = start_bot(config, dir, sim, sim_stop).await;
     app.sim.set_webhook_url(Some(app.webhook_url.clone()));
     app
@@ -92,6 +107,7 @@ pub async fn spawn_paper_app() -> TestApp {
         sim,
         sim_stop,
         http: reqwest::Client::new(),
+        sim_url: "http://127.0.0.1:9/api/v1".into(),
         _dir: dir,
     }
 }
@@ -141,6 +157,7 @@ async fn start_bot(
     sim: Simulator,
     sim_stop: ShutdownTrigger,
 ) -> TestApp {
+    let sim_url = config.venue.base_url.clone();
     let bot = sigex::app::start(config, strategies(), clock())
         .await
         .unwrap();
@@ -151,6 +168,7 @@ async fn start_bot(
         sim,
         sim_stop,
         http: reqwest::Client::new(),
+        sim_url,
         _dir: dir,
     }
 }
@@ -225,6 +243,31 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// POSTs to an admin endpoint, with `Authorization: Bearer token` when given.
+    pub async fn admin_post(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}{path}", self.admin_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("admin API reachable")
+    }
+
+    /// GETs an admin path and returns the status and the body text.
+    pub async fn admin_get_raw(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.admin_url))
+            .send()
+            .await
+            .expect("admin API reachable");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The SQLite file of this test's bot.
+    pub fn database_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("test.db")
+    }
+
     pub async fn orders(&self) -> Vec<Value> {
         self.get("/api/orders").await.as_array().unwrap().clone()
     }
@@ -278,4 +321,43 @@ impl TestApp {
         }
         self.sim_stop.trigger();
     }
+}
+
+/// What a local notification receiver got: `(path, JSON body)` per request it answered 200.
+pub type Received = Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A local HTTP receiver for notifications. It answers 500 to the first `fail_first` requests
+/// (to exercise retries), then 200, and records what it accepted.
+pub async fn spawn_receiver(fail_first: usize) -> (String, Received) {
+    use axum::extract::{Path, State};
+    let received: Received = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
+    let state = (received.clone(), failures);
+    let router = axum::Router::new()
+        .route(
+            "/{*path}",
+            axum::routing::post(
+                |State((received, failures)): State<(
+                    Received,
+                    Arc<std::sync::atomic::AtomicUsize>,
+                )>,
+                 Path(path): Path<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    use std::sync::atomic::Ordering;
+                    if failures
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    received.lock().unwrap().push((format!("/{path}"), body));
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{addr}"), received)
 }

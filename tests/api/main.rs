@@ -1,6 +1,7 @@
 //! End-to-end tests: the real bot and the real simulator on loopback ports, a fresh SQLite
 //! database per test, driven over HTTP exactly as the venue would.
 
+mod admin;
 mod helpers;
 mod pipeline;
 mod webhooks;
