@@ -3,5 +3,6 @@
 
 mod admin;
 mod helpers;
+mod lifecycle;
 mod pipeline;
 mod webhooks;
