@@ -151,9 +151,19 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The venue's last reported quantity, signed like ours (short < 0).
+fn venue_signed_quantity(p: &crate::store::PositionView) -> Option<Decimal> {
+    let q = p.venue_quantity?;
+    Some(match p.venue_side.as_deref() {
+        Some("short") => -q.abs(),
+        Some("long") => q.abs(),
+        _ => q,
+    })
+}
+
 /// Our position disagrees with the venue's last report about it.
 fn drifts(p: &crate::store::PositionView) -> bool {
-    p.venue_quantity.is_some_and(|v| v != p.quantity)
+    venue_signed_quantity(p).is_some_and(|v| v != p.quantity)
 }
 
 /// A position with its PnL, marked at the venue's mark price, else our last fill price.
@@ -164,6 +174,8 @@ struct PositionWithPnl {
     position: crate::store::PositionView,
     mark_price: Option<Decimal>,
     unrealized_pnl: Decimal,
+    /// The venue's quantity, signed like ours.
+    venue_signed_quantity: Option<Decimal>,
     drift: bool,
 }
 
@@ -172,6 +184,7 @@ fn with_pnl(p: crate::store::PositionView) -> PositionWithPnl {
     let unrealized = mark.map_or(Decimal::ZERO, |m| p.quantity * (m - p.average_price));
     PositionWithPnl {
         drift: drifts(&p),
+        venue_signed_quantity: venue_signed_quantity(&p),
         mark_price: mark,
         unrealized_pnl: unrealized.round_dp(8),
         position: p,
@@ -417,5 +430,57 @@ fn json<T: serde::Serialize>(result: Result<T, StoreError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_compares_the_venue_quantity_signed_by_its_side() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let cases = [
+            ("agreeing long", "1.5", Some("1.5"), Some("long"), false),
+            (
+                "short reported unsigned",
+                "-1.5",
+                Some("1.5"),
+                Some("short"),
+                false,
+            ),
+            (
+                "short reported signed",
+                "-1.5",
+                Some("-1.5"),
+                Some("short"),
+                false,
+            ),
+            ("no side, signed", "-1.5", Some("-1.5"), None, false),
+            ("venue has less", "2", Some("1.5"), Some("long"), true),
+            (
+                "venue says short, we are long",
+                "1.5",
+                Some("1.5"),
+                Some("short"),
+                true,
+            ),
+            ("no venue report", "1", None, None, false),
+        ];
+        for (name, ours, venue, side, drift) in cases {
+            let p = crate::store::PositionView {
+                symbol: "BTC/USD".into(),
+                quantity: d(ours),
+                average_price: d("100"),
+                realized_pnl: Decimal::ZERO,
+                last_price: None,
+                venue_quantity: venue.map(d),
+                venue_side: side.map(str::to_owned),
+                venue_mark_price: None,
+                venue_unrealized_pnl: None,
+                updated_at: String::new(),
+            };
+            assert_eq!(drifts(&p), drift, "{name}");
+        }
     }
 }

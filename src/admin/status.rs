@@ -125,7 +125,7 @@ pub fn render(s: &Value, trading: Option<&Value>) -> String {
             text(&p["unrealizedPnl"]),
             text(&p["realizedPnl"]),
             if p["drift"] == Value::Bool(true) {
-                format!("  DRIFT (venue {})", text(&p["venueQuantity"]))
+                format!("  DRIFT (venue {})", text(&p["venueSignedQuantity"]))
             } else {
                 String::new()
             }
@@ -180,7 +180,7 @@ mod tests {
             "orders": {"filled": 3, "open": 1}, "decisions": {"ordered": 4},
             "realizedPnl": 12.5, "unrealizedPnl": -1.25,
             "positions": [{"symbol": "BTC/USD", "quantity": 0.02, "averagePrice": 50000,
-                           "unrealizedPnl": -1.25, "realizedPnl": 12.5, "drift": true, "venueQuantity": 0.01}],
+                           "unrealizedPnl": -1.25, "realizedPnl": 12.5, "drift": true, "venueSignedQuantity": 0.01}],
             "openOrders": [{"clientOrderId": "sx-abc", "symbol": "ETH/USD", "side": "buy",
                             "quantity": 1, "filledQuantity": 0, "status": "open"}],
             "recentEvents": [{"seq": 11, "eventType": "signal.generated", "status": "dead",

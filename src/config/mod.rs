@@ -630,4 +630,91 @@ mod tests {
         assert_eq!(c.webhook.secret.expose(), "whsec_from_file_123456");
         assert!(!format!("{c:?}").contains("whsec_from_file"));
     }
+
+    #[test]
+    fn admin_token_and_notify_targets_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tg"),
+            "https://example.invalid/botX/sendMessage\n",
+        )
+        .unwrap();
+        let base = "mode = \"paper\"\n";
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Result<(), &'a str>,
+        );
+        let cases: &[Case] = &[
+            ("no token: mutations disabled", "", &[], Ok(())),
+            (
+                "token from the environment",
+                "",
+                &[("SIGEX_ADMIN__TOKEN", "0123456789abcdef0123")],
+                Ok(()),
+            ),
+            (
+                "short token",
+                "",
+                &[("SIGEX_ADMIN__TOKEN", "short")],
+                Err("[admin] token is shorter than 16"),
+            ),
+            (
+                "token written in the file",
+                "[admin]\ntoken = \"0123456789abcdef0123\"\n",
+                &[],
+                Err("SIGEX_ADMIN__TOKEN"),
+            ),
+            (
+                "generic webhook with an inline url",
+                "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n",
+                &[],
+                Ok(()),
+            ),
+            (
+                "slack url inline is refused",
+                "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example.invalid/T/B/x\"\n",
+                &[],
+                Err("url_env"),
+            ),
+            (
+                "telegram from a file needs a chat id",
+                "[[notify]]\nkind = \"telegram\"\nurl_file = \"tg\"\n",
+                &[],
+                Err("telegram needs chat_id"),
+            ),
+            (
+                "telegram from a file with a chat id",
+                "[[notify]]\nkind = \"telegram\"\nurl_file = \"tg\"\nchat_id = \"-1\"\n",
+                &[],
+                Ok(()),
+            ),
+            (
+                "unknown event name",
+                "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"fills\"]\n",
+                &[],
+                Err("unknown event \"fills\""),
+            ),
+            (
+                "url_env that is not set",
+                "[[notify]]\nkind = \"discord\"\nurl_env = \"SIGEX_CONFIG_TEST_SURELY_UNSET\"\n",
+                &[],
+                Err("which is not set"),
+            ),
+        ];
+        for (name, extra, vars, expected) in cases {
+            let path = dir.path().join("sigex.toml");
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            let mut e = env(&SECRET_ENV[..1]);
+            e.extend(env(vars));
+            match (Config::load(&path, e), expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(err), Err(want)) => {
+                    assert!(err.to_string().contains(want), "{name}: {err}")
+                }
+                (got, want) => panic!("{name}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
+        }
+    }
 }

@@ -553,7 +553,7 @@ impl Store {
     pub async fn list_positions(&self) -> Result<Vec<PositionView>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.symbol, p.quantity, p.average_price, p.realized_pnl, p.last_price, p.updated_at,
-                    v.quantity AS venue_quantity, v.mark_price, v.unrealized_pnl
+                    v.quantity AS venue_quantity, v.side AS venue_side, v.mark_price, v.unrealized_pnl
              FROM positions p LEFT JOIN venue_positions v ON v.symbol = p.symbol
              ORDER BY p.symbol",
         )
@@ -568,6 +568,7 @@ impl Store {
                     realized_pnl: dec(r, "realized_pnl")?,
                     last_price: opt_dec(r, "last_price")?,
                     venue_quantity: opt_dec(r, "venue_quantity")?,
+                    venue_side: r.get("venue_side"),
                     venue_mark_price: opt_dec(r, "mark_price")?,
                     venue_unrealized_pnl: opt_dec(r, "unrealized_pnl")?,
                     updated_at: r.get("updated_at"),
@@ -821,6 +822,8 @@ pub struct PositionView {
     pub last_price: Option<Decimal>,
     /// What the venue last reported (`position.*` events), for comparison.
     pub venue_quantity: Option<Decimal>,
+    /// `long` / `short` as the venue reported it; its quantity may be unsigned.
+    pub venue_side: Option<String>,
     pub venue_mark_price: Option<Decimal>,
     pub venue_unrealized_pnl: Option<Decimal>,
     pub updated_at: String,
