@@ -111,7 +111,7 @@ impl Metrics {
         );
         r.register(
             "webhooks_rejected",
-            "Webhooks refused, by reason (signature missing/malformed/mismatch, draining, inbox_unavailable)",
+            "Webhooks refused, by reason (signature missing/malformed/mismatch, too_large, unreadable_body, draining, inbox_unavailable)",
             m.webhooks_rejected.clone(),
         );
         r.register(

@@ -64,7 +64,7 @@ pub fn router(
 async fn receive(
     State(state): State<Arc<IngressState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     if state.health.is_draining() {
         state.metrics.webhook_rejected("draining");
@@ -74,6 +74,18 @@ async fn receive(
             "shutting down; retry later".into(),
         );
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let reason = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "unreadable_body"
+            };
+            state.metrics.webhook_rejected(reason);
+            return rejection.into_response();
+        }
+    };
     let signature = headers
         .get(wire::HEADER_WEBHOOK_SIGNATURE)
         .map(|v| v.as_bytes());

@@ -260,3 +260,81 @@ async fn a_fill_reaches_a_receiver_that_fails_twice_first() {
     assert!(text.contains(&cid) && text.contains("ETH/USD"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_venue_errors_are_notified_once_per_streak() {
+    let (url, received) = spawn_receiver(0).await;
+    let targets = vec![target(
+        NotifyKind::Discord,
+        format!("{url}/discord"),
+        Some(&["venue_errors"]),
+    )];
+    let app = spawn_app_with(move |c| c.notify = targets).await;
+    app.stop_venue();
+    // Each traded signal needs a reference price from the venue: one failure each.
+    for n in 1..=7 {
+        app.send_signal("BTC/USD", "buy", 90, n).await;
+    }
+    app.wait_for("seven refused signals", || async {
+        let s = app.signals().await;
+        (s.len() == 7 && s.iter().all(|s| s["decision"] == "refused")).then_some(())
+    })
+    .await;
+    let got = app
+        .wait_for("the venue-errors notification", || async {
+            let r = received.lock().unwrap().clone();
+            (!r.is_empty()).then_some(r)
+        })
+        .await;
+    assert_eq!(got.len(), 1, "one notification per streak: {got:?}");
+    let text = got[0].1["content"].as_str().unwrap();
+    assert!(text.contains("5 venue errors in a row"), "{text}");
+    let (_, metrics) = app.admin_get_raw("/metrics").await;
+    assert!(
+        metrics.contains("sigex_venue_errors_total{class="),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sigex_status_prints_the_summary_and_json_for_scripts() {
+    let app = spawn_app().await;
+    app.send_signal("ETH/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    app.wait_for("readiness", || async {
+        (app.admin_get_raw("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sigex"));
+        cmd.args(["status", "--admin-url", &app.admin_url]);
+        if json {
+            cmd.arg("--json");
+        }
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let human = status(false).await.unwrap();
+    assert_eq!(human.status.code(), Some(0), "ready exits 0");
+    let text = String::from_utf8(human.stdout).unwrap();
+    for expected in [
+        "sigex live | ready",
+        "trading state: not available",
+        "orders: filled 1",
+        "positions: 1",
+        "ETH/USD",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in\n{text}");
+    }
+    let json = status(true).await.unwrap();
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["orders"]["filled"], 1);
+    assert_eq!(v["ready"], true);
+    app.stop().await;
+
+    let gone = std::process::Command::new(env!("CARGO_BIN_EXE_sigex"))
+        .args(["status", "--admin-url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(2), "unreachable exits 2");
+}

@@ -315,6 +315,11 @@ impl TestApp {
         .await
     }
 
+    /// Stops the simulator: from now on the venue refuses connections.
+    pub fn stop_venue(&self) {
+        self.sim_stop.trigger();
+    }
+
     pub async fn stop(mut self) {
         if let Some(bot) = self.bot.take() {
             bot.stop().await;

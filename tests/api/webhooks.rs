@@ -37,6 +37,11 @@ async fn an_oversized_body_is_refused_with_413() {
     let r = app.post_signed(&body).await;
     assert_eq!(r.status(), 413);
     assert_eq!(app.get("/api/events").await, serde_json::json!({}));
+    let (_, metrics) = app.admin_get_raw("/metrics").await;
+    assert!(
+        metrics.contains(r#"sigex_webhooks_rejected_total{reason="too_large"} 1"#),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
