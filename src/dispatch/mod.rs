@@ -161,7 +161,7 @@ impl Dispatcher {
                 let outcome = reconcile::apply_news(&mut tx, &news, now).await?;
                 let status = match outcome {
                     NewsOutcome::Deferred => {
-                        tracing::debug!(seq = event.seq, order_id = %news.order_id, "order news deferred until the order is known");
+                        tracing::debug!(seq = event.seq, order_id = %news.order_id, client_order_id = news.client_order_id.as_deref().unwrap_or(""), "order news deferred until the order is known");
                         EventStatus::Deferred
                     }
                     NewsOutcome::Applied { .. } | NewsOutcome::Foreign => EventStatus::Processed,

@@ -255,8 +255,13 @@ url_env = "LIFECYCLE_TEST_SLACK_URL"
     pool.close().await;
     assert!(log.contains("final reconciliation done"), "{log}");
     assert!(log.contains("stopped cleanly"), "{log}");
+    let took_ms = log
+        .lines()
+        .find(|l| l.contains("stopped cleanly"))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["fields"]["took_ms"].as_u64());
     eprintln!(
-        "lifecycle: {} acknowledged, {refused_while_draining} refused with 503 while draining, {} log lines",
+        "lifecycle: {} acknowledged, {refused_while_draining} refused with 503 while draining, shutdown took {took_ms:?} ms, {} log lines",
         acknowledged.len(),
         log.lines().count()
     );
