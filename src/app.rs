@@ -173,8 +173,12 @@ pub async fn start(
     let mut dispatch = Stage::new("dispatcher");
     let mut execute = Stage::new("executor");
     let mut rest = Stage::new("admin, notifiers, paper venue");
-    let (notifier, notify_tasks) =
-        Notifier::start(config.notify.clone(), metrics.clone(), rest.shutdown());
+    let (notifier, notify_tasks) = Notifier::start(
+        config.notify.clone(),
+        metrics.clone(),
+        clock.clone(),
+        rest.shutdown(),
+    );
     rest.tasks.extend(notify_tasks);
 
     let webhook_listener = bind(config.webhook.listen).await?;

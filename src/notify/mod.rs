@@ -10,6 +10,7 @@
 
 use crate::admin::metrics::Metrics;
 use crate::app::Shutdown;
+use crate::clock::SharedClock;
 use crate::config::{NotifyKind, NotifyTarget};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -169,6 +170,8 @@ struct Target {
 pub struct Notifier {
     targets: Arc<Vec<Target>>,
     metrics: Option<Metrics>,
+    /// Stamps each notification; `None` only when there are no targets.
+    clock: Option<SharedClock>,
 }
 
 impl Notifier {
@@ -181,6 +184,7 @@ impl Notifier {
     pub fn start(
         targets: Vec<NotifyTarget>,
         metrics: Metrics,
+        clock: SharedClock,
         shutdown: Shutdown,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let http = reqwest::Client::builder()
@@ -207,6 +211,7 @@ impl Notifier {
             Self {
                 targets: Arc::new(built),
                 metrics: Some(metrics),
+                clock: Some(clock),
             },
             tasks,
         )
@@ -214,7 +219,8 @@ impl Notifier {
 
     /// Queues `n` for every target subscribed to its event. Never blocks.
     pub fn send(&self, n: Notification) {
-        let now = Utc::now();
+        let Some(clock) = &self.clock else { return };
+        let now = clock.now();
         for t in self.targets.iter() {
             if !t.config.wants(n.event()) {
                 continue;
