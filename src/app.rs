@@ -1,11 +1,21 @@
 //! Wiring: builds the parts from a `Config`, binds the listeners and runs the tasks until shutdown.
 //! Used by `sigex run`, by `sigex demo` and by the integration tests, so all three run the same bot.
+//!
+//! Graceful shutdown (`RunningBot::stop`), in order, all within `[shutdown] deadline_ms`: webhooks
+//! get 503 and the webhook listener closes once the requests in hand are answered (a 200 already
+//! means committed); the dispatcher drains the inbox; the executor sends what is due, lets its
+//! in-flight request resolve and runs a final reconciliation of open orders; then the notifiers,
+//! the admin listener and the database close. Past the deadline the remaining tasks are aborted:
+//! that is safe, since everything they had not finished is durable and resumes at the next start.
 
+use crate::admin::health::Health;
+use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::{Config, Credentials, Mode, Secret};
 use crate::dispatch::Dispatcher;
 use crate::executor::Executor;
 use crate::inbox::Inbox;
+use crate::notify::Notifier;
 use crate::sim::{SimConfig, Simulator};
 use crate::store::Store;
 use crate::strategy::Strategy;
@@ -31,7 +41,8 @@ pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
 
 impl ShutdownTrigger {
     pub fn trigger(&self) {
-        let _ = self.0.send(true);
+        // `send_replace` stores the value even when no one listens yet.
+        self.0.send_replace(true);
     }
 
     pub fn subscribe(&self) -> Shutdown {
@@ -84,22 +95,74 @@ pub struct RunningBot {
     pub store: Store,
     /// In paper mode, the in-process paper venue.
     pub paper_venue: Option<Simulator>,
+    pub health: Health,
+    pub metrics: Metrics,
+    /// For parts that must tell the operator something (halts, resumes, maintenance, drift).
+    pub notifier: Notifier,
+    deadline: Duration,
+    /// One stage per shutdown phase, stopped in this order.
+    stages: Vec<Stage>,
+}
+
+/// Tasks that stop together, on their own trigger.
+struct Stage {
+    name: &'static str,
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl RunningBot {
-    pub fn shutdown_handle(&self) -> Shutdown {
-        self.trigger.subscribe()
+impl Stage {
+    fn new(name: &'static str) -> Self {
+        let (trigger, _) = shutdown_pair();
+        Self {
+            name,
+            trigger,
+            tasks: Vec::new(),
+        }
     }
 
-    /// Stops accepting work, lets the tasks reach a safe point, and closes the database.
+    fn shutdown(&self) -> Shutdown {
+        self.trigger.subscribe()
+    }
+}
+
+impl RunningBot {
+    /// Fires when the bot's last stage (admin, database) begins to stop.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.stages
+            .last()
+            .map(Stage::shutdown)
+            .unwrap_or_else(|| shutdown_pair().1)
+    }
+
+    /// Graceful shutdown, as the module doc describes; bounded by `[shutdown] deadline_ms`.
     pub async fn stop(self) {
-        self.trigger.trigger();
-        for t in self.tasks {
-            let _ = t.await;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.deadline;
+        self.health.start_draining();
+        let mut abandoned = Vec::new();
+        for stage in self.stages {
+            stage.trigger.trigger();
+            for mut task in stage.tasks {
+                match tokio::time::timeout_at(deadline, &mut task).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        task.abort();
+                        abandoned.push(stage.name);
+                    }
+                }
+            }
         }
         self.store.close().await;
+        if abandoned.is_empty() {
+            tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "stopped cleanly"
+            );
+        } else {
+            abandoned.dedup();
+            tracing::warn!(deadline_ms = self.deadline.as_millis() as u64, stages = ?abandoned, "shutdown deadline passed; abandoned work resumes at the next start");
+        }
     }
 }
 
@@ -115,8 +178,20 @@ pub async fn start(
         None => None,
     };
     let store = Store::open(&config.storage.database_url).await?;
-    let (trigger, shutdown) = shutdown_pair();
-    let mut tasks = Vec::new();
+    let started_at = clock.now();
+    let health = Health::new();
+    let metrics = Metrics::new();
+    let mut webhooks = Stage::new("webhooks");
+    let mut dispatch = Stage::new("dispatcher");
+    let mut execute = Stage::new("executor");
+    let mut rest = Stage::new("admin, notifiers, paper venue");
+    let (notifier, notify_tasks) = Notifier::start(
+        config.notify.clone(),
+        metrics.clone(),
+        clock.clone(),
+        rest.shutdown(),
+    );
+    rest.tasks.extend(notify_tasks);
 
     let webhook_listener = bind(config.webhook.listen).await?;
     let webhook_addr = local_addr(&webhook_listener, config.webhook.listen)?;
@@ -133,9 +208,14 @@ pub async fn start(
             (config.venue.base_url.clone(), credentials, None)
         }
         Mode::Paper => {
-            let (url, credentials, sim) =
-                start_paper_venue(&config, &store, webhook_addr, shutdown.clone(), &mut tasks)
-                    .await?;
+            let (url, credentials, sim) = start_paper_venue(
+                &config,
+                &store,
+                webhook_addr,
+                rest.shutdown(),
+                &mut rest.tasks,
+            )
+            .await?;
             (url, credentials, Some(sim))
         }
     };
@@ -145,41 +225,79 @@ pub async fn start(
         config.venue.request_timeout,
         clock.clone(),
     )
-    .map_err(StartError::Venue)?;
+    .map_err(StartError::Venue)?
+    .watched(crate::venue::Watch {
+        health: health.clone(),
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
+    });
+    // There is no start-up reconciliation yet: readiness treats it as done. The start-up
+    // reconciliation, when it exists, calls `mark_reconciled` itself once the books agree.
+    health.mark_reconciled();
 
     let stored = Arc::new(Notify::new());
     let orders_ready = Arc::new(Notify::new());
     let inbox = Inbox::spawn(store.clone(), stored.clone());
-    tasks.push(tokio::spawn(crate::inbox::prune_task(
+    rest.tasks.push(tokio::spawn(crate::inbox::prune_task(
         store.clone(),
         config.inbox.retention,
         clock.clone(),
-        shutdown.clone(),
+        rest.shutdown(),
     )));
 
-    let ingress = crate::ingress::router(&config.webhook, inbox, clock.clone());
-    tasks.push(tokio::spawn(crate::ingress::server::serve(
-        webhook_listener,
-        ingress,
-        tls,
-        config.webhook.header_timeout,
-        shutdown.clone(),
-    )));
-    tasks.push(serve(
+    let ingress = crate::ingress::router(
+        &config.webhook,
+        inbox,
+        clock.clone(),
+        crate::ingress::Observers {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        },
+    );
+    webhooks
+        .tasks
+        .push(tokio::spawn(crate::ingress::server::serve(
+            webhook_listener,
+            ingress,
+            tls,
+            config.webhook.header_timeout,
+            webhooks.shutdown(),
+        )));
+    let admin_state = crate::admin::AdminState {
+        store: store.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        inbox_ready: stored.clone(),
+        notifier: notifier.clone(),
+        mode: match config.mode {
+            Mode::Live => "live",
+            Mode::Paper => "paper",
+        },
+        started_at,
+    };
+    rest.tasks.push(serve(
         admin_listener,
-        crate::admin::router(store.clone()).merge(crate::admin::control::router(
-            store.clone(),
-            config.trading.admin_token.clone(),
-            clock.clone(),
-        )),
-        shutdown.clone(),
+        crate::admin::router(admin_state, config.admin.token.clone()).merge(
+            crate::admin::control::router(
+                store.clone(),
+                config.trading.admin_token.clone(),
+                clock.clone(),
+            ),
+        ),
+        rest.shutdown(),
     ));
+    rest.tasks.push(tokio::spawn(venue_heartbeat(
+        venue.clone(),
+        rest.shutdown(),
+    )));
 
     let timeouts = strategies
         .iter()
         .filter_map(|s| s.orders.unfilled_timeout.map(|t| (s.name.clone(), t)))
         .collect();
-    let dispatcher = Dispatcher::new(
+    let mut dispatcher = Dispatcher::new(
         store.clone(),
         Arc::new(strategies),
         venue.clone(),
@@ -188,7 +306,12 @@ pub async fn start(
         orders_ready.clone(),
         Arc::new(config.trading.clone()),
     );
-    tasks.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+    dispatcher.notifier = notifier.clone();
+    dispatch
+        .tasks
+        .push(tokio::spawn(dispatcher.run(dispatch.shutdown())));
+    // Maintenance reconciliation, timeouts and protective orders talk to the venue: they stop
+    // with the executor.
     let supervisor = crate::reconcile::full::Supervisor {
         store: store.clone(),
         venue: venue.clone(),
@@ -197,15 +320,21 @@ pub async fn start(
         timeouts,
         trading: Arc::new(config.trading.clone()),
     };
-    tasks.push(tokio::spawn(supervisor.run(shutdown.clone())));
+    execute
+        .tasks
+        .push(tokio::spawn(supervisor.run(execute.shutdown())));
     let executor = Executor {
         store: store.clone(),
         venue,
         clock,
         orders_ready,
         inbox_ready: stored,
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
     };
-    tasks.push(tokio::spawn(executor.run(shutdown)));
+    execute
+        .tasks
+        .push(tokio::spawn(executor.run(execute.shutdown())));
 
     tracing::info!(
         mode = ?config.mode,
@@ -220,9 +349,27 @@ pub async fn start(
         admin_addr,
         store,
         paper_venue,
-        trigger,
-        tasks,
+        health,
+        metrics,
+        notifier,
+        deadline: config.shutdown_deadline,
+        stages: vec![webhooks, dispatch, execute, rest],
     })
+}
+
+/// How often the venue is pinged when nothing else talks to it, so readiness knows it answers.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+async fn venue_heartbeat(venue: VenueClient, mut shutdown: Shutdown) {
+    loop {
+        // The client reports the outcome to `Health` and the metrics itself.
+        if let Err(e) = venue.ping().await {
+            tracing::debug!(error = %e, "venue heartbeat failed");
+        }
+        if shutdown.sleep(HEARTBEAT).await {
+            return;
+        }
+    }
 }
 
 /// Paper mode: an in-process simulator on loopback plays the venue. It issues its own

@@ -45,6 +45,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Inject [`demo_faults`]; `false` runs a well-behaved venue.
     pub faults: bool,
+    /// Where the admin API and the dashboard listen.
+    pub admin_listen: SocketAddr,
 }
 
 /// The faults the demo injects: a little of each the bot handles without stale-order polling.
@@ -77,6 +79,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let api_secret = uuid::Uuid::new_v4().simple().to_string();
     let webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
 
+    println!("sigex demo: starting the simulator and the bot...");
     let mut sim_config =
         SimConfig::new(api_key.clone(), api_secret.clone(), webhook_secret.clone());
     sim_config.seed = opts.seed;
@@ -106,13 +109,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
         webhook: WebhookConfig::new(loopback, Secret::new(webhook_secret)),
         inbox: InboxConfig::default(),
-        admin: AdminConfig { listen: loopback },
+        admin: AdminConfig::read_only(opts.admin_listen),
         storage: StorageConfig {
             database_url: format!("sqlite://{}", db_path.display()),
         },
         strategies_dir: PathBuf::from("strategies"),
         trading: Default::default(),
         paper: PaperConfig::default(),
+        notify: Vec::new(),
+        shutdown_deadline: crate::config::DEFAULT_SHUTDOWN_DEADLINE,
     };
     let strategies = crate::strategy::load_sources(
         &BUILTIN_STRATEGIES
@@ -132,9 +137,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bot.webhook_addr, DEFAULT_WEBHOOK_PATH
     )));
 
-    println!("sigex demo: simulator at http://{sim_addr}/api/v1, bot webhooks at http://{}{DEFAULT_WEBHOOK_PATH}", bot.webhook_addr);
+    println!("simulator:  http://{sim_addr}/api/v1");
     println!(
-        "admin API:  http://{}/api/orders  /api/positions  /api/signals",
+        "webhooks:   http://{}{DEFAULT_WEBHOOK_PATH}",
+        bot.webhook_addr
+    );
+    println!("dashboard:  http://{}/", bot.admin_addr);
+    println!(
+        "admin API:  http://{0}/api/summary  /api/orders  /api/positions  /api/signals  /metrics  /readyz",
         bot.admin_addr
     );
     println!("database:   {}", db_path.display());
@@ -151,7 +161,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     );
 
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let started = tokio::time::Instant::now();
+    let deadline = opts.duration.map(|d| started + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
@@ -162,12 +173,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            _ = tick.tick() => println!("{}", summary(&bot.store, &sim).await),
+            _ = tick.tick() => {
+                let elapsed = started.elapsed().as_secs();
+                let progress = match opts.duration {
+                    Some(d) => format!("[{elapsed:>3}/{} s]", d.as_secs()),
+                    None => format!("[{elapsed:>3} s]"),
+                };
+                println!("{progress} {}", summary(&bot.store, &sim).await);
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = stop_at => break,
         }
     }
     println!("{}", summary(&bot.store, &sim).await);
+    println!("stopping: draining the inbox, final reconciliation...");
     let stats = sim.stats();
     println!(
         "simulator: {} orders accepted, {} duplicate clientOrderIds answered 409, {} auth failures, {} webhooks sent ({} failed)",

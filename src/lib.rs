@@ -14,6 +14,7 @@ pub mod executor;
 pub mod inbox;
 pub mod ingress;
 pub mod model;
+pub mod notify;
 pub mod order;
 pub mod portfolio;
 pub mod reconcile;

@@ -1,4 +1,5 @@
-//! The `sigex` command line: `run`, `check`, `events`, `webhooks`, `halt`, `resume`, `paper reset`, `sim` and `demo`.
+//! The `sigex` command line: `run`, `check`, `status`, `events`, `webhooks`, `halt`, `resume`,
+//! `paper reset`, `sim` and `demo`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -81,6 +82,15 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Print a compact summary of a running bot, read from its admin API.
+    Status {
+        /// The admin API's base URL.
+        #[arg(long, env = "SIGEX_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+        admin_url: String,
+        /// Print the raw JSON summary (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the Vibe API simulator. Credentials come from SIGEX_SIM_API_KEY, SIGEX_SIM_API_SECRET
     /// and SIGEX_SIM_WEBHOOK_SECRET.
     Sim {
@@ -118,6 +128,9 @@ enum Command {
         /// Run the simulator without injected faults.
         #[arg(long)]
         no_faults: bool,
+        /// Where the admin API and dashboard listen (default: a free loopback port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        admin_listen: SocketAddr,
     },
 }
 
@@ -298,8 +311,8 @@ impl SimVenueArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        // The demo prints its own summary; keep the log to problems.
-        Command::Demo { .. } => "warn",
+        // These print their own output; keep the log to problems.
+        Command::Demo { .. } | Command::Status { .. } => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -331,6 +344,10 @@ fn main() -> anyhow::Result<()> {
                 symbol,
                 reason,
             } => set_state(config, symbol, reason, TradingState::Active).await,
+            Command::Status { admin_url, json } => {
+                let code = sigex::admin::status::run(&admin_url, json).await?;
+                std::process::exit(code);
+            }
             Command::Sim {
                 listen,
                 webhook_url,
@@ -347,6 +364,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 seed,
                 no_faults,
+                admin_listen,
             } => {
                 sigex::demo::run(sigex::demo::DemoOptions {
                     duration: duration.map(Duration::from_secs),
@@ -354,6 +372,7 @@ fn main() -> anyhow::Result<()> {
                     data_dir,
                     seed,
                     faults: !no_faults,
+                    admin_listen,
                 })
                 .await
             }
@@ -364,7 +383,10 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr, as the README says; stdout stays for command output (`status --json`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -427,7 +449,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let bot = sigex::app::start(config, strategies, clock).await?;
     wait_for_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("signal received: draining and shutting down");
     bot.stop().await;
     Ok(())
 }

@@ -32,7 +32,9 @@ pub fn router(store: Store, token: Option<Secret>, clock: SharedClock) -> Router
         token,
         clock,
     };
-    let mut r = Router::new().route("/api/trading-state", get(trading_state));
+    let mut r = Router::new()
+        .route("/api/trading-state", get(trading_state))
+        .route("/api/maintenance", get(maintenance));
     if control.token.is_some() {
         r = r
             .route("/api/admin/halt", post(halt))
@@ -75,12 +77,73 @@ async fn trading_state(State(c): State<Control>) -> Response {
     let states = c.store.list_trading_states().await;
     let windows = c.store.list_windows().await;
     match (states, windows) {
-        (Ok(states), Ok(windows)) => Json(serde_json::json!({
-            "states": states,
-            "maintenanceWindows": windows,
-        }))
-        .into_response(),
+        (Ok(states), Ok(windows)) => {
+            // `state` and `reasons` summarise for the dashboard and `sigex status`: the account's
+            // own state, and every entry that is not active.
+            let account = states
+                .iter()
+                .find(|s| s.symbol.is_none())
+                .map_or(TradingState::Active, |s| s.state);
+            let reasons: Vec<String> = states
+                .iter()
+                .filter(|s| s.state != TradingState::Active)
+                .map(|s| {
+                    format!(
+                        "{}: {} since {} ({})",
+                        s.symbol.as_deref().unwrap_or("account"),
+                        s.state.as_str(),
+                        s.since.format("%Y-%m-%d %H:%M:%SZ"),
+                        s.reason
+                    )
+                })
+                .collect();
+            Json(serde_json::json!({
+                "state": account.as_str(),
+                "reasons": reasons,
+                "states": states,
+                "maintenanceWindows": windows,
+            }))
+            .into_response()
+        }
         (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "admin query failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "database query failed",
+            )
+        }
+    }
+}
+
+/// Maintenance windows for the dashboard: `{"windows": [{start, end, status, message}]}`.
+async fn maintenance(State(c): State<Control>) -> Response {
+    match c.store.list_windows().await {
+        Ok(windows) => {
+            let now = c.clock.now();
+            let windows: Vec<_> = windows
+                .iter()
+                .map(|w| {
+                    let status = if w.reconciled_at.is_some() {
+                        "over, reconciled"
+                    } else if now < w.start {
+                        "scheduled"
+                    } else if now <= w.end {
+                        "in progress"
+                    } else {
+                        "over, awaiting reconciliation"
+                    };
+                    serde_json::json!({
+                        "start": w.start,
+                        "end": w.end,
+                        "status": status,
+                        "message": format!("{} ({})", w.description, w.services.join(", ")),
+                    })
+                })
+                .collect();
+            Json(serde_json::json!({ "windows": windows })).into_response()
+        }
+        Err(e) => {
             tracing::error!(error = %e, "admin query failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

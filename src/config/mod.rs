@@ -51,6 +51,11 @@ pub struct Config {
     pub trading: TradingConfig,
     /// The paper venue (used in paper mode only).
     pub paper: PaperConfig,
+    /// Outbound notification targets (`[[notify]]`); empty = none.
+    pub notify: Vec<NotifyTarget>,
+    /// How long a graceful shutdown may take before the remaining work is abandoned (it is
+    /// durable: the inbox and the outbox resume it at the next start).
+    pub shutdown_deadline: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +127,54 @@ impl Default for InboxConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token for admin mutations; `None` disables them.
+    pub token: Option<Secret>,
 }
+
+impl AdminConfig {
+    /// Listen on `listen` with mutations disabled.
+    pub fn read_only(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// `{"event", "text", "at"}` to any URL.
+    Webhook,
+    /// Slack incoming webhook: `{"text"}`.
+    Slack,
+    /// Discord webhook: `{"content"}`.
+    Discord,
+    /// Telegram Bot API `sendMessage`: `{"chat_id", "text"}`.
+    Telegram,
+}
+
+/// One `[[notify]]` target.
+#[derive(Debug, Clone)]
+pub struct NotifyTarget {
+    pub kind: NotifyKind,
+    /// May embed a token (Slack, Discord, Telegram URLs do), hence a `Secret`.
+    pub url: Secret,
+    /// Telegram's chat id.
+    pub chat_id: Option<String>,
+    /// Subscribed event names (`crate::notify::EVENTS`); `None` = all.
+    pub events: Option<Vec<String>>,
+}
+
+impl NotifyTarget {
+    pub fn wants(&self, event: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|e| e.iter().any(|x| x == event))
+    }
+}
+
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -159,6 +211,29 @@ struct RawConfig {
     symbol_defaults: trading::RawSymbol,
     #[serde(default)]
     paper: paper::RawPaper,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: NotifyKind,
+    /// Only for URLs without a token (a generic webhook on your own network).
+    url: Option<String>,
+    /// Name of an environment variable holding the URL.
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    chat_id: Option<String>,
+    events: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -531,8 +606,14 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         alerts: raw.alerts,
         symbols: raw.symbols,
         symbol_defaults: raw.symbol_defaults,
-        admin_token,
+        admin_token: admin_token.clone(),
     })?;
+    let notify = raw
+        .notify
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| resolve_notify(i, n, base_dir))
+        .collect::<Result<Vec<_>, _>>()?;
 
     Ok(Config {
         trading,
@@ -574,6 +655,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         },
         admin: AdminConfig {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
+            token: admin_token,
         },
         storage: StorageConfig {
             database_url: sqlite_relative_to(
@@ -589,6 +671,62 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
         paper: paper::resolve(raw.paper, base_dir)?,
+        notify,
+        shutdown_deadline: raw
+            .shutdown
+            .deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
+    })
+}
+
+fn resolve_notify(i: usize, n: RawNotify, base_dir: &Path) -> Result<NotifyTarget, String> {
+    let at = format!("[[notify]] #{} ({:?})", i + 1, n.kind);
+    let url = match (n.url, n.url_env, n.url_file) {
+        (Some(url), None, None) => {
+            if n.kind != NotifyKind::Webhook {
+                return Err(format!(
+                    "{at}: url must not be written in the config file for {:?}: its URL carries a \
+                     token. Use url_env = \"VARIABLE\" or url_file = \"/path\"",
+                    n.kind
+                ));
+            }
+            Secret::new(url)
+        }
+        (None, Some(var), None) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Secret::new(v),
+            _ => return Err(format!("{at}: url_env names {var}, which is not set")),
+        },
+        (None, None, Some(file)) => read_secret("notify", "url", None, Some(file), base_dir)?
+            .ok_or_else(|| format!("{at}: url_file is empty"))?,
+        _ => {
+            return Err(format!(
+                "{at}: give exactly one of url, url_env or url_file"
+            ))
+        }
+    };
+    if reqwest::Url::parse(url.expose()).is_err() {
+        return Err(format!("{at}: the URL is not a valid http(s) URL"));
+    }
+    if n.kind == NotifyKind::Telegram && n.chat_id.is_none() {
+        return Err(format!("{at}: telegram needs chat_id"));
+    }
+    if let Some(events) = &n.events {
+        if let Some(bad) = events
+            .iter()
+            .find(|e| !crate::notify::EVENTS.contains(&e.as_str()))
+        {
+            return Err(format!(
+                "{at}: unknown event {bad:?}; known: {}",
+                crate::notify::EVENTS.join(", ")
+            ));
+        }
+    }
+    Ok(NotifyTarget {
+        kind: n.kind,
+        url,
+        chat_id: n.chat_id,
+        events: n.events,
     })
 }
 
@@ -959,6 +1097,93 @@ lot_step = 0.001
             "1,2,3\n",
         ] {
             assert!(parse_candles(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn admin_token_and_notify_targets_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tg"),
+            "https://example.invalid/botX/sendMessage\n",
+        )
+        .unwrap();
+        let base = "mode = \"paper\"\n";
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Result<(), &'a str>,
+        );
+        let cases: &[Case] = &[
+            ("no token: mutations disabled", "", &[], Ok(())),
+            (
+                "token from the environment",
+                "",
+                &[("SIGEX_ADMIN__TOKEN", "0123456789abcdef0123")],
+                Ok(()),
+            ),
+            (
+                "short token",
+                "",
+                &[("SIGEX_ADMIN__TOKEN", "short")],
+                Err("[admin] token is shorter than 16"),
+            ),
+            (
+                "token written in the file",
+                "[admin]\ntoken = \"0123456789abcdef0123\"\n",
+                &[],
+                Err("SIGEX_ADMIN__TOKEN"),
+            ),
+            (
+                "generic webhook with an inline url",
+                "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n",
+                &[],
+                Ok(()),
+            ),
+            (
+                "slack url inline is refused",
+                "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example.invalid/T/B/x\"\n",
+                &[],
+                Err("url_env"),
+            ),
+            (
+                "telegram from a file needs a chat id",
+                "[[notify]]\nkind = \"telegram\"\nurl_file = \"tg\"\n",
+                &[],
+                Err("telegram needs chat_id"),
+            ),
+            (
+                "telegram from a file with a chat id",
+                "[[notify]]\nkind = \"telegram\"\nurl_file = \"tg\"\nchat_id = \"-1\"\n",
+                &[],
+                Ok(()),
+            ),
+            (
+                "unknown event name",
+                "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"fills\"]\n",
+                &[],
+                Err("unknown event \"fills\""),
+            ),
+            (
+                "url_env that is not set",
+                "[[notify]]\nkind = \"discord\"\nurl_env = \"SIGEX_CONFIG_TEST_SURELY_UNSET\"\n",
+                &[],
+                Err("which is not set"),
+            ),
+        ];
+        for (name, extra, vars, expected) in cases {
+            let path = dir.path().join("sigex.toml");
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            let mut e = env(&SECRET_ENV[..1]);
+            e.extend(env(vars));
+            match (Config::load(&path, e), expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(err), Err(want)) => {
+                    assert!(err.to_string().contains(want), "{name}: {err}")
+                }
+                (got, want) => panic!("{name}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::TradingConfig;
 use crate::ingress::events::{self, Event, ParseError};
 use crate::model::{Price, Signal, Symbol};
+use crate::notify::{Notification, Notifier};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
 use crate::risk::state::{SetBy, StateEntry, TradingState};
@@ -55,6 +56,8 @@ pub struct Dispatcher {
     /// Notified when new order intents are committed, or news may unblock the executor.
     pub orders_ready: Arc<Notify>,
     pub trading: Arc<TradingConfig>,
+    /// Told about fills and dead letters.
+    pub notifier: Notifier,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
 }
 
@@ -76,10 +79,13 @@ impl Dispatcher {
             stored,
             orders_ready,
             trading,
+            notifier: Notifier::disabled(),
             prices: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Processes events until `shutdown`; then drains what is already in the inbox (ingress has
+    /// stopped by then, so that is finite) and returns. The caller bounds the drain with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
         loop {
             let batch = match self.store.pending_events(BATCH).await {
@@ -93,11 +99,14 @@ impl Dispatcher {
                 }
             };
             if batch.is_empty() {
+                if shutdown.is_triggered() {
+                    return;
+                }
                 tokio::select! {
                     _ = self.stored.notified() => {}
                     // Deferred events are re-queued by the executor; this is only a safety net.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.wait() => return,
+                    _ = shutdown.wait() => {}
                 }
                 continue;
             }
@@ -110,10 +119,6 @@ impl Dispatcher {
                 |p: &Option<Result<Event, ParseError>>| matches!(p, Some(Ok(Event::Signal(_))));
             let mut i = 0;
             while i < batch.len() {
-                // Stop only between transactions.
-                if shutdown.is_triggered() {
-                    return;
-                }
                 let result = if is_signal(&parsed[i]) {
                     let Some(Ok(Event::Signal(signal))) = parsed[i].take() else {
                         unreachable!("checked above")
@@ -156,25 +161,32 @@ impl Dispatcher {
         let now = self.clock.now();
         let together = async {
             let mut tx = self.store.begin().await?;
+            let mut notes = Vec::new();
             for (event, parsed) in &run {
-                self.apply(&mut tx, event, parsed, now).await?;
+                notes.extend(self.apply(&mut tx, event, parsed, now).await?);
             }
             tx.commit().await?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(notes)
         };
         match together.await {
-            Ok(()) => Ok(()),
+            Ok(notes) => {
+                // Only what was committed is announced.
+                notes.into_iter().for_each(|n| self.notifier.send(n));
+                Ok(())
+            }
             Err(e) if run.len() == 1 => Err((first, e)),
             Err(e) => {
                 tracing::warn!(error = %e, events = run.len(), "batch failed; applying its events one by one");
                 for (k, (event, parsed)) in run.iter().enumerate() {
                     let one = async {
                         let mut tx = self.store.begin().await?;
-                        self.apply(&mut tx, event, parsed, now).await?;
-                        tx.commit().await.map_err(StoreError::from)
+                        let note = self.apply(&mut tx, event, parsed, now).await?;
+                        tx.commit().await?;
+                        Ok::<_, StoreError>(note)
                     };
-                    if let Err(e) = one.await {
-                        return Err((first + k, e));
+                    match one.await {
+                        Ok(note) => note.into_iter().for_each(|n| self.notifier.send(n)),
+                        Err(e) => return Err((first + k, e)),
                     }
                 }
                 Ok(())
@@ -195,35 +207,49 @@ impl Dispatcher {
             if Store::set_event_status(&mut tx, event.seq, status, Some(&msg), self.clock.now())
                 .await
                 .is_ok()
+                && tx.commit().await.is_ok()
+                && dead
             {
-                let _ = tx.commit().await;
+                self.notifier.send(Notification::DeadLetter {
+                    seq: event.seq,
+                    event_type: event.event_type.clone(),
+                    reason: msg,
+                });
             }
         }
     }
 
-    /// Applies one event that needs no I/O, inside `tx`, together with its new status.
+    /// Applies one event that needs no I/O, inside `tx`, together with its new status. Returns
+    /// what to tell the operator once the transaction has committed.
     async fn apply(
         &self,
         tx: &mut Tx,
         event: &InboxEvent,
         parsed: &Result<Event, ParseError>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Notification>, StoreError> {
         let mut status = EventStatus::Processed;
         let mut note = None;
+        let mut tell = None;
         match parsed {
             Err(e) => {
                 tracing::warn!(seq = event.seq, event = %event.event_type, error = %e, "dead letter: signed but unusable");
                 status = EventStatus::Dead;
                 note = Some(e.to_string());
+                tell = Some(Notification::DeadLetter {
+                    seq: event.seq,
+                    event_type: event.event_type.clone(),
+                    reason: e.to_string(),
+                });
             }
             Ok(Event::Signal(_)) => unreachable!("signals are applied by on_signal"),
             Ok(Event::Order(news)) => match reconcile::apply_news(&mut *tx, news, now).await? {
                 NewsOutcome::Deferred => {
-                    tracing::debug!(seq = event.seq, order_id = %news.order_id, "order news deferred until the order is known");
+                    tracing::debug!(seq = event.seq, order_id = %news.order_id, client_order_id = news.client_order_id.as_deref().unwrap_or(""), "order news deferred until the order is known");
                     status = EventStatus::Deferred;
                 }
-                NewsOutcome::Applied { linked } => {
+                NewsOutcome::Applied { linked, fill } => {
+                    tell = fill.map(|f| f.notification());
                     self.apply_breakers(tx, now).await?;
                     if linked && Store::requeue_deferred(&mut *tx).await? > 0 {
                         // The re-queued events are picked up by the next inbox read.
@@ -299,7 +325,8 @@ impl Dispatcher {
                 tracing::debug!(seq = event.seq, event = %name, "event recorded");
             }
         }
-        Store::set_event_status(&mut *tx, event.seq, status, note.as_deref(), now).await
+        Store::set_event_status(&mut *tx, event.seq, status, note.as_deref(), now).await?;
+        Ok(tell)
     }
 
     /// Applies a `system.alert` under the configured policy: scales sizes, or moves symbols (or

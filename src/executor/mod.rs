@@ -5,9 +5,11 @@
 //! re-sent, with the same id, only when the venue says it has no such order; a definite refusal is
 //! kept with the venue's code and message. It never changes a risk decision.
 
+use crate::admin::metrics::Metrics;
 use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::ingress::events::OrderNews;
+use crate::notify::Notifier;
 use crate::reconcile;
 use crate::store::{OrderRow, Store, StoreError};
 use crate::venue::wire::{OrderResponse, PlaceOrderRequest};
@@ -30,9 +32,15 @@ pub struct Executor {
     pub orders_ready: Arc<Notify>,
     /// Notified when an order learns its venue id, so deferred callbacks are retried.
     pub inbox_ready: Arc<Notify>,
+    pub metrics: Metrics,
+    /// Told about fills learned from REST answers.
+    pub notifier: Notifier,
 }
 
 impl Executor {
+    /// Sends orders until `shutdown`; then sends what is already due (the dispatcher has stopped
+    /// by then), runs a final reconciliation of open orders and returns. The caller bounds this
+    /// with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
         loop {
             let now = self.clock.now();
@@ -51,18 +59,19 @@ impl Executor {
                 if let Err(e) = self.submit(order).await {
                     tracing::error!(client_order_id = %order.client_order_id, error = %e, "recording an order outcome failed");
                 }
-                if shutdown.is_triggered() {
-                    return;
-                }
             }
             if !due.is_empty() {
                 continue;
+            }
+            if shutdown.is_triggered() {
+                self.final_reconciliation().await;
+                return;
             }
             let wait = self.until_next_retry().await;
             tokio::select! {
                 _ = self.orders_ready.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => {}
             }
         }
     }
@@ -123,6 +132,7 @@ impl Executor {
         };
         let started = std::time::Instant::now();
         let outcome = self.venue.place_order(&request).await;
+        self.metrics.submit_latency(started.elapsed());
         let now = self.clock.now();
         match outcome {
             SubmitOutcome::Accepted(resp) => {
@@ -153,23 +163,65 @@ impl Executor {
         else {
             return Ok(());
         };
-        let news = OrderNews {
-            order_id: resp.order_id,
-            client_order_id: resp.client_order_id,
-            status: resp.status,
-            filled_quantity: resp.filled_quantity,
-            average_price: resp.average_price,
-        };
-        reconcile::apply_report(&mut tx, &current, &news, now).await?;
+        let news = OrderNews::from(resp);
+        let fill = reconcile::apply_report(&mut tx, &current, &news, now).await?;
         let requeued = if current.order_id.is_none() {
             Store::requeue_deferred(&mut tx).await?
         } else {
             0
         };
         tx.commit().await?;
+        if let Some(fill) = fill {
+            self.notifier.send(fill.notification());
+        }
         if requeued > 0 {
             self.inbox_ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Asks the venue about every order not yet final and records what it says, so the database
+    /// closes agreeing with the venue. Failures are logged; the next start resolves them.
+    pub async fn final_reconciliation(&self) {
+        let open = match self.store.open_orders().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "final reconciliation: cannot read open orders");
+                return;
+            }
+        };
+        let (mut checked, mut failed) = (0, 0);
+        for order in &open {
+            let answer = match (&order.order_id, order.status.as_str()) {
+                (Some(id), _) => self.venue.get_order(id).await.map(Some),
+                (None, "unknown") => {
+                    self.venue
+                        .find_by_client_order_id(&order.client_order_id)
+                        .await
+                }
+                // An intent never sent: nothing to ask.
+                (None, _) => continue,
+            };
+            checked += 1;
+            match answer {
+                Ok(Some(resp)) => {
+                    if let Err(e) = self.accepted(order, resp).await {
+                        failed += 1;
+                        tracing::warn!(client_order_id = %order.client_order_id, error = %e, "final reconciliation: cannot record the venue's answer");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(client_order_id = %order.client_order_id, error = %e, "final reconciliation: the venue did not answer");
+                }
+            }
+        }
+        tracing::info!(
+            open = open.len(),
+            checked,
+            failed,
+            "final reconciliation done"
+        );
     }
 }

@@ -65,6 +65,19 @@ pub struct OrderNews {
     pub average_price: Option<Decimal>,
 }
 
+impl From<crate::venue::wire::OrderResponse> for OrderNews {
+    /// A REST answer about an order is news like a callback.
+    fn from(r: crate::venue::wire::OrderResponse) -> Self {
+        Self {
+            order_id: r.order_id,
+            client_order_id: r.client_order_id,
+            status: r.status,
+            filled_quantity: r.filled_quantity,
+            average_price: r.average_price,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     #[error("not a webhook envelope: {0}")]

@@ -1,17 +1,20 @@
 //! The HTTP edge for venue webhooks. It decides nothing about trading; it makes sure that what
 //! enters the inbox came from the venue, and that nothing the venue was told is stored gets lost.
 //!
-//! Checks, cheapest first: source allowlist (403), per-source rate limit (429), content type
-//! (415), body size (413) and read time (408), then the HMAC over the raw bytes (401). Only a
-//! signed body is stored; it gets 200 once committed (or when already stored: a duplicate), 503 if
-//! the inbox cannot commit (the venue retries). A signed body that is not a usable event is stored
-//! too and becomes a dead letter the operator can see.
+//! Checks, cheapest first: draining for shutdown (503), source allowlist (403), per-source rate
+//! limit (429), content type (415), body size (413) and read time (408), then the HMAC over the raw
+//! bytes (401). Only a signed body is stored; it gets 200 once committed (or when already stored:
+//! a duplicate), 503 if the inbox cannot commit (the venue retries). A signed body that is not a
+//! usable event is stored too and becomes a dead letter the operator can see. Every refusal is
+//! counted by reason in the metrics.
 
 pub mod events;
 pub mod guard;
 pub mod server;
 pub mod signature;
 
+use crate::admin::health::Health;
+use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::WebhookConfig;
 use crate::inbox::{dedupe_key, Inbox, Inserted};
@@ -39,9 +42,22 @@ struct IngressState {
     rate_limiter: Option<RateLimiter>,
     inbox: Inbox,
     clock: SharedClock,
+    health: Health,
+    metrics: Metrics,
 }
 
-pub fn router(config: &WebhookConfig, inbox: Inbox, clock: SharedClock) -> Router {
+/// What ingress reports into: draining (read) and counters (written).
+pub struct Observers {
+    pub health: Health,
+    pub metrics: Metrics,
+}
+
+pub fn router(
+    config: &WebhookConfig,
+    inbox: Inbox,
+    clock: SharedClock,
+    observers: Observers,
+) -> Router {
     let state = IngressState {
         allowlist: config.allow_sources.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
@@ -49,6 +65,8 @@ pub fn router(config: &WebhookConfig, inbox: Inbox, clock: SharedClock) -> Route
         config: config.clone(),
         inbox,
         clock,
+        health: observers.health,
+        metrics: observers.metrics,
     };
     Router::new()
         .route(&config.path, post(receive))
@@ -56,6 +74,14 @@ pub fn router(config: &WebhookConfig, inbox: Inbox, clock: SharedClock) -> Route
 }
 
 async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Response {
+    if state.health.is_draining() {
+        state.metrics.webhook_rejected("draining");
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "shutting down; retry later",
+        );
+    }
     let (parts, body) = request.into_parts();
     let peer = parts
         .extensions
@@ -69,6 +95,7 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
     let client = guard::client_addr(peer, forwarded, &state.trusted_proxies);
     if !guard::allowed(client, &state.allowlist) {
         tracing::warn!(%client, "webhook refused: source not in the allowlist");
+        state.metrics.webhook_rejected("forbidden_source");
         return reply(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -77,6 +104,7 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
     }
     if let Some(rl) = &state.rate_limiter {
         if !rl.allow(client, Instant::now()) {
+            state.metrics.webhook_rejected("rate_limited");
             return reply(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -85,6 +113,7 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         }
     }
     if !is_json(&parts.headers) {
+        state.metrics.webhook_rejected("content_type");
         return reply(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -93,7 +122,10 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
     }
     let body = match read_body(body, state.config.max_body_bytes, state.config.read_timeout).await {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err((reason, refusal)) => {
+            state.metrics.webhook_rejected(reason);
+            return refusal;
+        }
     };
     let signature = parts
         .headers
@@ -101,6 +133,7 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         .map(|v| v.as_bytes());
     if let Err(e) = signature::verify(state.config.secret.expose().as_bytes(), &body, signature) {
         tracing::warn!(%client, reason = e.label(), bytes = body.len(), "webhook refused: bad signature");
+        state.metrics.webhook_rejected(e.label());
         return reply(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
     }
     let (event_type, data_id) = match serde_json::from_slice::<wire::EnvelopePeek>(&body) {
@@ -117,21 +150,28 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         .and_then(|v| v.to_str().ok());
     let event = NewEvent {
         dedupe_key: dedupe_key(header_id, data_id.as_deref(), &body),
-        event_type,
+        event_type: event_type.clone(),
         received_at: state.clock.now(),
         body,
     };
     match state.inbox.store(event).await {
         Ok(Inserted::New(seq)) => {
             tracing::debug!(seq, "webhook stored");
+            state.metrics.webhook_received(&event_type);
             reply(StatusCode::OK, "accepted", "")
         }
-        Ok(Inserted::Duplicate) => reply(StatusCode::OK, "duplicate", ""),
-        Err(e) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &e.to_string(),
-        ),
+        Ok(Inserted::Duplicate) => {
+            state.metrics.webhook_duplicate(&event_type);
+            reply(StatusCode::OK, "duplicate", "")
+        }
+        Err(e) => {
+            state.metrics.webhook_rejected("inbox_unavailable");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &e.to_string(),
+            )
+        }
     }
 }
 
@@ -143,29 +183,42 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Reads the whole body within `limit` bytes and `timeout`.
-async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
+/// Reads the whole body within `limit` bytes and `timeout`; a refusal carries its metrics reason.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, (&'static str, Response)> {
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(reply(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "request body not received in time",
+        Err(_) => Err((
+            "body_timeout",
+            reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "request body not received in time",
+            ),
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) => {
             if e.is::<http_body_util::LengthLimitError>() {
-                Err(reply(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                Err((
                     "too_large",
-                    "request body too large",
+                    reply(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        "request body too large",
+                    ),
                 ))
             } else {
-                Err(reply(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    "request body could not be read",
+                Err((
+                    "unreadable_body",
+                    reply(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "request body could not be read",
+                    ),
                 ))
             }
         }

@@ -15,12 +15,14 @@ use sqlx::SqliteConnection;
 
 pub mod full;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewsOutcome {
     /// Applied to a local order.
     Applied {
         /// The order learned its venue id from this report.
         linked: bool,
+        /// A fill booked by this report (for the operator's notifications).
+        fill: Option<BookedFill>,
     },
     /// About an order we cannot match yet (its POST may not have returned): keep for later.
     Deferred,
@@ -47,19 +49,41 @@ pub async fn apply_news(
         return Ok(NewsOutcome::Deferred);
     };
     let linked = order.order_id.is_none();
-    apply_report(tx, &order, news, now).await?;
-    Ok(NewsOutcome::Applied { linked })
+    let fill = apply_report(tx, &order, news, now).await?;
+    Ok(NewsOutcome::Applied { linked, fill })
+}
+
+/// A fill booked into a position, as the operator is told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookedFill {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: String,
+    pub quantity: rust_decimal::Decimal,
+    pub price: rust_decimal::Decimal,
+}
+
+impl BookedFill {
+    pub fn notification(&self) -> crate::notify::Notification {
+        crate::notify::Notification::Fill {
+            client_order_id: self.client_order_id.clone(),
+            symbol: self.symbol.clone(),
+            side: self.side.clone(),
+            quantity: self.quantity.normalize().to_string(),
+            price: self.price.normalize().to_string(),
+        }
+    }
 }
 
 const CLIENT_ID_PREFIX: &str = "sx-";
 
-/// Merges a venue report into `order` and books any new fill.
+/// Merges a venue report into `order` and books any new fill, which it returns.
 pub async fn apply_report(
     tx: &mut SqliteConnection,
     order: &OrderRow,
     news: &OrderNews,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Option<BookedFill>, StoreError> {
     let current = order.progress()?;
     let seen = OrderStatus::from_venue(&news.status);
     if seen.is_none() {
@@ -92,6 +116,7 @@ pub async fn apply_report(
         now,
     )
     .await?;
+    let mut booked = None;
     if let Some((qty, price)) = applied.new_fill {
         let side = Side::parse(&order.side).map_err(|_| StoreError::Corrupt {
             column: "side",
@@ -121,6 +146,13 @@ pub async fn apply_report(
             position = %updated.quantity,
             "fill booked"
         );
+        booked = Some(BookedFill {
+            client_order_id: order.client_order_id.clone(),
+            symbol: order.symbol.clone(),
+            side: order.side.clone(),
+            quantity: qty,
+            price,
+        });
     }
     if applied.progress.status != current.status {
         tracing::info!(
@@ -130,5 +162,5 @@ pub async fn apply_report(
             "order status"
         );
     }
-    Ok(())
+    Ok(booked)
 }

@@ -338,6 +338,61 @@ impl Store {
             .collect()
     }
 
+    /// Whether the database answers a query (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    /// When the oldest event still waiting to be processed arrived (`received_at`).
+    pub async fn oldest_pending_event(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(received_at) FROM inbox WHERE status = 'pending'")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The newest inbox events, optionally only those with `status`, newest first.
+    pub async fn recent_events(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_type, status, attempts, error, received_at, processed_at FROM inbox
+             WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EventView {
+                seq: r.get("seq"),
+                event_type: r.get("event_type"),
+                status: r.get("status"),
+                attempts: r.get("attempts"),
+                error: r.get("error"),
+                received_at: r.get("received_at"),
+                processed_at: r.get("processed_at"),
+            })
+            .collect())
+    }
+
+    /// Puts a dead letter back in the queue. `false` when `seq` is not a dead letter.
+    pub async fn replay_dead_letter(&self, seq: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, processed_at = NULL
+             WHERE seq = ? AND status = 'dead'",
+        )
+        .bind(seq)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     // ---- signals ------------------------------------------------------------------------------
 
     pub async fn insert_decision(
@@ -585,6 +640,43 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
+    /// Orders not yet in a final state, newest first.
+    pub async fn open_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')
+             ORDER BY created_at DESC, client_order_id"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    pub async fn find_order(&self, client_order_id: &str) -> Result<Option<OrderRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = ?"
+        ))
+        .bind(client_order_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(OrderRow::from_row).transpose()
+    }
+
+    /// Orders with any fill, in the order their last fill was recorded: the input of the PnL curve.
+    pub async fn filled_orders_by_time(&self) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE average_price IS NOT NULL ORDER BY updated_at, client_order_id"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        let orders: Result<Vec<OrderRow>, _> = rows.iter().map(OrderRow::from_row).collect();
+        Ok(orders?
+            .into_iter()
+            .filter(|o| !o.filled_quantity.is_zero())
+            .collect())
+    }
+
     // ---- positions and balances --------------------------------------------------------------
 
     pub async fn position(tx: &mut SqliteConnection, symbol: &str) -> Result<Position, StoreError> {
@@ -632,7 +724,7 @@ impl Store {
     pub async fn list_positions(&self) -> Result<Vec<PositionView>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.symbol, p.quantity, p.average_price, p.realized_pnl, p.last_price, p.updated_at,
-                    v.quantity AS venue_quantity, v.mark_price, v.unrealized_pnl
+                    v.quantity AS venue_quantity, v.side AS venue_side, v.mark_price, v.unrealized_pnl
              FROM positions p LEFT JOIN venue_positions v ON v.symbol = p.symbol
              ORDER BY p.symbol",
         )
@@ -647,6 +739,7 @@ impl Store {
                     realized_pnl: dec(r, "realized_pnl")?,
                     last_price: opt_dec(r, "last_price")?,
                     venue_quantity: opt_dec(r, "venue_quantity")?,
+                    venue_side: r.get("venue_side"),
                     venue_mark_price: opt_dec(r, "mark_price")?,
                     venue_unrealized_pnl: opt_dec(r, "unrealized_pnl")?,
                     updated_at: r.get("updated_at"),
@@ -794,6 +887,18 @@ fn opt_dec(
     let s: Option<String> = row.get(column);
     s.map(|s| Decimal::from_str(&s).map_err(|_| StoreError::Corrupt { column, value: s }))
         .transpose()
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub seq: i64,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub received_at: String,
+    pub processed_at: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -985,6 +1090,8 @@ pub struct PositionView {
     pub last_price: Option<Decimal>,
     /// What the venue last reported (`position.*` events), for comparison.
     pub venue_quantity: Option<Decimal>,
+    /// `long` / `short` as the venue reported it; its quantity may be unsigned.
+    pub venue_side: Option<String>,
     pub venue_mark_price: Option<Decimal>,
     pub venue_unrealized_pnl: Option<Decimal>,
     pub updated_at: String,

@@ -7,8 +7,11 @@
 pub mod sign;
 pub mod wire;
 
+use crate::admin::health::Health;
+use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::Credentials;
+use crate::notify::{Notification, Notifier};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use wire::{ErrorResponse, OrderResponse, PlaceOrderRequest, PriceResponse};
@@ -57,6 +60,19 @@ pub struct VenueClient {
     base_path: String,
     credentials: Credentials,
     clock: SharedClock,
+    watch: Watch,
+}
+
+/// Venue failures in a row that trigger a `VenueErrors` notification (once per streak).
+pub const VENUE_ERRORS_TO_NOTIFY: u32 = 5;
+
+/// Where the client reports reachability (readiness), error classes (metrics) and error streaks
+/// (notifications). The default reports nowhere that anyone reads.
+#[derive(Clone, Default)]
+pub struct Watch {
+    pub health: Health,
+    pub metrics: Metrics,
+    pub notifier: Notifier,
 }
 
 impl VenueClient {
@@ -79,7 +95,21 @@ impl VenueClient {
             base_path: url.path().trim_end_matches('/').to_owned(),
             credentials,
             clock,
+            watch: Watch::default(),
         })
+    }
+
+    /// Reports every answer and failure to `watch`.
+    pub fn watched(mut self, watch: Watch) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// A cheap signed request whose only purpose is to learn that the venue answers.
+    pub async fn ping(&self) -> Result<(), VenueError> {
+        self.get_json::<serde_json::Value>(wire::paths::BALANCES)
+            .await
+            .map(|_| ())
     }
 
     pub async fn place_order(&self, order: &PlaceOrderRequest) -> SubmitOutcome {
@@ -235,13 +265,50 @@ impl VenueClient {
             .map_err(|e| VenueError::Transport(format!("unreadable answer to {path}: {e}")))
     }
 
-    /// Signs and sends one request; `Err` only when no complete answer arrived.
+    /// Signs and sends one request, and reports the result to the watch.
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, axum::body::Bytes), String> {
+        let result = self.send_unwatched(method, path, body).await;
+        let failure = match &result {
+            Ok((status, _)) => match error_class(*status) {
+                None => {
+                    self.watch.health.venue_ok(self.clock.now());
+                    None
+                }
+                Some(class) => {
+                    self.watch.health.venue_reachable(self.clock.now());
+                    Some((class, status.to_string()))
+                }
+            },
+            Err((class, reason)) => Some((*class, reason.clone())),
+        };
+        if let Some((class, reason)) = failure {
+            self.watch.metrics.venue_error(class);
+            // A streak is what the operator must hear about: outages, overload, throttling.
+            if class != "client_error" {
+                let in_a_row = self.watch.health.venue_failed();
+                if in_a_row == VENUE_ERRORS_TO_NOTIFY {
+                    self.watch.notifier.send(Notification::VenueErrors {
+                        in_a_row,
+                        last_error: reason,
+                    });
+                }
+            }
+        }
+        result.map_err(|(_, reason)| reason)
+    }
+
+    /// Signs and sends one request; `Err((class, reason))` only when no complete answer arrived.
+    async fn send_unwatched(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, axum::body::Bytes), (&'static str, String)> {
         let timestamp = self.clock.now().timestamp();
         let signed_path = format!("{}{}", self.base_path, path);
         let signature = sign::sign_request(
@@ -261,12 +328,12 @@ impl VenueClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| describe_transport_error(&e))?;
+            .map_err(|e| (transport_class(&e), describe_transport_error(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| describe_transport_error(&e))?;
+            .map_err(|e| (transport_class(&e), describe_transport_error(&e)))?;
         Ok((status, bytes))
     }
 }
@@ -285,6 +352,30 @@ fn error_fields(bytes: &[u8]) -> (String, String) {
             "unknown".into(),
             String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
         ),
+    }
+}
+
+/// The metrics class of an answer that is an error; `None` for success and 404/409 (normal
+/// answers to lookups and duplicate submissions).
+fn error_class(status: StatusCode) -> Option<&'static str> {
+    if status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT {
+        None
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        Some("rate_limited")
+    } else if status.is_server_error() {
+        Some("server_error")
+    } else {
+        Some("client_error")
+    }
+}
+
+fn transport_class(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
     }
 }
 

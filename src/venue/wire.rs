@@ -4,7 +4,7 @@
 //! edit, when the real venue disagrees.
 //!
 //! Numbers are `Decimal` read straight from the JSON text (serde_json's `arbitrary_precision`), never
-//! through `f64`, and written back as JSON numbers with the same digits.
+//! through binary floating point, and written back as JSON numbers with the same digits.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

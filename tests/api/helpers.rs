@@ -41,12 +41,21 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The config the bot runs with, for a restart on the same database.
     config: Option<(Config, String)>,
+    pub sim_url: String,
     _dir: tempfile::TempDir,
 }
+
+/// The admin token `spawn_app_with_token` configures.
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 /// Starts the simulator and a live-mode bot pointed at it.
 pub async fn spawn_app() -> TestApp {
     spawn_app_full(|_| {}, |_| {}, TEST_STRATEGY).await
+}
+
+/// Like `spawn_app`, with admin mutations enabled under `ADMIN_TOKEN`.
+pub async fn spawn_app_with_token() -> TestApp {
+    spawn_app_tweaked(|c| c.admin.token = Some(Secret::new(ADMIN_TOKEN))).await
 }
 
 /// Like `spawn_app`, with the bot's configuration adjusted first.
@@ -148,6 +157,7 @@ pub async fn spawn_paper_app_with(
         sim_stop,
         http: reqwest::Client::new(),
         config: None,
+        sim_url: "http://127.0.0.1:9/api/v1".into(),
         _dir: dir,
     }
 }
@@ -168,13 +178,15 @@ fn test_config(
         },
         webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
         inbox: InboxConfig::default(),
-        admin: AdminConfig { listen: loopback },
+        admin: AdminConfig::read_only(loopback),
         storage: StorageConfig {
             database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
         },
         strategies_dir: PathBuf::from("unused"),
         trading: Default::default(),
         paper: PaperConfig::default(),
+        notify: Vec::new(),
+        shutdown_deadline: sigex::config::DEFAULT_SHUTDOWN_DEADLINE,
     }
 }
 
@@ -197,6 +209,7 @@ async fn start_bot(
     sim_stop: ShutdownTrigger,
     strategy: &str,
 ) -> TestApp {
+    let sim_url = config.venue.base_url.clone();
     let bot = sigex::app::start(config.clone(), strategies_from(strategy), clock())
         .await
         .unwrap();
@@ -208,6 +221,7 @@ async fn start_bot(
         sim_stop,
         http: reqwest::Client::new(),
         config: Some((config, strategy.to_owned())),
+        sim_url,
         _dir: dir,
     }
 }
@@ -282,6 +296,31 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// POSTs to an admin endpoint, with `Authorization: Bearer token` when given.
+    pub async fn admin_post(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}{path}", self.admin_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("admin API reachable")
+    }
+
+    /// GETs an admin path and returns the status and the body text.
+    pub async fn admin_get_raw(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.admin_url))
+            .send()
+            .await
+            .expect("admin API reachable");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The SQLite file of this test's bot.
+    pub fn database_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("test.db")
+    }
+
     pub async fn orders(&self) -> Vec<Value> {
         self.get("/api/orders").await.as_array().unwrap().clone()
     }
@@ -344,6 +383,11 @@ impl TestApp {
         self.bot = Some(bot);
     }
 
+    /// Stops the simulator: from now on the venue refuses connections.
+    pub fn stop_venue(&self) {
+        self.sim_stop.trigger();
+    }
+
     pub async fn stop(self) {
         self.stop_keeping_data().await;
     }
@@ -360,4 +404,43 @@ impl TestApp {
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self._dir.path().join("test.db").display())
     }
+}
+
+/// What a local notification receiver got: `(path, JSON body)` per request it answered 200.
+pub type Received = Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A local HTTP receiver for notifications. It answers 500 to the first `fail_first` requests
+/// (to exercise retries), then 200, and records what it accepted.
+pub async fn spawn_receiver(fail_first: usize) -> (String, Received) {
+    use axum::extract::{Path, State};
+    let received: Received = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
+    let state = (received.clone(), failures);
+    let router = axum::Router::new()
+        .route(
+            "/{*path}",
+            axum::routing::post(
+                |State((received, failures)): State<(
+                    Received,
+                    Arc<std::sync::atomic::AtomicUsize>,
+                )>,
+                 Path(path): Path<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    use std::sync::atomic::Ordering;
+                    if failures
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    received.lock().unwrap().push((format!("/{path}"), body));
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{addr}"), received)
 }

@@ -1,11 +1,13 @@
 //! End-to-end tests: the real bot and the real simulator on loopback ports, a fresh SQLite
 //! database per test, driven over HTTP exactly as the venue would.
 
+mod admin;
 mod cli;
 mod crash;
 mod edge;
 mod faults;
 mod helpers;
+mod lifecycle;
 mod paper;
 mod pipeline;
 mod risk;

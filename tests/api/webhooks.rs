@@ -37,6 +37,11 @@ async fn an_oversized_body_is_refused_with_413() {
     let r = app.post_signed(&body).await;
     assert_eq!(r.status(), 413);
     assert_eq!(app.get("/api/events").await, serde_json::json!({}));
+    let (_, metrics) = app.admin_get_raw("/metrics").await;
+    assert!(
+        metrics.contains(r#"sigex_webhooks_rejected_total{reason="too_large"} 1"#),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -95,5 +100,23 @@ async fn a_signed_but_unusable_event_is_acknowledged_and_kept_as_a_dead_letter()
         .await;
     assert_eq!(counts, 1);
     assert!(app.signals().await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_bot_answers_503_stores_nothing_and_is_not_ready() {
+    let app = spawn_app().await;
+    app.bot.as_ref().unwrap().health.start_draining();
+    let r = app.post_signed(&signal_body("BTC/USD", "buy", 90, 1)).await;
+    assert_eq!(r.status(), 503, "the venue must retry later");
+    assert_eq!(app.get("/api/events").await, serde_json::json!({}));
+    let (status, body) = app.admin_get_raw("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("\"draining\""), "{body}");
+    let (_, metrics) = app.admin_get_raw("/metrics").await;
+    assert!(
+        metrics.contains(r#"sigex_webhooks_rejected_total{reason="draining"} 1"#),
+        "{metrics}"
+    );
     app.stop().await;
 }
