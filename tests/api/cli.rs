@@ -72,3 +72,83 @@ fn events_can_be_listed_shown_and_replayed_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("event 7 does not exist"));
 }
+
+#[tokio::test]
+async fn webhooks_are_registered_listed_updated_tested_and_deleted_through_the_venue_api() {
+    let app = crate::helpers::spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("strategies")).unwrap();
+    std::fs::write(
+        dir.path().join("sigex.toml"),
+        format!(
+            "mode = \"live\"\n[venue]\nbase_url = \"{}\"\n[storage]\ndatabase_url = \"sqlite://bot.db\"\n",
+            app.sim_url
+        ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_sigex"))
+                .args(["webhooks", "--config", "sigex.toml"])
+                .args(&args)
+                .current_dir(&dir)
+                .env("SIGEX_WEBHOOK__SECRET", crate::helpers::WEBHOOK_SECRET)
+                .env("SIGEX_VENUE__API_KEY", "test-key")
+                .env("SIGEX_VENUE__API_SECRET", "test-api-secret")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let url = app.webhook_url.clone();
+    let registered = run(vec![
+        "register".into(),
+        "--url".into(),
+        url.clone(),
+        "--events".into(),
+        "test,signal.generated".into(),
+    ])
+    .await
+    .unwrap();
+    let id = registered
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    assert!(
+        registered.contains(&url) && registered.contains("active=true"),
+        "{registered}"
+    );
+    let listed = run(vec!["list".into()]).await.unwrap();
+    assert!(
+        listed.contains(&id) && listed.contains("test,signal.generated"),
+        "{listed}"
+    );
+    // The venue delivers its test event, signed with the secret we registered, to our endpoint.
+    run(vec!["test".into(), id.clone()]).await.unwrap();
+    app.wait_for("the venue's test event", || async {
+        app.get("/api/event-types").await.get("test").cloned()
+    })
+    .await;
+    let updated = run(vec![
+        "update".into(),
+        id.clone(),
+        "--active".into(),
+        "false".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(updated.contains("active=false"), "{updated}");
+    let deleted = run(vec!["delete".into(), id.clone()]).await.unwrap();
+    assert!(deleted.contains(&id), "{deleted}");
+    let listed = run(vec!["list".into()]).await.unwrap();
+    assert!(!listed.contains(&id), "{listed}");
+    app.stop().await;
+}

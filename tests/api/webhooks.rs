@@ -1,6 +1,7 @@
 //! The webhook edge: forged requests change nothing; every documented event is accepted.
 
 use crate::helpers::{sign, signal_body, spawn_app};
+use rust_decimal::Decimal;
 
 #[tokio::test]
 async fn a_wrongly_signed_webhook_is_refused_with_401_and_changes_nothing() {
@@ -83,7 +84,39 @@ async fn every_seed_event_is_accepted_and_its_effect_is_visible() {
         })
         .await;
     assert_eq!(counts.get("dead"), None, "{counts}");
+    // Deposits and withdrawals are in the ledger.
+    let ledger = app.get("/api/transactions").await;
+    let kinds: Vec<_> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].clone())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{ledger}");
+    assert!(kinds.contains(&"deposit".into()) && kinds.contains(&"withdrawal".into()));
+    // The maintenance notice (from 2024: long over) is on the calendar and blocks nothing.
+    let windows = app.get("/api/maintenance").await;
+    let window = &windows["windows"][0];
+    assert_eq!(window["status"], "over, reconciled", "{windows}");
+    assert!(window["message"]
+        .as_str()
+        .unwrap()
+        .contains("Scheduled maintenance"));
+    // The warning alert on BTC/USD and ETH/USD halves new order sizes (default policy): the
+    // strategy's 1000 USD becomes about 500.
+    app.send_signal("ETH/USD", "buy", 95, 99).await;
+    let orders = app.settled_orders(2).await;
+    let eth = orders.iter().find(|o| o["symbol"] == "ETH/USD").unwrap();
+    let notional = dec(&eth["quantity"]) * dec(&eth["averagePrice"]);
+    assert!(
+        notional > Decimal::from(450) && notional < Decimal::from(550),
+        "alert-scaled order is worth {notional}"
+    );
     app.stop().await;
+}
+
+fn dec(v: &serde_json::Value) -> Decimal {
+    v.to_string().parse().unwrap()
 }
 
 #[tokio::test]
