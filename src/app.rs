@@ -280,14 +280,18 @@ pub async fn start(
     rest.tasks.push(serve(
         admin_listener,
         crate::admin::router(admin_state, config.admin.token.clone()).merge(
-            crate::admin::control::router(
-                store.clone(),
-                config.trading.admin_token.clone(),
-                clock.clone(),
-            ),
+            crate::admin::control::router(store.clone(), config.admin.token.clone(), clock.clone()),
         ),
         rest.shutdown(),
     ));
+    rest.tasks.push(tokio::spawn(crate::notify::watch::run(
+        store.clone(),
+        notifier.clone(),
+        metrics.clone(),
+        config.trading.maintenance,
+        clock.clone(),
+        rest.shutdown(),
+    )));
     rest.tasks.push(tokio::spawn(venue_heartbeat(
         venue.clone(),
         rest.shutdown(),

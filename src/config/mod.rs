@@ -606,7 +606,6 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         alerts: raw.alerts,
         symbols: raw.symbols,
         symbol_defaults: raw.symbol_defaults,
-        admin_token: admin_token.clone(),
     })?;
     let notify = raw
         .notify
@@ -905,7 +904,7 @@ lot_step = 0.001
         assert_eq!(t.alerts.levels["critical"], AlertAction::Reduce);
         assert_eq!(t.spec("BTC/USD").lot_step, "0.001".parse().unwrap());
         assert_eq!(t.spec("XRP/USD"), SymbolSpec::default());
-        assert!(t.admin_token.is_none());
+        assert!(c.admin.token.is_none());
 
         let bad = [
             (

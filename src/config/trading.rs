@@ -2,7 +2,6 @@
 //! symbol specs (`[symbol_defaults]`, `[symbols."BTC/USD"]`). Strict like the rest: unknown keys
 //! and impossible values stop start-up naming the section, the key and what would be valid.
 
-use crate::config::Secret;
 use crate::risk::alerts::{AlertAction, AlertPolicy};
 use crate::risk::limits::AccountLimits;
 use crate::risk::maintenance::MaintenanceSettings;
@@ -20,8 +19,6 @@ pub struct TradingConfig {
     /// Specs for listed symbols; others get `symbol_defaults`.
     pub symbols: BTreeMap<String, SymbolSpec>,
     pub symbol_defaults: SymbolSpec,
-    /// Bearer token of the admin mutation endpoints; `None` disables them.
-    pub admin_token: Option<Secret>,
 }
 
 impl TradingConfig {
@@ -82,7 +79,6 @@ pub(super) struct RawTrading {
     pub alerts: BTreeMap<String, RawAlert>,
     pub symbols: BTreeMap<String, RawSymbol>,
     pub symbol_defaults: RawSymbol,
-    pub admin_token: Option<Secret>,
 }
 
 /// A whole number written as a TOML integer or, from a `SIGEX_*` environment override, as text.
@@ -239,6 +235,5 @@ pub(super) fn resolve(raw: RawTrading) -> Result<TradingConfig, String> {
         alerts,
         symbols,
         symbol_defaults,
-        admin_token: raw.admin_token,
     })
 }

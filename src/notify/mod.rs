@@ -8,6 +8,8 @@
 //! backoff and then gives up (logged and counted). A target's URL may carry a token: it is a
 //! `Secret` and is never logged.
 
+pub mod watch;
+
 use crate::admin::metrics::Metrics;
 use crate::app::Shutdown;
 use crate::clock::SharedClock;

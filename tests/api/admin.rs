@@ -4,7 +4,7 @@
 use crate::helpers::{
     signal_body, spawn_app, spawn_app_tweaked, spawn_app_with_token, spawn_receiver, ADMIN_TOKEN,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use sigex::config::{NotifyKind, NotifyTarget, Secret};
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,4 +337,67 @@ async fn sigex_status_prints_the_summary_and_json_for_scripts() {
         .output()
         .unwrap();
     assert_eq!(gone.status.code(), Some(2), "unreachable exits 2");
+}
+
+#[tokio::test]
+async fn halts_and_resumes_are_notified_whoever_makes_them() {
+    let (url, received) = spawn_receiver(0).await;
+    let targets = vec![target(
+        NotifyKind::Webhook,
+        format!("{url}/ops"),
+        Some(&["halt", "resume"]),
+    )];
+    let app = spawn_app_tweaked(move |c| {
+        c.notify = targets;
+        c.admin.token = Some(Secret::new(ADMIN_TOKEN));
+    })
+    .await;
+    let post = |path: &'static str, body: Value| {
+        app.http
+            .post(format!("{}{path}", app.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        "/api/admin/halt",
+        json!({"reason": "exchange incident", "symbol": "BTC/USD"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let halted = app
+        .wait_for("the halt notification", || async {
+            received
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, b)| b["event"] == "halt")
+                .cloned()
+        })
+        .await;
+    let text = halted.1["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("BTC/USD") && text.contains("exchange incident"),
+        "{text}"
+    );
+    let r = post("/api/admin/resume", json!({"symbol": "BTC/USD"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.wait_for("the resume notification", || async {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, b)| b["event"] == "resume")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        received.lock().unwrap().len(),
+        2,
+        "one of each, nothing else"
+    );
+    app.stop().await;
 }

@@ -1,7 +1,10 @@
 //! The risk manager end to end: maintenance windows, alerts, circuit breakers, trading state that
 //! survives a restart, and the authenticated admin endpoints.
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_app_with_strategy, TestApp};
+use crate::helpers::{
+    spawn_app, spawn_app_full, spawn_app_tweaked, spawn_app_with, spawn_app_with_strategy, TestApp,
+    TEST_STRATEGY,
+};
 use chrono::{Duration, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -241,11 +244,7 @@ async fn a_daily_loss_breach_halts_trading_and_the_halt_survives_a_restart() {
 
 #[tokio::test]
 async fn operators_halt_and_resume_through_the_admin_endpoint_only_with_the_token() {
-    let trading = TradingConfig {
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        ..Default::default()
-    };
-    let app = spawn_app_with(trading).await;
+    let app = spawn_app_tweaked(|c| c.admin.token = Some(Secret::new(ADMIN_TOKEN))).await;
     let post = |path: &str, token: Option<&str>, body: Value| {
         let mut r = app
             .http
@@ -545,14 +544,19 @@ async fn a_random_run_through_the_pipeline_never_breaks_a_limit_or_a_stop() {
     use rand::{Rng, SeedableRng};
     let seed: u64 = 20261127;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut trading = TradingConfig {
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        ..Default::default()
-    };
+    let mut trading = TradingConfig::default();
     trading.limits.max_position_notional = Some(Decimal::from(2200));
     trading.limits.max_gross_exposure = Some(Decimal::from(3500));
     trading.limits.max_orders_per_minute = Some(7);
-    let app = spawn_app_with(trading).await;
+    let app = spawn_app_full(
+        |_| {},
+        move |c| {
+            c.trading = trading;
+            c.admin.token = Some(Secret::new(ADMIN_TOKEN));
+        },
+        TEST_STRATEGY,
+    )
+    .await;
     let admin = |path: &'static str, body: Value| {
         app.http
             .post(format!("{}{path}", app.admin_url))
