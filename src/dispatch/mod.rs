@@ -34,6 +34,13 @@ use tokio::sync::Notify;
 
 const MAX_ATTEMPTS: i64 = 5;
 
+/// What applying one event did: its new inbox status (with a note) and what to tell the operator.
+struct Applied {
+    status: EventStatus,
+    note: Option<String>,
+    tell: Option<Notification>,
+}
+
 const BATCH: i64 = 256;
 /// How long a fetched reference price is reused for sizing.
 const PRICE_TTL: Duration = Duration::from_secs(2);
@@ -162,8 +169,27 @@ impl Dispatcher {
         let together = async {
             let mut tx = self.store.begin().await?;
             let mut notes = Vec::new();
+            // Final statuses are written together at the end: one statement per distinct status
+            // instead of one per event.
+            let mut marks: Vec<(EventStatus, Option<String>, Vec<i64>)> = Vec::new();
             for (event, parsed) in &run {
-                notes.extend(self.apply(&mut tx, event, parsed, now).await?);
+                let applied = self.apply_effects(&mut tx, event, parsed, now).await?;
+                if applied.status == EventStatus::Deferred {
+                    // Written at once: a later event in this batch may re-queue deferred events,
+                    // and must see this one among them.
+                    Store::set_event_status(&mut tx, event.seq, applied.status, None, now).await?;
+                } else if let Some(m) = marks
+                    .iter_mut()
+                    .find(|(st, n, _)| *st == applied.status && *n == applied.note)
+                {
+                    m.2.push(event.seq);
+                } else {
+                    marks.push((applied.status, applied.note, vec![event.seq]));
+                }
+                notes.extend(applied.tell);
+            }
+            for (status, note, seqs) in &marks {
+                Store::set_events_status(&mut tx, seqs, *status, note.as_deref(), now).await?;
             }
             tx.commit().await?;
             Ok::<_, StoreError>(notes)
@@ -228,6 +254,26 @@ impl Dispatcher {
         parsed: &Result<Event, ParseError>,
         now: DateTime<Utc>,
     ) -> Result<Option<Notification>, StoreError> {
+        let applied = self.apply_effects(tx, event, parsed, now).await?;
+        Store::set_event_status(
+            &mut *tx,
+            event.seq,
+            applied.status,
+            applied.note.as_deref(),
+            now,
+        )
+        .await?;
+        Ok(applied.tell)
+    }
+
+    /// An event's effects inside `tx`; the caller records the returned status.
+    async fn apply_effects(
+        &self,
+        tx: &mut Tx,
+        event: &InboxEvent,
+        parsed: &Result<Event, ParseError>,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, StoreError> {
         let mut status = EventStatus::Processed;
         let mut note = None;
         let mut tell = None;
@@ -325,8 +371,7 @@ impl Dispatcher {
                 tracing::debug!(seq = event.seq, event = %name, "event recorded");
             }
         }
-        Store::set_event_status(&mut *tx, event.seq, status, note.as_deref(), now).await?;
-        Ok(tell)
+        Ok(Applied { status, note, tell })
     }
 
     /// Applies a `system.alert` under the configured policy: scales sizes, or moves symbols (or
