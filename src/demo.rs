@@ -83,7 +83,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut sim_config =
         SimConfig::new(api_key.clone(), api_secret.clone(), webhook_secret.clone());
     sim_config.seed = opts.seed;
-    sim_config.signal_interval = Some(opts.signal_interval);
+    // Signals the shipped strategies can act on: confident enough, and buys ahead of sells so
+    // positions open before they are closed. Everything else about them is random.
+    sim_config.signal_generators = vec![crate::sim::SignalGenerator {
+        min_confidence: 60,
+        weights: [55, 35, 10],
+        ..crate::sim::SignalGenerator::every(opts.signal_interval)
+    }];
     if opts.faults {
         sim_config.faults = demo_faults();
     }
