@@ -331,6 +331,10 @@ pub async fn start(
         inbox_ready: stored,
         metrics: metrics.clone(),
         notifier: notifier.clone(),
+        pacer: std::sync::Mutex::new(crate::executor::OrderPacer::new(
+            config.venue.max_orders_per_second,
+            std::time::Instant::now(),
+        )),
     };
     execute
         .tasks

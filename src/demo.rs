@@ -106,6 +106,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 api_secret: Secret::new(api_secret),
             }),
             request_timeout: Duration::from_secs(5),
+            max_orders_per_second: crate::config::DEFAULT_MAX_ORDERS_PER_SECOND,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(webhook_secret)),
         inbox: InboxConfig::default(),

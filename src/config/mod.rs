@@ -64,6 +64,8 @@ pub struct VenueConfig {
     /// `None` only in paper mode, where the paper venue issues its own credentials.
     pub credentials: Option<Credentials>,
     pub request_timeout: Duration,
+    /// Client-side limit on order submissions per second (a burst of one second's worth); 0 = off.
+    pub max_orders_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +247,7 @@ struct RawVenue {
     api_secret: Option<String>,
     api_secret_file: Option<PathBuf>,
     request_timeout_ms: Option<u64>,
+    max_orders_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,11 +313,15 @@ pub const DEFAULT_RATE_LIMIT_BURST: u32 = 2000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_RETENTION_DAYS: i64 = 30;
+/// The venue publishes no rate limit; this keeps a bot that goes wild from flooding it while
+/// staying far above what the strategies place.
+pub const DEFAULT_MAX_ORDERS_PER_SECOND: u32 = 50;
 
 /// Keys whose environment value is a whole number or a comma-separated list; everything else is
 /// taken as a string.
 const NUMERIC_KEYS: &[&str] = &[
     "request_timeout_ms",
+    "max_orders_per_second",
     "max_body_bytes",
     "rate_limit_per_second",
     "rate_limit_burst",
@@ -622,6 +629,10 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             base_url: base_url.trim_end_matches('/').to_owned(),
             credentials,
             request_timeout: Duration::from_millis(raw.venue.request_timeout_ms.unwrap_or(10_000)),
+            max_orders_per_second: raw
+                .venue
+                .max_orders_per_second
+                .unwrap_or(DEFAULT_MAX_ORDERS_PER_SECOND),
         },
         webhook: WebhookConfig {
             listen: parse_addr("webhook", "listen", raw.webhook.listen, "0.0.0.0:8080")?,

@@ -50,3 +50,28 @@ async fn lost_responses_errors_and_unruly_webhooks_never_duplicate_or_lose_an_or
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_throttled_order_waits_for_retry_after_and_is_placed_once() {
+    let app = spawn_app_with_sim(|cfg| {
+        // With this seed the first POST draws a 429; later ones may too.
+        cfg.seed = 1;
+        cfg.faults = Faults {
+            rest_429: Probability::per_mille(600),
+            rest_retry_after_secs: 1,
+            ..Faults::default()
+        };
+    })
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let ours = app.settled_orders(1).await;
+    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    assert_eq!(
+        at_venue[0].client_order_id.as_deref(),
+        ours[0]["clientOrderId"].as_str()
+    );
+    assert!(app.sim.stats().rest_429 > 0, "the 429 struck");
+    app.stop().await;
+}

@@ -175,6 +175,7 @@ fn test_config(
             base_url,
             credentials,
             request_timeout: Duration::from_secs(5),
+            max_orders_per_second: sigex::config::DEFAULT_MAX_ORDERS_PER_SECOND,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
         inbox: InboxConfig::default(),
