@@ -319,6 +319,8 @@ pub async fn start(
         settings: config.trading.maintenance,
         timeouts,
         trading: Arc::new(config.trading.clone()),
+        stale_after: config.reconcile.stale_after,
+        notifier: notifier.clone(),
     };
     execute
         .tasks

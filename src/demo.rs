@@ -119,6 +119,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         paper: PaperConfig::default(),
         notify: Vec::new(),
         shutdown_deadline: crate::config::DEFAULT_SHUTDOWN_DEADLINE,
+        reconcile: crate::config::ReconcileConfig::default(),
     };
     let strategies = crate::strategy::load_sources(
         &BUILTIN_STRATEGIES

@@ -56,6 +56,32 @@ pub struct Config {
     /// How long a graceful shutdown may take before the remaining work is abandoned (it is
     /// durable: the inbox and the outbox resume it at the next start).
     pub shutdown_deadline: Duration,
+    /// Stale-order polling and snapshot comparison (`[reconcile]`).
+    pub reconcile: ReconcileConfig,
+}
+
+/// `[reconcile]`: how the bot checks its book against the venue's over REST.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// A sent, unfinished order with no news for this long is queried by REST.
+    pub stale_after: chrono::Duration,
+    /// How often positions and balances are compared with the venue's while trading; 0 = never.
+    pub snapshot_interval: Duration,
+    /// A position differing from the venue's by more than this quantity is drift.
+    pub drift_tolerance: rust_decimal::Decimal,
+}
+
+pub const DEFAULT_STALE_AFTER_SECS: u64 = 10;
+pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 60;
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            stale_after: chrono::Duration::seconds(DEFAULT_STALE_AFTER_SECS as i64),
+            snapshot_interval: Duration::from_secs(DEFAULT_SNAPSHOT_INTERVAL_SECS),
+            drift_tolerance: rust_decimal::Decimal::new(1, 8),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +243,16 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     notify: Vec<RawNotify>,
+    #[serde(default)]
+    reconcile: RawReconcile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconcile {
+    stale_after_secs: Option<u64>,
+    snapshot_interval_secs: Option<u64>,
+    drift_tolerance: Option<rust_decimal::Decimal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +364,8 @@ const NUMERIC_KEYS: &[&str] = &[
     "header_timeout_ms",
     "read_timeout_ms",
     "retention_days",
+    "stale_after_secs",
+    "snapshot_interval_secs",
 ];
 const LIST_KEYS: &[&str] = &["allow_sources", "trusted_proxies"];
 
@@ -688,6 +726,31 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .deadline_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
+        reconcile: resolve_reconcile(raw.reconcile)?,
+    })
+}
+
+fn resolve_reconcile(raw: RawReconcile) -> Result<ReconcileConfig, String> {
+    let defaults = ReconcileConfig::default();
+    let stale_secs = raw.stale_after_secs.unwrap_or(DEFAULT_STALE_AFTER_SECS);
+    if stale_secs == 0 || stale_secs > 86_400 {
+        return Err(format!(
+            "[reconcile] stale_after_secs = {stale_secs}: use between 1 and 86400 seconds"
+        ));
+    }
+    let drift_tolerance = raw.drift_tolerance.unwrap_or(defaults.drift_tolerance);
+    if drift_tolerance.is_sign_negative() {
+        return Err(format!(
+            "[reconcile] drift_tolerance = {drift_tolerance}: a tolerance cannot be negative"
+        ));
+    }
+    Ok(ReconcileConfig {
+        stale_after: chrono::Duration::seconds(stale_secs as i64),
+        snapshot_interval: raw
+            .snapshot_interval_secs
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.snapshot_interval),
+        drift_tolerance,
     })
 }
 

@@ -434,6 +434,40 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
+    /// Sent orders, not terminal, whose venue id is known and that had no news since `cutoff`
+    /// (the stale-order poll), oldest news first.
+    pub async fn stale_orders(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE status NOT IN ('intent', 'unknown', 'filled', 'cancelled', 'rejected', 'expired')
+               AND venue_order_id IS NOT NULL AND updated_at <= ?
+             ORDER BY updated_at LIMIT ?"
+        ))
+        .bind(ts(cutoff))
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Records that an order was looked at without news, so the stale poll waits again.
+    pub async fn touch_order(
+        &self,
+        client_order_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE orders SET updated_at = ? WHERE client_order_id = ?")
+            .bind(ts(now))
+            .bind(client_order_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     // ---- protective exits -------------------------------------------------------------------
 
     /// Entries that are done filling, carry protective levels, and have none placed yet.

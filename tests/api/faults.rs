@@ -1,6 +1,6 @@
 //! The bot against a misbehaving venue: injected faults must never cost an order or duplicate one.
 
-use crate::helpers::spawn_app_with_sim;
+use crate::helpers::{spawn_app_full, spawn_app_with_sim, TEST_STRATEGY};
 use sigex::sim::{Faults, Probability};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -73,5 +73,35 @@ async fn a_throttled_order_waits_for_retry_after_and_is_placed_once() {
         ours[0]["clientOrderId"].as_str()
     );
     assert!(app.sim.stats().rest_429 > 0, "the 429 struck");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_order_update_is_found_by_the_stale_order_poll() {
+    let app = spawn_app_full(
+        |cfg| {
+            // Every callback is lost: only REST can tell the bot what became of its order.
+            cfg.faults = Faults {
+                webhook_drop: Probability::ALWAYS,
+                ..Faults::default()
+            };
+        },
+        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
+        TEST_STRATEGY,
+    )
+    .await;
+    // Signals come in as webhooks from the test, not from the simulator, so they still arrive.
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let ours = app.settled_orders(1).await;
+    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    assert_eq!(at_venue[0].status, "filled");
+    let positions = app.positions().await;
+    assert_eq!(positions.len(), 1, "{positions:?}");
+    assert!(
+        app.sim.stats().webhook_faults.webhooks_dropped > 0,
+        "callbacks were dropped"
+    );
     app.stop().await;
 }

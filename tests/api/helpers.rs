@@ -188,6 +188,7 @@ fn test_config(
         paper: PaperConfig::default(),
         notify: Vec::new(),
         shutdown_deadline: sigex::config::DEFAULT_SHUTDOWN_DEADLINE,
+        reconcile: sigex::config::ReconcileConfig::default(),
     }
 }
 
