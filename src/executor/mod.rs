@@ -115,6 +115,8 @@ pub struct Executor {
     pub notifier: Notifier,
     /// Paces order POSTs; see the module doc.
     pub pacer: Mutex<OrderPacer>,
+    /// Nothing is sent before the start-up reconciliation has succeeded.
+    pub health: crate::admin::health::Health,
 }
 
 impl Executor {
@@ -122,6 +124,12 @@ impl Executor {
     /// by then), runs a final reconciliation of open orders and returns. The caller bounds this
     /// with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
+        while !self.health.is_reconciled() {
+            // Intents wait, durable, until the book agrees with the venue's.
+            if shutdown.sleep(Duration::from_millis(50)).await {
+                return;
+            }
+        }
         loop {
             let now = self.clock.now();
             let due = match self.store.orders_to_submit(now, 64).await {
@@ -218,7 +226,7 @@ impl Executor {
         match outcome {
             SubmitOutcome::Accepted(resp) => {
                 tracing::info!(client_order_id = %order.client_order_id, order_id = %resp.order_id, status = %resp.status, latency_ms = started.elapsed().as_millis() as u64, "order accepted");
-                self.accepted(order, resp).await
+                self.accepted(order, *resp).await
             }
             SubmitOutcome::Rejected { code, message } => {
                 tracing::warn!(client_order_id = %order.client_order_id, %code, %message, "order rejected by the venue");

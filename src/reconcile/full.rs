@@ -119,7 +119,6 @@ pub async fn apply_answer(
 /// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
 /// - places the stop-loss / take-profit of entries that have filled, and cancels protective
 ///   orders whose sibling filled or whose position is gone (or smaller than they are);
-/// - takes a balance snapshot at start, so balance-based sizing works before the first event.
 pub struct Supervisor {
     pub store: Store,
     pub venue: VenueClient,
@@ -133,6 +132,8 @@ pub struct Supervisor {
     pub stale_after: chrono::Duration,
     /// Told about fills learned from REST answers.
     pub notifier: Notifier,
+    /// Nothing runs before the start-up reconciliation has succeeded.
+    pub health: crate::admin::health::Health,
 }
 
 /// How often the supervisor looks for stale orders.
@@ -145,8 +146,10 @@ const CANCEL_RETRY: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     pub async fn run(self, mut shutdown: Shutdown) {
-        if let Err(e) = self.snapshot_balances().await {
-            tracing::warn!(error = %e, "start-up balance snapshot failed; waiting for balance events");
+        while !self.health.is_reconciled() {
+            if shutdown.sleep(Duration::from_millis(50)).await {
+                return;
+            }
         }
         let mut failures: u32 = 0;
         let mut cancelled_for: HashSet<String> = HashSet::new();
@@ -457,17 +460,6 @@ impl Supervisor {
             tracing::info!(client_order_id = %order.client_order_id, role = %order.role, reason = why, "cancelling protective order");
             self.cancel(order).await?;
         }
-        Ok(())
-    }
-
-    async fn snapshot_balances(&self) -> Result<(), PassError> {
-        let balances = self.venue.balances().await?;
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        for b in &balances {
-            Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
-        }
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -454,6 +454,40 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
+    /// Inserts an order found at the venue that no local row knows, under strategy `adopted`,
+    /// as `pending` with nothing filled; the caller then applies the venue's report to it (which
+    /// books its fills). Returns the local `clientOrderId` it was given.
+    pub async fn insert_adopted(
+        conn: &mut SqliteConnection,
+        o: &crate::venue::wire::OrderResponse,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let cid = o
+            .client_order_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| format!("adopted-{}", o.order_id));
+        sqlx::query(
+            "INSERT INTO orders (client_order_id, strategy, symbol, side, order_type, quantity,
+                 price, stop_price, time_in_force, status, created_at, updated_at)
+             VALUES (?, 'adopted', ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+             ON CONFLICT (client_order_id) DO NOTHING",
+        )
+        .bind(&cid)
+        .bind(&o.symbol)
+        .bind(&o.side)
+        .bind(o.order_type.as_deref().unwrap_or("limit"))
+        .bind(o.quantity.unwrap_or_default().to_string())
+        .bind(o.price.map(|p| p.to_string()))
+        .bind(o.stop_price.map(|p| p.to_string()))
+        .bind(o.time_in_force.as_deref().unwrap_or("GTC"))
+        .bind(ts(now))
+        .bind(ts(now))
+        .execute(conn)
+        .await?;
+        Ok(cid)
+    }
+
     /// Records that an order was looked at without news, so the stale poll waits again.
     pub async fn touch_order(
         &self,

@@ -55,7 +55,7 @@ impl VenueError {
 pub enum SubmitOutcome {
     /// 2xx, or **[decided]** 409 for a `clientOrderId` the venue already has (the first attempt
     /// succeeded; this is not a new order).
-    Accepted(OrderResponse),
+    Accepted(Box<OrderResponse>),
     /// A definite refusal: the order does not exist at the venue.
     Rejected { code: String, message: String },
     /// Timeout, reset, 5xx, 429 or an unreadable answer: the order may or may not exist.
@@ -148,7 +148,7 @@ impl VenueClient {
                 if status.is_success() || status == StatusCode::CONFLICT =>
             {
                 match serde_json::from_slice::<OrderResponse>(&bytes) {
-                    Ok(o) => SubmitOutcome::Accepted(o),
+                    Ok(o) => SubmitOutcome::Accepted(Box::new(o)),
                     Err(e) => SubmitOutcome::Unknown {
                         reason: format!("{status} with an unreadable order: {e}"),
                         retry_after: None,
@@ -188,6 +188,16 @@ impl VenueClient {
         Ok(orders
             .into_iter()
             .find(|o| o.client_order_id.as_deref() == Some(client_order_id)))
+    }
+
+    /// Orders with one status, newest first, at most `limit` (the venue has no paging).
+    pub async fn orders_with_status(
+        &self,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<OrderResponse>, VenueError> {
+        self.get_json(&wire::paths::orders_with_status(status, limit))
+            .await
     }
 
     pub async fn get_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {

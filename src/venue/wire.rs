@@ -55,6 +55,13 @@ pub mod paths {
         format!("/orders/{}", urlencoding::encode(order_id))
     }
     /// Used to find an order whose POST outcome is unknown.
+    /// **[decided]** open orders are listed one status at a time, newest first, at most `limit`.
+    pub fn orders_with_status(status: &str, limit: usize) -> String {
+        format!(
+            "/orders?status={}&limit={limit}",
+            urlencoding::encode(status)
+        )
+    }
     pub fn orders_by_client_id(client_order_id: &str) -> String {
         format!(
             "/orders?clientOrderId={}",
@@ -372,6 +379,15 @@ pub struct OrderResponse {
     pub filled_quantity: Option<Decimal>,
     #[serde(default)]
     pub average_price: Option<Decimal>,
+    /// Needed to adopt an order the bot did not place.
+    #[serde(default, rename = "type")]
+    pub order_type: Option<String>,
+    #[serde(default)]
+    pub price: Option<Decimal>,
+    #[serde(default)]
+    pub stop_price: Option<Decimal>,
+    #[serde(default)]
+    pub time_in_force: Option<String>,
 }
 
 /// Body of `POST /webhooks` (and, with only the fields to change, `PUT /webhooks/{id}`).

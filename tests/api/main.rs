@@ -10,5 +10,6 @@ mod helpers;
 mod lifecycle;
 mod paper;
 mod pipeline;
+mod reconcile;
 mod risk;
 mod webhooks;
