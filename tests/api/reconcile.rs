@@ -57,11 +57,9 @@ async fn an_unreachable_venue_at_start_keeps_the_bot_unready_and_orderless_until
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
-    let mut app = spawn_app().await;
-    // Someone else places a resting order on the account (far below the market: it stays open).
-    let venue = sigex::venue::VenueClient::new(
+/// A client of the simulator with the bot's credentials: "someone else" trading on the account.
+fn other_client(app: &crate::helpers::TestApp) -> sigex::venue::VenueClient {
+    sigex::venue::VenueClient::new(
         &app.sim_url,
         sigex::config::Credentials {
             api_key: sigex::config::Secret::new("test-key".to_owned()),
@@ -70,7 +68,59 @@ async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
         Duration::from_secs(5),
         Arc::new(sigex::clock::SystemClock),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_both_views() {
+    let app = crate::helpers::spawn_app_tweaked(|cfg| {
+        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
+    })
+    .await;
+    // A market order placed behind the bot's back moves the venue's position, not ours.
+    let placed = other_client(&app)
+        .place_order(&sigex::venue::wire::PlaceOrderRequest {
+            symbol: "ETH/USD".into(),
+            side: "buy".into(),
+            order_type: "market".into(),
+            quantity: rust_decimal::Decimal::new(1, 1),
+            price: None,
+            stop_price: None,
+            time_in_force: "GTC".into(),
+            client_order_id: "manual-2".into(),
+        })
+        .await;
+    assert!(
+        matches!(placed, sigex::venue::SubmitOutcome::Accepted(_)),
+        "{placed:?}"
+    );
+    let halted = app
+        .wait_for("the drift halt", || async {
+            let s = app.get("/api/trading-state").await;
+            s["states"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|e| e["symbol"] == "ETH/USD" && e["state"] == "halted")
+                    .cloned()
+            })
+        })
+        .await;
+    assert_eq!(halted["setBy"], "reconciliation", "{halted}");
+    let reason = halted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ours 0") && reason.contains("venue 0.1"),
+        "{reason}"
+    );
+    // The bot's own symbol is untouched.
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
+    let mut app = spawn_app().await;
+    // Someone else places a resting order on the account (far below the market: it stays open).
+    let venue = other_client(&app);
     let placed = venue
         .place_order(&sigex::venue::wire::PlaceOrderRequest {
             symbol: "BTC/USD".into(),
