@@ -105,3 +105,30 @@ async fn a_lost_order_update_is_found_by_the_stale_order_poll() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_whose_answer_is_always_lost_is_placed_once_and_its_callbacks_settle_it() {
+    // Every POST /orders is processed but its answer never arrives: the bot learns of the order
+    // only from its callbacks (which come before any POST outcome) and from the clientOrderId
+    // lookup, never by sending it under a new id.
+    let app = spawn_app_with_sim(|cfg| {
+        cfg.faults = Faults {
+            order_lost_response: Probability::ALWAYS,
+            ..Faults::default()
+        };
+    })
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let ours = app.settled_orders(1).await;
+    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    assert_eq!(at_venue[0].status, "filled");
+    assert_eq!(
+        at_venue[0].client_order_id.as_deref(),
+        ours[0]["clientOrderId"].as_str()
+    );
+    assert_eq!(app.positions().await.len(), 1);
+    assert!(app.sim.stats().lost_responses > 0);
+    app.stop().await;
+}
