@@ -231,9 +231,6 @@ pub async fn start(
         metrics: metrics.clone(),
         notifier: notifier.clone(),
     });
-    // There is no start-up reconciliation yet: readiness treats it as done. The start-up
-    // reconciliation, when it exists, calls `mark_reconciled` itself once the books agree.
-    health.mark_reconciled();
 
     let stored = Arc::new(Notify::new());
     let orders_ready = Arc::new(Notify::new());
@@ -311,6 +308,7 @@ pub async fn start(
         Arc::new(config.trading.clone()),
     );
     dispatcher.notifier = notifier.clone();
+    dispatcher.reconciled = Some(health.clone());
     dispatch
         .tasks
         .push(tokio::spawn(dispatcher.run(dispatch.shutdown())));
@@ -323,7 +321,36 @@ pub async fn start(
         settings: config.trading.maintenance,
         timeouts,
         trading: Arc::new(config.trading.clone()),
+        stale_after: config.reconcile.stale_after,
+        notifier: notifier.clone(),
+        health: health.clone(),
     };
+    // Before any new order: the book must agree with the venue's (readiness waits for it).
+    execute.tasks.push(tokio::spawn(
+        crate::reconcile::snapshot::StartupReconciler {
+            store: store.clone(),
+            venue: venue.clone(),
+            clock: clock.clone(),
+            health: health.clone(),
+            notifier: notifier.clone(),
+            tolerance: config.reconcile.drift_tolerance,
+        }
+        .run(execute.shutdown()),
+    ));
+    if !config.reconcile.snapshot_interval.is_zero() {
+        execute.tasks.push(tokio::spawn(
+            crate::reconcile::snapshot::PeriodicSnapshots {
+                store: store.clone(),
+                venue: venue.clone(),
+                clock: clock.clone(),
+                health: health.clone(),
+                notifier: notifier.clone(),
+                interval: config.reconcile.snapshot_interval,
+                tolerance: config.reconcile.drift_tolerance,
+            }
+            .run(execute.shutdown()),
+        ));
+    }
     execute
         .tasks
         .push(tokio::spawn(supervisor.run(execute.shutdown())));
@@ -335,6 +362,11 @@ pub async fn start(
         inbox_ready: stored,
         metrics: metrics.clone(),
         notifier: notifier.clone(),
+        pacer: std::sync::Mutex::new(crate::executor::OrderPacer::new(
+            config.venue.max_orders_per_second,
+            std::time::Instant::now(),
+        )),
+        health: health.clone(),
     };
     execute
         .tasks

@@ -112,6 +112,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 api_secret: Secret::new(api_secret),
             }),
             request_timeout: Duration::from_secs(5),
+            max_orders_per_second: crate::config::DEFAULT_MAX_ORDERS_PER_SECOND,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(webhook_secret)),
         inbox: InboxConfig::default(),
@@ -124,6 +125,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         paper: PaperConfig::default(),
         notify: Vec::new(),
         shutdown_deadline: crate::config::DEFAULT_SHUTDOWN_DEADLINE,
+        reconcile: crate::config::ReconcileConfig::default(),
     };
     let strategies = crate::strategy::load_sources(
         &BUILTIN_STRATEGIES

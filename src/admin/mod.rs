@@ -389,6 +389,7 @@ async fn cancel_order(
             status,
             code,
             message,
+            ..
         }) if status < 500 && status != 429 && status != 408 => {
             tracing::warn!(client_order_id = %client_order_id, %code, %message, "cancel refused by the venue");
             error(

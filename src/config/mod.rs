@@ -56,6 +56,32 @@ pub struct Config {
     /// How long a graceful shutdown may take before the remaining work is abandoned (it is
     /// durable: the inbox and the outbox resume it at the next start).
     pub shutdown_deadline: Duration,
+    /// Stale-order polling and snapshot comparison (`[reconcile]`).
+    pub reconcile: ReconcileConfig,
+}
+
+/// `[reconcile]`: how the bot checks its book against the venue's over REST.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// A sent, unfinished order with no news for this long is queried by REST.
+    pub stale_after: chrono::Duration,
+    /// How often positions and balances are compared with the venue's while trading; 0 = never.
+    pub snapshot_interval: Duration,
+    /// A position differing from the venue's by more than this quantity is drift.
+    pub drift_tolerance: rust_decimal::Decimal,
+}
+
+pub const DEFAULT_STALE_AFTER_SECS: u64 = 10;
+pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 60;
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            stale_after: chrono::Duration::seconds(DEFAULT_STALE_AFTER_SECS as i64),
+            snapshot_interval: Duration::from_secs(DEFAULT_SNAPSHOT_INTERVAL_SECS),
+            drift_tolerance: rust_decimal::Decimal::new(1, 8),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +90,8 @@ pub struct VenueConfig {
     /// `None` only in paper mode, where the paper venue issues its own credentials.
     pub credentials: Option<Credentials>,
     pub request_timeout: Duration,
+    /// Client-side limit on order submissions per second (a burst of one second's worth); 0 = off.
+    pub max_orders_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +243,16 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     notify: Vec<RawNotify>,
+    #[serde(default)]
+    reconcile: RawReconcile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconcile {
+    stale_after_secs: Option<u64>,
+    snapshot_interval_secs: Option<u64>,
+    drift_tolerance: Option<rust_decimal::Decimal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +283,7 @@ struct RawVenue {
     api_secret: Option<String>,
     api_secret_file: Option<PathBuf>,
     request_timeout_ms: Option<u64>,
+    max_orders_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,17 +349,23 @@ pub const DEFAULT_RATE_LIMIT_BURST: u32 = 2000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_RETENTION_DAYS: i64 = 30;
+/// The venue publishes no rate limit; this keeps a bot that goes wild from flooding it while
+/// staying far above what the strategies place.
+pub const DEFAULT_MAX_ORDERS_PER_SECOND: u32 = 50;
 
 /// Keys whose environment value is a whole number or a comma-separated list; everything else is
 /// taken as a string.
 const NUMERIC_KEYS: &[&str] = &[
     "request_timeout_ms",
+    "max_orders_per_second",
     "max_body_bytes",
     "rate_limit_per_second",
     "rate_limit_burst",
     "header_timeout_ms",
     "read_timeout_ms",
     "retention_days",
+    "stale_after_secs",
+    "snapshot_interval_secs",
 ];
 const LIST_KEYS: &[&str] = &["allow_sources", "trusted_proxies"];
 
@@ -621,6 +666,10 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             base_url: base_url.trim_end_matches('/').to_owned(),
             credentials,
             request_timeout: Duration::from_millis(raw.venue.request_timeout_ms.unwrap_or(10_000)),
+            max_orders_per_second: raw
+                .venue
+                .max_orders_per_second
+                .unwrap_or(DEFAULT_MAX_ORDERS_PER_SECOND),
         },
         webhook: WebhookConfig {
             listen: parse_addr("webhook", "listen", raw.webhook.listen, "0.0.0.0:8080")?,
@@ -676,6 +725,31 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .deadline_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
+        reconcile: resolve_reconcile(raw.reconcile)?,
+    })
+}
+
+fn resolve_reconcile(raw: RawReconcile) -> Result<ReconcileConfig, String> {
+    let defaults = ReconcileConfig::default();
+    let stale_secs = raw.stale_after_secs.unwrap_or(DEFAULT_STALE_AFTER_SECS);
+    if stale_secs == 0 || stale_secs > 86_400 {
+        return Err(format!(
+            "[reconcile] stale_after_secs = {stale_secs}: use between 1 and 86400 seconds"
+        ));
+    }
+    let drift_tolerance = raw.drift_tolerance.unwrap_or(defaults.drift_tolerance);
+    if drift_tolerance.is_sign_negative() {
+        return Err(format!(
+            "[reconcile] drift_tolerance = {drift_tolerance}: a tolerance cannot be negative"
+        ));
+    }
+    Ok(ReconcileConfig {
+        stale_after: chrono::Duration::seconds(stale_secs as i64),
+        snapshot_interval: raw
+            .snapshot_interval_secs
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.snapshot_interval),
+        drift_tolerance,
     })
 }
 

@@ -65,6 +65,8 @@ pub struct Dispatcher {
     pub trading: Arc<TradingConfig>,
     /// Told about fills and dead letters.
     pub notifier: Notifier,
+    /// When set, signals are refused until it says the start-up reconciliation succeeded.
+    pub reconciled: Option<crate::admin::health::Health>,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
 }
 
@@ -87,6 +89,7 @@ impl Dispatcher {
             orders_ready,
             trading,
             notifier: Notifier::disabled(),
+            reconciled: None,
             prices: Mutex::new(HashMap::new()),
         }
     }
@@ -641,9 +644,20 @@ impl Dispatcher {
         let states = Store::trading_states(&mut *tx).await?;
         let account_state = states.iter().find(|s| s.symbol.is_none());
         let symbol_state = states.iter().find(|s| s.symbol.as_deref() == Some(symbol));
+        let unreconciled = self
+            .reconciled
+            .as_ref()
+            .is_some_and(|h| !h.is_reconciled())
+            .then(|| state::StateEntry {
+                symbol: None,
+                state: state::TradingState::Halted,
+                reason: "the start-up reconciliation with the venue has not succeeded yet".into(),
+                since: now,
+                set_by: state::SetBy::Reconciliation,
+            });
         let gate = risk::Gate {
             maintenance: maintenance::blocking(&windows, settings, now),
-            state: state::effective(account_state, symbol_state).cloned(),
+            state: unreconciled.or_else(|| state::effective(account_state, symbol_state).cloned()),
             size_scale: Store::size_scale(&mut *tx, symbol, now).await?,
         };
         let books = Store::books(&mut *tx).await?;

@@ -4,6 +4,12 @@
 //! unknown outcome is resolved by asking the venue (`GET /orders?clientOrderId=`) and the order is
 //! re-sent, with the same id, only when the venue says it has no such order; a definite refusal is
 //! kept with the venue's code and message. It never changes a risk decision.
+//!
+//! Pacing: order POSTs pass a token bucket (`[venue] max_orders_per_second`, a burst of one
+//! second's worth) so the bot stays below the venue's own limit; a `Retry-After` from the venue
+//! pauses every POST until it has passed, and the throttled order is looked at again no earlier.
+//! Unknown outcomes are retried with capped exponential backoff and jitter, so many orders that
+//! failed together do not come back together.
 
 use crate::admin::metrics::Metrics;
 use crate::app::Shutdown;
@@ -15,14 +21,86 @@ use crate::store::{OrderRow, Store, StoreError};
 use crate::venue::wire::{OrderResponse, PlaceOrderRequest};
 use crate::venue::{SubmitOutcome, VenueClient};
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
-use std::time::Duration;
+use rand::Rng;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Backoff for resolving unknown outcomes: 200 ms doubling to at most 30 s.
-fn retry_delay(attempts: i64) -> chrono::Duration {
-    let ms = 200i64 << attempts.clamp(0, 8);
-    chrono::Duration::milliseconds(ms.min(30_000))
+/// The first retry delay and the cap of the exponential backoff.
+const RETRY_BASE_MS: i64 = 200;
+const RETRY_CAP_MS: i64 = 30_000;
+
+/// Backoff for resolving unknown outcomes: 200 ms doubling to at most 30 s, then "equal jitter"
+/// (a random point in the upper half, `jitter_permille` of the way through it), and never sooner
+/// than the venue's `Retry-After`. Pure: the caller draws the jitter.
+pub fn retry_delay(
+    attempts: i64,
+    retry_after: Option<Duration>,
+    jitter_permille: u16,
+) -> chrono::Duration {
+    let ceiling = (RETRY_BASE_MS << attempts.clamp(0, 8)).min(RETRY_CAP_MS);
+    let half = ceiling / 2;
+    let jittered = half + half * i64::from(jitter_permille.min(1000)) / 1000;
+    let floor = retry_after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    chrono::Duration::milliseconds(jittered.max(floor))
+}
+
+/// A token bucket for order submissions: `rate` tokens a second, at most `rate` banked. Pure: the
+/// caller passes the instant.
+#[derive(Debug)]
+pub struct OrderPacer {
+    /// Orders per second; 0 turns pacing off.
+    rate: u32,
+    /// Banked tokens, in millionths of a token.
+    micro_tokens: u64,
+    last: Instant,
+    /// No POST before this instant (the venue's `Retry-After`).
+    paused_until: Option<Instant>,
+}
+
+const MICRO: u64 = 1_000_000;
+
+impl OrderPacer {
+    pub fn new(rate: u32, now: Instant) -> Self {
+        Self {
+            rate,
+            micro_tokens: u64::from(rate) * MICRO,
+            last: now,
+            paused_until: None,
+        }
+    }
+
+    /// Takes a token if one is available (`None`), or says how long to wait before asking again.
+    pub fn take(&mut self, now: Instant) -> Option<Duration> {
+        if let Some(until) = self.paused_until {
+            if now < until {
+                return Some(until - now);
+            }
+            self.paused_until = None;
+        }
+        if self.rate == 0 {
+            return None;
+        }
+        let rate = u64::from(self.rate);
+        let elapsed =
+            u64::try_from(now.saturating_duration_since(self.last).as_micros()).unwrap_or(u64::MAX);
+        self.last = now;
+        self.micro_tokens = self
+            .micro_tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(rate * MICRO);
+        if self.micro_tokens >= MICRO {
+            self.micro_tokens -= MICRO;
+            return None;
+        }
+        let missing = MICRO - self.micro_tokens;
+        Some(Duration::from_micros(missing.div_ceil(rate)))
+    }
+
+    /// The venue asked us to slow down: no POST until `until`.
+    pub fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+    }
 }
 
 pub struct Executor {
@@ -35,6 +113,10 @@ pub struct Executor {
     pub metrics: Metrics,
     /// Told about fills learned from REST answers.
     pub notifier: Notifier,
+    /// Paces order POSTs; see the module doc.
+    pub pacer: Mutex<OrderPacer>,
+    /// Nothing is sent before the start-up reconciliation has succeeded.
+    pub health: crate::admin::health::Health,
 }
 
 impl Executor {
@@ -42,6 +124,12 @@ impl Executor {
     /// by then), runs a final reconciliation of open orders and returns. The caller bounds this
     /// with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
+        while !self.health.is_reconciled() {
+            // Intents wait, durable, until the book agrees with the venue's.
+            if shutdown.sleep(Duration::from_millis(50)).await {
+                return;
+            }
+        }
         loop {
             let now = self.clock.now();
             let due = match self.store.orders_to_submit(now, 64).await {
@@ -107,7 +195,7 @@ impl Executor {
                 }
                 Err(e) => {
                     let now = self.clock.now();
-                    let retry_at = now + retry_delay(order.submit_attempts);
+                    let retry_at = now + self.backoff(order.submit_attempts, e.retry_after());
                     return self
                         .store
                         .mark_unknown(
@@ -130,6 +218,7 @@ impl Executor {
             time_in_force: order.time_in_force.clone(),
             client_order_id: order.client_order_id.clone(),
         };
+        self.paced().await;
         let started = std::time::Instant::now();
         let outcome = self.venue.place_order(&request).await;
         self.metrics.submit_latency(started.elapsed());
@@ -137,7 +226,7 @@ impl Executor {
         match outcome {
             SubmitOutcome::Accepted(resp) => {
                 tracing::info!(client_order_id = %order.client_order_id, order_id = %resp.order_id, status = %resp.status, latency_ms = started.elapsed().as_millis() as u64, "order accepted");
-                self.accepted(order, resp).await
+                self.accepted(order, *resp).await
             }
             SubmitOutcome::Rejected { code, message } => {
                 tracing::warn!(client_order_id = %order.client_order_id, %code, %message, "order rejected by the venue");
@@ -145,12 +234,42 @@ impl Executor {
                     .mark_rejected(&order.client_order_id, &code, &message, now)
                     .await
             }
-            SubmitOutcome::Unknown { reason } => {
-                let retry_at = now + retry_delay(order.submit_attempts);
+            SubmitOutcome::Unknown {
+                reason,
+                retry_after,
+            } => {
+                if let Some(wait) = retry_after {
+                    tracing::warn!(client_order_id = %order.client_order_id, retry_after_ms = wait.as_millis() as u64, "the venue asks us to slow down; pausing order submissions");
+                    self.pacer
+                        .lock()
+                        .expect("pacer lock")
+                        .pause_until(Instant::now() + wait);
+                }
+                let retry_at = now + self.backoff(order.submit_attempts, retry_after);
                 tracing::warn!(client_order_id = %order.client_order_id, %reason, retry_at = %retry_at, "order outcome unknown; will ask the venue");
                 self.store
                     .mark_unknown(&order.client_order_id, &reason, retry_at, now)
                     .await
+            }
+        }
+    }
+
+    /// The delay before an unknown order is looked at again, with fresh jitter.
+    fn backoff(&self, attempts: i64, retry_after: Option<Duration>) -> chrono::Duration {
+        retry_delay(
+            attempts,
+            retry_after,
+            rand::thread_rng().gen_range(0..=1000),
+        )
+    }
+
+    /// Waits until the pacer lets one more order POST through.
+    async fn paced(&self) {
+        loop {
+            let wait = self.pacer.lock().expect("pacer lock").take(Instant::now());
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
             }
         }
     }
@@ -223,5 +342,67 @@ impl Executor {
             failed,
             "final reconciliation done"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_with_jitter_stay_capped_and_honour_retry_after() {
+        // (attempts, retry_after, jitter ‰, expected ms)
+        let cases: [(i64, Option<u64>, u16, i64); 9] = [
+            (0, None, 0, 100),
+            (0, None, 1000, 200),
+            (0, None, 500, 150),
+            (1, None, 1000, 400),
+            (3, None, 0, 800),
+            (20, None, 1000, 30_000),
+            (20, None, 0, 15_000),
+            (0, Some(1_000), 1000, 1_000),
+            (8, Some(1_000), 0, 15_000),
+        ];
+        for (attempts, retry_after, jitter, expected) in cases {
+            let got = retry_delay(attempts, retry_after.map(Duration::from_millis), jitter);
+            assert_eq!(
+                got.num_milliseconds(),
+                expected,
+                "attempts {attempts}, retry_after {retry_after:?}, jitter {jitter}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pacer_lets_a_burst_through_then_one_order_per_interval() {
+        let start = Instant::now();
+        let mut pacer = OrderPacer::new(4, start);
+        for n in 0..4 {
+            assert_eq!(pacer.take(start), None, "burst order {n}");
+        }
+        assert_eq!(pacer.take(start), Some(Duration::from_millis(250)));
+        assert_eq!(pacer.take(start + Duration::from_millis(250)), None);
+        assert!(pacer.take(start + Duration::from_millis(250)).is_some());
+    }
+
+    #[test]
+    fn a_pacer_at_zero_never_waits_unless_the_venue_asked() {
+        let start = Instant::now();
+        let mut pacer = OrderPacer::new(0, start);
+        for _ in 0..1000 {
+            assert_eq!(pacer.take(start), None);
+        }
+        pacer.pause_until(start + Duration::from_secs(1));
+        assert_eq!(pacer.take(start), Some(Duration::from_secs(1)));
+        assert_eq!(pacer.take(start + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_retry_after_pause_is_never_shortened_by_a_later_smaller_one() {
+        let start = Instant::now();
+        let mut pacer = OrderPacer::new(10, start);
+        pacer.pause_until(start + Duration::from_secs(5));
+        pacer.pause_until(start + Duration::from_secs(1));
+        assert_eq!(pacer.take(start), Some(Duration::from_secs(5)));
     }
 }

@@ -15,6 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::TradingConfig;
 use crate::ingress::events::OrderNews;
 use crate::model::{Price, Side, Symbol};
+use crate::notify::Notifier;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::protect::{self, FilledEntry};
 use crate::risk::{state, Gate, Protect};
@@ -59,20 +60,7 @@ pub async fn full_pass(
             // The venue has no such order: the executor's unknown-outcome path owns this case.
             continue;
         };
-        let news = OrderNews {
-            order_id: answer.order_id,
-            client_order_id: answer.client_order_id,
-            status: answer.status,
-            filled_quantity: answer.filled_quantity,
-            average_price: answer.average_price,
-        };
-        let now = clock.now();
-        let mut tx = store.begin().await?;
-        // Re-read inside the transaction: a callback may have moved the order meanwhile.
-        if let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await? {
-            super::apply_report(&mut tx, &current, &news, now).await?;
-        }
-        tx.commit().await.map_err(StoreError::from)?;
+        apply_answer(store, &order.client_order_id, answer, clock.now()).await?;
         summary.orders_checked += 1;
     }
     let positions = venue.positions().await?;
@@ -105,6 +93,24 @@ pub async fn full_pass(
     Ok(summary)
 }
 
+/// Applies a REST answer about one order in its own transaction, re-reading the order inside it
+/// (a callback may have moved it meanwhile). Returns the fill it booked, if any.
+pub async fn apply_answer(
+    store: &Store,
+    client_order_id: &str,
+    answer: crate::venue::wire::OrderResponse,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<super::BookedFill>, StoreError> {
+    let news = OrderNews::from(answer);
+    let mut tx = store.begin().await?;
+    let mut booked = None;
+    if let Some(current) = Store::order_by_client_id(&mut tx, client_order_id).await? {
+        booked = super::apply_report(&mut tx, &current, &news, now).await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(booked)
+}
+
 /// The risk manager's background duties, each an I/O shell around pure rules:
 /// - runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
 ///   reconciled only when the pass succeeded (trading stays blocked until then);
@@ -113,7 +119,6 @@ pub async fn full_pass(
 /// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
 /// - places the stop-loss / take-profit of entries that have filled, and cancels protective
 ///   orders whose sibling filled or whose position is gone (or smaller than they are);
-/// - takes a balance snapshot at start, so balance-based sizing works before the first event.
 pub struct Supervisor {
     pub store: Store,
     pub venue: VenueClient,
@@ -123,19 +128,33 @@ pub struct Supervisor {
     pub timeouts: HashMap<String, chrono::Duration>,
     /// Symbol specs, for protective order quantities.
     pub trading: Arc<TradingConfig>,
+    /// A sent, unfinished order with no news for this long is queried by REST.
+    pub stale_after: chrono::Duration,
+    /// Told about fills learned from REST answers.
+    pub notifier: Notifier,
+    /// Nothing runs before the start-up reconciliation has succeeded.
+    pub health: crate::admin::health::Health,
 }
+
+/// How often the supervisor looks for stale orders.
+const STALE_POLL_EVERY: Duration = Duration::from_secs(1);
+/// Stale orders queried per round; the rest wait for the next round.
+const STALE_POLL_BATCH: i64 = 200;
 
 /// How long to wait before asking the venue again to cancel one order.
 const CANCEL_RETRY: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     pub async fn run(self, mut shutdown: Shutdown) {
-        if let Err(e) = self.snapshot_balances().await {
-            tracing::warn!(error = %e, "start-up balance snapshot failed; waiting for balance events");
+        while !self.health.is_reconciled() {
+            if shutdown.sleep(Duration::from_millis(50)).await {
+                return;
+            }
         }
         let mut failures: u32 = 0;
         let mut cancelled_for: HashSet<String> = HashSet::new();
         let mut cancel_tried: HashMap<String, Instant> = HashMap::new();
+        let mut last_stale_poll: Option<Instant> = None;
         loop {
             let now = self.clock.now();
             let windows = match self
@@ -210,6 +229,12 @@ impl Supervisor {
             if let Err(e) = self.place_protection().await {
                 tracing::warn!(error = %e, "placing protective orders failed; will retry");
             }
+            if last_stale_poll.is_none_or(|at| at.elapsed() >= STALE_POLL_EVERY) {
+                last_stale_poll = Some(Instant::now());
+                if let Err(e) = self.poll_stale().await {
+                    tracing::warn!(error = %e, "polling stale orders failed; will retry");
+                }
+            }
             if shutdown.sleep(wait).await {
                 return;
             }
@@ -229,21 +254,59 @@ impl Supervisor {
             }) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        let news = OrderNews {
-            order_id: answer.order_id,
-            client_order_id: answer.client_order_id,
-            status: answer.status,
-            filled_quantity: answer.filled_quantity,
-            average_price: answer.average_price,
-        };
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        if let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await? {
-            super::apply_report(&mut tx, &current, &news, now).await?;
+        let booked = apply_answer(
+            &self.store,
+            &order.client_order_id,
+            answer,
+            self.clock.now(),
+        )
+        .await?;
+        if let Some(fill) = booked {
+            self.notifier.send(fill.notification());
         }
-        tx.commit().await.map_err(StoreError::from)?;
         tracing::info!(client_order_id = %order.client_order_id, "order cancelled");
         Ok(true)
+    }
+
+    /// Asks the venue about every sent, unfinished order with no news for `stale_after` (a lost
+    /// callback must not leave a fill unbooked) and applies the answers. Stops at the first
+    /// request the venue does not answer: the rest are asked next round.
+    async fn poll_stale(&self) -> Result<usize, PassError> {
+        let cutoff = self.clock.now() - self.stale_after;
+        let stale = self.store.stale_orders(cutoff, STALE_POLL_BATCH).await?;
+        let mut polled = 0;
+        for order in &stale {
+            let Some(id) = &order.order_id else { continue };
+            match self.venue.get_order(id).await {
+                Ok(answer) => {
+                    let before = (order.status.clone(), order.filled_quantity);
+                    let booked = apply_answer(
+                        &self.store,
+                        &order.client_order_id,
+                        answer,
+                        self.clock.now(),
+                    )
+                    .await?;
+                    if let Some(fill) = &booked {
+                        self.notifier.send(fill.notification());
+                    }
+                    if let Ok(Some(after)) = self.store.find_order(&order.client_order_id).await {
+                        if (after.status.clone(), after.filled_quantity) != before {
+                            tracing::info!(client_order_id = %order.client_order_id, from = %before.0, to = %after.status, filled = %after.filled_quantity, "stale order: the venue had news we missed");
+                        }
+                    }
+                    polled += 1;
+                }
+                Err(crate::venue::VenueError::Status { status: 404, .. }) => {
+                    tracing::warn!(client_order_id = %order.client_order_id, order_id = %id, "stale order: the venue does not know this order id; asking again later");
+                    self.store
+                        .touch_order(&order.client_order_id, self.clock.now())
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(polled)
     }
 
     async fn cancel_all_working(&self) -> Result<usize, PassError> {
@@ -397,17 +460,6 @@ impl Supervisor {
             tracing::info!(client_order_id = %order.client_order_id, role = %order.role, reason = why, "cancelling protective order");
             self.cancel(order).await?;
         }
-        Ok(())
-    }
-
-    async fn snapshot_balances(&self) -> Result<(), PassError> {
-        let balances = self.venue.balances().await?;
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        for b in &balances {
-            Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
-        }
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -13,7 +13,9 @@ use crate::store::{OrderRow, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+pub mod drift;
 pub mod full;
+pub mod snapshot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewsOutcome {

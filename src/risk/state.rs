@@ -42,6 +42,8 @@ pub enum SetBy {
     Drawdown,
     MarginRatio,
     Alert,
+    /// The reconciliation with the venue: drift between our book and the venue's.
+    Reconciliation,
 }
 
 impl SetBy {
@@ -52,6 +54,7 @@ impl SetBy {
             Self::Drawdown => "drawdown",
             Self::MarginRatio => "margin_ratio",
             Self::Alert => "alert",
+            Self::Reconciliation => "reconciliation",
         }
     }
 
@@ -62,6 +65,7 @@ impl SetBy {
             "drawdown" => Self::Drawdown,
             "margin_ratio" => Self::MarginRatio,
             "alert" => Self::Alert,
+            "reconciliation" => Self::Reconciliation,
             _ => return None,
         })
     }

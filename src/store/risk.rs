@@ -434,6 +434,74 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
+    /// Sent orders, not terminal, whose venue id is known and that had no news since `cutoff`
+    /// (the stale-order poll), oldest news first.
+    pub async fn stale_orders(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE status NOT IN ('intent', 'unknown', 'filled', 'cancelled', 'rejected', 'expired')
+               AND venue_order_id IS NOT NULL AND updated_at <= ?
+             ORDER BY updated_at LIMIT ?"
+        ))
+        .bind(ts(cutoff))
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Inserts an order found at the venue that no local row knows, under strategy `adopted`,
+    /// as `pending` with nothing filled; the caller then applies the venue's report to it (which
+    /// books its fills). Returns the local `clientOrderId` it was given.
+    pub async fn insert_adopted(
+        conn: &mut SqliteConnection,
+        o: &crate::venue::wire::OrderResponse,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let cid = o
+            .client_order_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| format!("adopted-{}", o.order_id));
+        sqlx::query(
+            "INSERT INTO orders (client_order_id, strategy, symbol, side, order_type, quantity,
+                 price, stop_price, time_in_force, status, created_at, updated_at)
+             VALUES (?, 'adopted', ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+             ON CONFLICT (client_order_id) DO NOTHING",
+        )
+        .bind(&cid)
+        .bind(&o.symbol)
+        .bind(&o.side)
+        .bind(o.order_type.as_deref().unwrap_or("limit"))
+        .bind(o.quantity.unwrap_or_default().to_string())
+        .bind(o.price.map(|p| p.to_string()))
+        .bind(o.stop_price.map(|p| p.to_string()))
+        .bind(o.time_in_force.as_deref().unwrap_or("GTC"))
+        .bind(ts(now))
+        .bind(ts(now))
+        .execute(conn)
+        .await?;
+        Ok(cid)
+    }
+
+    /// Records that an order was looked at without news, so the stale poll waits again.
+    pub async fn touch_order(
+        &self,
+        client_order_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE orders SET updated_at = ? WHERE client_order_id = ?")
+            .bind(ts(now))
+            .bind(client_order_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     // ---- protective exits -------------------------------------------------------------------
 
     /// Entries that are done filling, carry protective levels, and have none placed yet.

@@ -24,6 +24,8 @@ pub enum VenueError {
         status: u16,
         code: String,
         message: String,
+        /// The venue's `Retry-After` (on 429 and 503), when it sent one.
+        retry_after: Option<Duration>,
     },
     /// No usable answer: timeout, connection failure, unreadable body.
     #[error("no usable answer from the venue: {0}")]
@@ -38,6 +40,14 @@ impl VenueError {
             VenueError::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
         }
     }
+
+    /// How long the venue asked us to wait before the next request, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            VenueError::Status { retry_after, .. } => *retry_after,
+            VenueError::Transport(_) => None,
+        }
+    }
 }
 
 /// The outcome of one `POST /orders`.
@@ -45,11 +55,22 @@ impl VenueError {
 pub enum SubmitOutcome {
     /// 2xx, or **[decided]** 409 for a `clientOrderId` the venue already has (the first attempt
     /// succeeded; this is not a new order).
-    Accepted(OrderResponse),
+    Accepted(Box<OrderResponse>),
     /// A definite refusal: the order does not exist at the venue.
     Rejected { code: String, message: String },
     /// Timeout, reset, 5xx, 429 or an unreadable answer: the order may or may not exist.
-    Unknown { reason: String },
+    /// `retry_after` is the venue's `Retry-After`, when it sent one (429, 503).
+    Unknown {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// One complete answer from the venue.
+struct Reply {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    bytes: axum::body::Bytes,
 }
 
 #[derive(Clone)]
@@ -123,25 +144,36 @@ impl VenueClient {
             }
         };
         match self.send(Method::POST, wire::paths::ORDERS, body).await {
-            Ok((status, bytes)) if status.is_success() || status == StatusCode::CONFLICT => {
+            Ok(Reply { status, bytes, .. })
+                if status.is_success() || status == StatusCode::CONFLICT =>
+            {
                 match serde_json::from_slice::<OrderResponse>(&bytes) {
-                    Ok(o) => SubmitOutcome::Accepted(o),
+                    Ok(o) => SubmitOutcome::Accepted(Box::new(o)),
                     Err(e) => SubmitOutcome::Unknown {
                         reason: format!("{status} with an unreadable order: {e}"),
+                        retry_after: None,
                     },
                 }
             }
-            Ok((status, bytes)) => {
+            Ok(Reply {
+                status,
+                retry_after,
+                bytes,
+            }) => {
                 let (code, message) = error_fields(&bytes);
                 if is_definite_refusal(status) {
                     SubmitOutcome::Rejected { code, message }
                 } else {
                     SubmitOutcome::Unknown {
                         reason: format!("{status}: {code}: {message}"),
+                        retry_after,
                     }
                 }
             }
-            Err(reason) => SubmitOutcome::Unknown { reason },
+            Err(reason) => SubmitOutcome::Unknown {
+                reason,
+                retry_after: None,
+            },
         }
     }
 
@@ -158,6 +190,16 @@ impl VenueClient {
             .find(|o| o.client_order_id.as_deref() == Some(client_order_id)))
     }
 
+    /// Orders with one status, newest first, at most `limit` (the venue has no paging).
+    pub async fn orders_with_status(
+        &self,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<OrderResponse>, VenueError> {
+        self.get_json(&wire::paths::orders_with_status(status, limit))
+            .await
+    }
+
     pub async fn get_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {
         self.get_json(&wire::paths::order(order_id)).await
     }
@@ -165,7 +207,11 @@ impl VenueClient {
     /// `DELETE /orders/{orderId}`: the order as the venue reports it after the cancel.
     pub async fn cancel_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {
         let path = wire::paths::order(order_id);
-        let (status, bytes) = self
+        let Reply {
+            status,
+            retry_after,
+            bytes,
+        } = self
             .send(Method::DELETE, &path, Vec::new())
             .await
             .map_err(VenueError::Transport)?;
@@ -175,6 +221,7 @@ impl VenueClient {
                 status: status.as_u16(),
                 code,
                 message,
+                retry_after,
             });
         }
         serde_json::from_slice(&bytes)
@@ -244,7 +291,11 @@ impl VenueClient {
                 .map_err(|e| VenueError::Transport(format!("unserializable request: {e}")))?,
             None => Vec::new(),
         };
-        let (status, bytes) = self
+        let Reply {
+            status,
+            retry_after,
+            bytes,
+        } = self
             .send(method, path, body)
             .await
             .map_err(VenueError::Transport)?;
@@ -254,6 +305,7 @@ impl VenueClient {
                 status: status.as_u16(),
                 code,
                 message,
+                retry_after,
             });
         }
         let bytes = if bytes.is_empty() {
@@ -266,15 +318,10 @@ impl VenueClient {
     }
 
     /// Signs and sends one request, and reports the result to the watch.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<(StatusCode, axum::body::Bytes), String> {
+    async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Reply, String> {
         let result = self.send_unwatched(method, path, body).await;
         let failure = match &result {
-            Ok((status, _)) => match error_class(*status) {
+            Ok(Reply { status, .. }) => match error_class(*status) {
                 None => {
                     self.watch.health.venue_ok(self.clock.now());
                     None
@@ -308,7 +355,7 @@ impl VenueClient {
         method: Method,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<(StatusCode, axum::body::Bytes), (&'static str, String)> {
+    ) -> Result<Reply, (&'static str, String)> {
         let timestamp = self.clock.now().timestamp();
         let signed_path = format!("{}{}", self.base_path, path);
         let signature = sign::sign_request(
@@ -330,11 +377,20 @@ impl VenueClient {
             .await
             .map_err(|e| (transport_class(&e), describe_transport_error(&e)))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(wire::parse_retry_after);
         let bytes = response
             .bytes()
             .await
             .map_err(|e| (transport_class(&e), describe_transport_error(&e)))?;
-        Ok((status, bytes))
+        Ok(Reply {
+            status,
+            retry_after,
+            bytes,
+        })
     }
 }
 

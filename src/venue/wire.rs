@@ -55,6 +55,13 @@ pub mod paths {
         format!("/orders/{}", urlencoding::encode(order_id))
     }
     /// Used to find an order whose POST outcome is unknown.
+    /// **[decided]** open orders are listed one status at a time, newest first, at most `limit`.
+    pub fn orders_with_status(status: &str, limit: usize) -> String {
+        format!(
+            "/orders?status={}&limit={limit}",
+            urlencoding::encode(status)
+        )
+    }
     pub fn orders_by_client_id(client_order_id: &str) -> String {
         format!(
             "/orders?clientOrderId={}",
@@ -372,6 +379,15 @@ pub struct OrderResponse {
     pub filled_quantity: Option<Decimal>,
     #[serde(default)]
     pub average_price: Option<Decimal>,
+    /// Needed to adopt an order the bot did not place.
+    #[serde(default, rename = "type")]
+    pub order_type: Option<String>,
+    #[serde(default)]
+    pub price: Option<Decimal>,
+    #[serde(default)]
+    pub stop_price: Option<Decimal>,
+    #[serde(default)]
+    pub time_in_force: Option<String>,
 }
 
 /// Body of `POST /webhooks` (and, with only the fields to change, `PUT /webhooks/{id}`).
@@ -439,10 +455,38 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The longest `Retry-After` honoured: a larger value is read as this, so one odd header cannot
+/// park the executor for hours.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `Retry-After` as delta-seconds (the form 429 answers use). **[decided]** the HTTP-date form is
+/// not expected from the venue and is ignored (the caller's own backoff applies).
+pub fn parse_retry_after(value: &str) -> Option<std::time::Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(std::time::Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_and_capped() {
+        use std::time::Duration;
+        let cases = [
+            ("1", Some(Duration::from_secs(1))),
+            (" 7 ", Some(Duration::from_secs(7))),
+            ("0", Some(Duration::ZERO)),
+            ("86400", Some(MAX_RETRY_AFTER)),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+            ("-3", None),
+            ("", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(parse_retry_after(header), expected, "{header:?}");
+        }
+    }
 
     #[test]
     fn numbers_are_read_exactly_as_sent() {

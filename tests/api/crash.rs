@@ -18,7 +18,7 @@ const PER_SENDER: usize = 150;
 /// Kill the bot when this many webhooks have been acknowledged.
 const KILL_AT: &[usize] = &[100, 250, 420];
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,14 +26,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Bot {
-    config: std::path::PathBuf,
-    log: std::path::PathBuf,
-    child: Option<Child>,
+pub(crate) struct Bot {
+    pub(crate) config: std::path::PathBuf,
+    pub(crate) log: std::path::PathBuf,
+    pub(crate) child: Option<Child>,
 }
 
 impl Bot {
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,7 +53,7 @@ impl Bot {
         self.child = Some(child);
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap(); // SIGKILL: no shutdown code runs.
             child.wait().unwrap();
@@ -67,7 +67,7 @@ impl Drop for Bot {
     }
 }
 
-fn write_config(
+pub(crate) fn write_config(
     dir: &Path,
     sim_url: &str,
     webhook_port: u16,

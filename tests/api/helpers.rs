@@ -85,6 +85,17 @@ pub async fn spawn_app_full(
     tweak: impl FnOnce(&mut Config),
     strategy: &str,
 ) -> TestApp {
+    let app = spawn_app_unreconciled(configure, tweak, strategy).await;
+    reconciled(app.bot.as_ref().unwrap()).await;
+    app
+}
+
+/// Like `spawn_app_full`, without waiting for the start-up reconciliation.
+pub async fn spawn_app_unreconciled(
+    configure: impl FnOnce(&mut SimConfig),
+    tweak: impl FnOnce(&mut Config),
+    strategy: &str,
+) -> TestApp {
     let api_key = "test-key".to_owned();
     let api_secret = "test-api-secret".to_owned();
     let mut sim_config = SimConfig::new(
@@ -145,6 +156,7 @@ pub async fn spawn_paper_app_with(
     let bot = sigex::app::start(config, strategies(), clock())
         .await
         .unwrap();
+    reconciled(&bot).await;
     let sim = bot
         .paper_venue
         .clone()
@@ -175,6 +187,7 @@ fn test_config(
             base_url,
             credentials,
             request_timeout: Duration::from_secs(5),
+            max_orders_per_second: sigex::config::DEFAULT_MAX_ORDERS_PER_SECOND,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
         inbox: InboxConfig::default(),
@@ -187,6 +200,7 @@ fn test_config(
         paper: PaperConfig::default(),
         notify: Vec::new(),
         shutdown_deadline: sigex::config::DEFAULT_SHUTDOWN_DEADLINE,
+        reconcile: sigex::config::ReconcileConfig::default(),
     }
 }
 
@@ -223,6 +237,18 @@ async fn start_bot(
         config: Some((config, strategy.to_owned())),
         sim_url,
         _dir: dir,
+    }
+}
+
+/// Waits until the bot's start-up reconciliation has succeeded: before that it refuses signals.
+pub async fn reconciled(bot: &sigex::app::RunningBot) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !bot.health.is_reconciled() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the start-up reconciliation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -377,6 +403,7 @@ impl TestApp {
         let bot = sigex::app::start(config, strategies_from(&strategy), clock())
             .await
             .unwrap();
+        reconciled(&bot).await;
         self.webhook_url = format!("http://{}{WEBHOOK_PATH}", bot.webhook_addr);
         self.admin_url = format!("http://{}", bot.admin_addr);
         self.sim.set_webhook_url(Some(self.webhook_url.clone()));

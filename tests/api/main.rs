@@ -2,6 +2,7 @@
 //! database per test, driven over HTTP exactly as the venue would.
 
 mod admin;
+mod chaos;
 mod cli;
 mod crash;
 mod edge;
@@ -10,5 +11,6 @@ mod helpers;
 mod lifecycle;
 mod paper;
 mod pipeline;
+mod reconcile;
 mod risk;
 mod webhooks;

@@ -1,0 +1,263 @@
+//! Chaos: the real `sigex` binary against a simulator that drops, duplicates, delays and
+//! reorders webhooks and answers REST with 5xx, 429, timeouts and lost responses, while the bot
+//! is SIGKILLed and restarted at seeded random moments. At the end every intent has exactly one
+//! venue order and the bot's orders and positions equal the simulator's.
+//!
+//! Size: `SIGEX_CHAOS_SIGNALS` (default 500) signals, `SIGEX_CHAOS_KILLS` (default 10) kills;
+//! `SIGEX_CHAOS_SEED` replays a run (the seed is printed).
+
+use crate::crash::{free_port, write_config, Bot};
+use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
+use sigex::sim::{Faults, Probability, SimConfig, Simulator};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn dec(v: &serde_json::Value) -> Decimal {
+    match v {
+        serde_json::Value::String(s) => Decimal::from_str(s).unwrap(),
+        other => Decimal::from_str(&other.to_string()).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_and_equal_books() {
+    let seed = env_or("SIGEX_CHAOS_SEED", rand::thread_rng().gen());
+    let signals = env_or("SIGEX_CHAOS_SIGNALS", 500) as usize;
+    let kills = env_or("SIGEX_CHAOS_KILLS", 10) as usize;
+    println!(
+        "chaos: SIGEX_CHAOS_SEED={seed} SIGEX_CHAOS_SIGNALS={signals} SIGEX_CHAOS_KILLS={kills}"
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim_config = SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET);
+    sim_config.seed = seed;
+    sim_config.faults = Faults {
+        webhook_drop: Probability::per_mille(50),
+        webhook_duplicate: Probability::per_mille(100),
+        webhook_delay: Probability::per_mille(100),
+        webhook_delay_max: Duration::from_millis(200),
+        webhook_reorder: Probability::per_mille(100),
+        rest_5xx: Probability::per_mille(30),
+        rest_429: Probability::per_mille(30),
+        rest_retry_after_secs: 1,
+        rest_timeout: Probability::per_mille(10),
+        rest_timeout_after: Duration::from_secs(3),
+        order_lost_response: Probability::per_mille(30),
+        ..Faults::default()
+    };
+    let sim = Simulator::new(sim_config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
+    tokio::spawn(
+        sim.clone()
+            .serve(listener, async move { sim_shutdown.wait().await }),
+    );
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let webhook_url = format!("http://127.0.0.1:{webhook_port}/webhooks/vibe");
+    let admin_url = format!("http://127.0.0.1:{admin_port}");
+    sim.set_webhook_url(Some(webhook_url.clone()));
+    let config = write_config(dir.path(), &sim_url, webhook_port, admin_port);
+    // Dropped callbacks are found by the stale-order poll: make it quick.
+    writeln!(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .unwrap(),
+        "[reconcile]\nstale_after_secs = 1"
+    )
+    .unwrap();
+    let bot = Arc::new(Mutex::new(Bot {
+        config,
+        log: dir.path().join("bot.log"),
+        child: None,
+    }));
+    bot.lock().unwrap().start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    // Buy/sell alternating per symbol keeps positions inside the strategy's limit.
+    let script: Vec<String> = (0..signals)
+        .map(|n| {
+            let symbol = ["BTC/USD", "ETH/USD"][n % 2];
+            let side = if (n / 2) % 2 == 0 { "buy" } else { "sell" };
+            signal_body(symbol, side, 90, n as u32 + 1)
+        })
+        .collect();
+    let mut kill_at: Vec<usize> = (0..kills).map(|_| rng.gen_range(1..signals)).collect();
+    kill_at.sort_unstable();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let (http, url, acked) = (http.clone(), webhook_url.clone(), acked.clone());
+        tokio::spawn(async move {
+            for body in script {
+                for attempt in 0.. {
+                    assert!(attempt < 3000, "signal never acknowledged");
+                    let sent = http
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .header("X-Webhook-Signature", sign(body.as_bytes()))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if matches!(&sent, Ok(r) if r.status() == 200) {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // About 100 signals a second.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    for at in kill_at {
+        while acked.load(Ordering::SeqCst) < at {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let bot = bot.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut bot = bot.lock().unwrap();
+            bot.kill();
+            bot.start();
+        })
+        .await
+        .unwrap();
+    }
+    sender.await.unwrap();
+
+    let get = |path: &'static str| {
+        let (http, admin_url) = (http.clone(), admin_url.clone());
+        async move {
+            http.get(format!("{admin_url}{path}"))
+                .send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+        }
+    };
+    let terminal = |s: &str| matches!(s, "filled" | "cancelled" | "rejected" | "expired");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let orders = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders never settled (seed {seed}); see {}",
+            dir.path().join("bot.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (Some(counts), Some(orders)) = (
+            get("/api/events").await,
+            get("/api/orders?limit=100000").await,
+        ) else {
+            continue;
+        };
+        let orders = orders.as_array().unwrap().clone();
+        let venue = sim.orders();
+        let settled = counts.get("pending").is_none()
+            && orders
+                .iter()
+                .all(|o| terminal(o["status"].as_str().unwrap_or("")))
+            && venue.iter().all(|o| terminal(&o.status))
+            && venue.len() == orders.len();
+        if settled {
+            break orders;
+        }
+    };
+    // Every intent has exactly one venue order, and both sides agree on each.
+    let venue: BTreeMap<String, _> = sim
+        .orders()
+        .into_iter()
+        .map(|o| (o.client_order_id.clone().unwrap(), o))
+        .collect();
+    assert_eq!(
+        venue.len(),
+        sim.orders().len(),
+        "a clientOrderId twice at the venue (seed {seed})"
+    );
+    let ours: BTreeSet<String> = orders
+        .iter()
+        .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ours, venue.keys().cloned().collect(), "seed {seed}");
+    for o in &orders {
+        let v = &venue[o["clientOrderId"].as_str().unwrap()];
+        assert_eq!(o["status"], v.status.as_str(), "seed {seed}: {o}");
+        assert_eq!(
+            dec(&o["filledQuantity"]),
+            v.filled_quantity,
+            "seed {seed}: {o}"
+        );
+    }
+    assert!(!ours.is_empty(), "the run placed orders");
+    let mut decided: BTreeMap<String, usize> = BTreeMap::new();
+    if let Some(decisions) = get("/api/signals?limit=100000").await {
+        for d in decisions.as_array().unwrap() {
+            *decided
+                .entry(d["decision"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    println!(
+        "chaos: {} orders, decisions {decided:?}, venue faults {:?}",
+        orders.len(),
+        sim.stats()
+    );
+    // Positions by our fills equal the venue's.
+    let positions = get("/api/positions").await.unwrap();
+    let ours: BTreeMap<String, Decimal> = positions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["symbol"].as_str().unwrap().to_owned(),
+                dec(&p["quantity"]),
+            )
+        })
+        .filter(|(_, q)| !q.is_zero())
+        .collect();
+    let theirs: BTreeMap<String, Decimal> = sim
+        .positions()
+        .into_iter()
+        .map(|p| {
+            let q = if p.side == "short" {
+                -p.quantity.abs()
+            } else {
+                p.quantity
+            };
+            (p.symbol, q)
+        })
+        .filter(|(_, q)| !q.is_zero())
+        .collect();
+    assert_eq!(ours, theirs, "seed {seed}: positions differ");
+    // The strategy's limit: max_position_notional 2500 (at the venue's mark price).
+    for p in sim.positions() {
+        let notional = p.quantity.abs() * p.mark_price;
+        assert!(
+            notional <= Decimal::from(2500),
+            "seed {seed}: {} position notional {notional}",
+            p.symbol
+        );
+    }
+    bot.lock().unwrap().kill();
+    sim_stop.trigger();
+}

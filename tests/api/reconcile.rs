@@ -1,0 +1,150 @@
+//! Start-up reconciliation: no order before the book agrees with the venue's; venue orders
+//! nobody knows are adopted.
+
+use crate::helpers::{reconciled, spawn_app, spawn_app_unreconciled, TEST_STRATEGY};
+use sigex::sim::{Faults, Probability};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test]
+async fn an_unreachable_venue_at_start_keeps_the_bot_unready_and_orderless_until_it_answers() {
+    // Every REST request fails for the first seconds: the start-up pass cannot succeed.
+    let app = spawn_app_unreconciled(
+        |cfg| {
+            cfg.faults = Faults {
+                rest_5xx: Probability::ALWAYS,
+                rest_all_routes: true,
+                windows: vec![(Duration::ZERO, Duration::from_secs(5))],
+                ..Faults::default()
+            };
+        },
+        |_| {},
+        TEST_STRATEGY,
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let first = app
+        .wait_for("the first signal's decision", || async {
+            let s = app.signals().await;
+            (!s.is_empty()).then_some(s)
+        })
+        .await;
+    let bot = app.bot.as_ref().unwrap();
+    if !bot.health.is_reconciled() {
+        // Decided while unreconciled: refused, and nothing reached the venue.
+        assert_ne!(first[0]["decision"], "ordered", "{first:?}");
+        let (status, body) = app.admin_get_raw("/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("reconciliation"), "{body}");
+    }
+    assert!(
+        app.sim.orders().is_empty(),
+        "no order before reconciliation"
+    );
+    reconciled(bot).await;
+    app.send_signal("BTC/USD", "buy", 90, 2).await;
+    let ours = app
+        .wait_for("an order after reconciliation", || async {
+            let o = app.orders().await;
+            (o.len() == 1 && o[0]["status"] == "filled").then_some(o)
+        })
+        .await;
+    assert_eq!(app.sim.orders().len(), 1, "{ours:?}");
+    app.wait_for("readiness", || async {
+        (app.admin_get_raw("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+/// A client of the simulator with the bot's credentials: "someone else" trading on the account.
+fn other_client(app: &crate::helpers::TestApp) -> sigex::venue::VenueClient {
+    sigex::venue::VenueClient::new(
+        &app.sim_url,
+        sigex::config::Credentials {
+            api_key: sigex::config::Secret::new("test-key".to_owned()),
+            api_secret: sigex::config::Secret::new("test-api-secret".to_owned()),
+        },
+        Duration::from_secs(5),
+        Arc::new(sigex::clock::SystemClock),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_both_views() {
+    let app = crate::helpers::spawn_app_tweaked(|cfg| {
+        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
+    })
+    .await;
+    // A market order placed behind the bot's back moves the venue's position, not ours.
+    let placed = other_client(&app)
+        .place_order(&sigex::venue::wire::PlaceOrderRequest {
+            symbol: "ETH/USD".into(),
+            side: "buy".into(),
+            order_type: "market".into(),
+            quantity: rust_decimal::Decimal::new(1, 1),
+            price: None,
+            stop_price: None,
+            time_in_force: "GTC".into(),
+            client_order_id: "manual-2".into(),
+        })
+        .await;
+    assert!(
+        matches!(placed, sigex::venue::SubmitOutcome::Accepted(_)),
+        "{placed:?}"
+    );
+    let halted = app
+        .wait_for("the drift halt", || async {
+            let s = app.get("/api/trading-state").await;
+            s["states"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|e| e["symbol"] == "ETH/USD" && e["state"] == "halted")
+                    .cloned()
+            })
+        })
+        .await;
+    assert_eq!(halted["setBy"], "reconciliation", "{halted}");
+    let reason = halted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ours 0") && reason.contains("venue 0.1"),
+        "{reason}"
+    );
+    // The bot's own symbol is untouched.
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
+    let mut app = spawn_app().await;
+    // Someone else places a resting order on the account (far below the market: it stays open).
+    let venue = other_client(&app);
+    let placed = venue
+        .place_order(&sigex::venue::wire::PlaceOrderRequest {
+            symbol: "BTC/USD".into(),
+            side: "buy".into(),
+            order_type: "limit".into(),
+            quantity: rust_decimal::Decimal::new(1, 3),
+            price: Some(rust_decimal::Decimal::new(1000, 0)),
+            stop_price: None,
+            time_in_force: "GTC".into(),
+            client_order_id: "manual-1".into(),
+        })
+        .await;
+    assert!(
+        matches!(placed, sigex::venue::SubmitOutcome::Accepted(_)),
+        "{placed:?}"
+    );
+    app.restart().await;
+    let orders = app.orders().await;
+    let adopted: Vec<_> = orders
+        .iter()
+        .filter(|o| o["strategy"] == "adopted")
+        .collect();
+    assert_eq!(adopted.len(), 1, "{orders:?}");
+    assert_eq!(adopted[0]["clientOrderId"], "manual-1");
+    assert_eq!(adopted[0]["status"], "open", "{orders:?}");
+    app.stop().await;
+}
