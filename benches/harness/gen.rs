@@ -15,6 +15,9 @@ pub struct Outcome {
     pub failed: usize,
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
+    /// When the run started; request `i` of a fixed-rate run was scheduled at
+    /// `started + i / rate`.
+    pub started: Option<Instant>,
 }
 
 impl Outcome {
@@ -215,6 +218,7 @@ impl Load {
                 sum.absorb(w.await.unwrap());
             }
             sum.elapsed = start.elapsed();
+            sum.started = Some(start);
             sum
         })
     }

@@ -200,6 +200,8 @@ pub(crate) struct Inner {
     outbox: Arc<Outbox>,
     signal_rng: Mutex<StdRng>,
     orders_accepted: AtomicU64,
+    /// When each accepted order's POST arrived, by clientOrderId (for the latency benchmark).
+    arrivals: Mutex<Vec<(String, std::time::Instant)>>,
     duplicate_client_order_ids: AtomicU64,
     auth_failures: AtomicU64,
     signals_emitted: AtomicU64,
@@ -347,6 +349,12 @@ impl Inner {
         match &placed {
             PlaceOutcome::Created(order) => {
                 self.orders_accepted.fetch_add(1, Ordering::Relaxed);
+                if let Some(cid) = &order.client_order_id {
+                    self.arrivals
+                        .lock()
+                        .expect("arrivals lock poisoned")
+                        .push((cid.clone(), std::time::Instant::now()));
+                }
                 let inner = Arc::clone(self);
                 let order_id = order.order_id.clone();
                 tokio::spawn(async move {
@@ -453,6 +461,7 @@ impl Simulator {
             )),
             signal_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed ^ 0xD1B5_4A32_D192_ED03)),
             orders_accepted: AtomicU64::new(0),
+            arrivals: Mutex::new(Vec::new()),
             duplicate_client_order_ids: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             signals_emitted: AtomicU64::new(0),
@@ -627,6 +636,15 @@ impl Simulator {
     /// real venue would never send, so tests can check how the bot handles them.
     pub async fn emit_signal(&self, symbol: &str, recommendation: &str, confidence: u8) {
         self.inner.emit_signal(symbol, recommendation, confidence);
+    }
+
+    /// `(clientOrderId, when its POST was accepted)` for every order so far, in arrival order.
+    pub fn order_arrivals(&self) -> Vec<(String, std::time::Instant)> {
+        self.inner
+            .arrivals
+            .lock()
+            .expect("arrivals lock poisoned")
+            .clone()
     }
 
     pub fn mid_price(&self, symbol: &str) -> Option<Decimal> {
