@@ -19,7 +19,7 @@ use crate::notify::Notifier;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::protect::{self, FilledEntry};
 use crate::risk::{state, Gate, Protect};
-use crate::store::{OrderRow, Store, StoreError, VenuePosition};
+use crate::store::{OrderRow, Store, StoreError};
 use crate::venue::VenueClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,33 +63,9 @@ pub async fn full_pass(
         apply_answer(store, &order.client_order_id, answer, clock.now()).await?;
         summary.orders_checked += 1;
     }
-    let positions = venue.positions().await?;
-    let balances = venue.balances().await?;
-    let now = clock.now();
-    let mut tx = store.begin().await?;
-    for p in &positions {
-        let signed = match p.side.as_deref() {
-            Some("short") => -p.quantity.abs(),
-            _ => p.quantity,
-        };
-        let v = VenuePosition {
-            symbol: p.symbol.clone(),
-            side: p.side.clone(),
-            quantity: signed,
-            average_price: p.average_price,
-            unrealized_pnl: p.unrealized_pnl,
-            mark_price: p.mark_price,
-            realized_pnl: None,
-            margin_ratio: None,
-        };
-        Store::save_venue_position(&mut tx, &v, now).await?;
-    }
-    for b in &balances {
-        Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
-    }
-    tx.commit().await.map_err(StoreError::from)?;
+    let (positions, balances) = super::snapshot::record_venue_books(store, venue, clock).await?;
     summary.positions = positions.len();
-    summary.balances = balances.len();
+    summary.balances = balances;
     Ok(summary)
 }
 

@@ -114,20 +114,20 @@ pub async fn startup_pass(
     Ok(summary)
 }
 
-/// Fetches and records the venue's positions and balances and returns where positions differ
-/// from ours beyond `tolerance`.
-pub async fn snapshot(
+/// Fetches the venue's positions and balances, records them as the venue's view (both in one
+/// transaction) and returns its signed position per symbol and how many balances it reported.
+pub async fn record_venue_books(
     store: &Store,
     venue: &VenueClient,
     clock: &SharedClock,
-    tolerance: Decimal,
-) -> Result<Vec<Drift>, PassError> {
+) -> Result<(BTreeMap<String, Decimal>, usize), PassError> {
     let positions = venue.positions().await?;
     let balances = venue.balances().await?;
     let now = clock.now();
     let mut theirs = BTreeMap::new();
     let mut tx = store.begin().await?;
     for p in &positions {
+        // The venue reports size unsigned with a side; ours is signed.
         let signed = match p.side.as_deref() {
             Some("short") => -p.quantity.abs(),
             _ => p.quantity,
@@ -149,6 +149,18 @@ pub async fn snapshot(
         Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
     }
     tx.commit().await.map_err(StoreError::from)?;
+    Ok((theirs, balances.len()))
+}
+
+/// Fetches and records the venue's positions and balances and returns where positions differ
+/// from ours beyond `tolerance`.
+pub async fn snapshot(
+    store: &Store,
+    venue: &VenueClient,
+    clock: &SharedClock,
+    tolerance: Decimal,
+) -> Result<Vec<Drift>, PassError> {
+    let (theirs, _) = record_venue_books(store, venue, clock).await?;
     let ours = store.positions_now().await?;
     Ok(position_drift(&ours, &theirs, tolerance))
 }
