@@ -53,11 +53,16 @@ pub fn allowed(addr: IpAddr, allowlist: &[IpNet]) -> bool {
     allowlist.is_empty() || allowlist.iter().any(|n| n.contains(&addr))
 }
 
+/// Tokens are counted in millionths, so the bucket is exact integer arithmetic.
+const MICRO: u128 = 1_000_000;
+
 /// A token bucket per source address.
 pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    per_second: u128,
+    /// Capacity, in millionths of a token.
+    burst: u128,
+    /// Tokens left (millionths) and when they were last topped up, per source.
+    buckets: Mutex<HashMap<IpAddr, (u128, Instant)>>,
 }
 
 /// Above this many tracked sources, idle full buckets are forgotten.
@@ -67,8 +72,8 @@ impl RateLimiter {
     /// `None` when `per_second` is 0 (no limit).
     pub fn new(per_second: u32, burst: u32) -> Option<Self> {
         (per_second > 0).then(|| Self {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
+            per_second: u128::from(per_second),
+            burst: u128::from(burst.max(1)) * MICRO,
             buckets: Mutex::new(HashMap::new()),
         })
     }
@@ -77,21 +82,24 @@ impl RateLimiter {
     pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
         if buckets.len() > MAX_TRACKED_SOURCES {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+            // Forget sources whose bucket has refilled completely: they are idle.
+            buckets.retain(|_, (tokens, at)| *tokens + self.refill(*at, now) < self.burst);
         }
         let (tokens, at) = buckets.entry(addr).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens = (*tokens + self.refill(*at, now)).min(self.burst);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= MICRO {
+            *tokens -= MICRO;
             true
         } else {
             false
         }
+    }
+
+    /// Millionths of a token earned between `since` and `now`.
+    fn refill(&self, since: Instant, now: Instant) -> u128 {
+        // per_second tokens a second = per_second millionths a microsecond.
+        now.saturating_duration_since(since).as_micros() * self.per_second
     }
 }
 

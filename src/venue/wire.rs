@@ -147,9 +147,6 @@ impl<'de> Deserialize<'de> for DataIdPeek {
             fn visit_u64<E>(self, _: u64) -> Result<DataIdPeek, E> {
                 Ok(DataIdPeek::default())
             }
-            fn visit_f64<E>(self, _: f64) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
             fn visit_str<E>(self, _: &str) -> Result<DataIdPeek, E> {
                 Ok(DataIdPeek::default())
             }
@@ -530,6 +527,9 @@ mod tests {
             (r#"{"event":"e","data":"text"}"#, "e", None),
             (r#"{"event":"f"}"#, "f", None),
             (r#"{"event":"g","data":{"id":""}}"#, "g", None),
+            (r#"{"event":"h","data":3.5}"#, "h", None),
+            (r#"{"event":"i","data":-7}"#, "i", None),
+            (r#"{"event":"j","data":null}"#, "j", None),
         ];
         for (body, event, id) in cases {
             let peek: EnvelopePeek = serde_json::from_str(body).unwrap();
