@@ -161,11 +161,16 @@ impl<'de> Deserialize<'de> for DataIdPeek {
 impl EnvelopePeek {
     /// **[decided]** `data.id`, when present, is the event's identity for dedupe.
     pub fn data_id(&self) -> Option<String> {
-        match self.data.as_ref()?.id.as_ref()? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+        id_text(self.data.as_ref()?.id.as_ref()?)
+    }
+}
+
+/// An `id` as text: a non-empty string, or a number's digits; anything else is no id.
+pub fn id_text(id: &serde_json::Value) -> Option<String> {
+    match id {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
