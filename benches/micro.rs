@@ -114,6 +114,7 @@ fn main() {
         lot_step: d("0.00001"),
         tick_size: d("0.01"),
         min_quantity: d("0.00001"),
+        ..SymbolSpec::default()
     };
     time_it(
         "one risk decision (sizing + every account limit)",

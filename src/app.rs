@@ -178,6 +178,7 @@ pub async fn start(
         None => None,
     };
     let store = Store::open(&config.storage.database_url).await?;
+    store.set_fee_rates(&config.trading.fee_rates()).await?;
     let started_at = clock.now();
     let health = Health::new();
     let metrics = Metrics::new();
@@ -309,6 +310,7 @@ pub async fn start(
     );
     dispatcher.notifier = notifier.clone();
     dispatcher.reconciled = Some(health.clone());
+    dispatcher.pnl_tolerance = config.reconcile.pnl_tolerance;
     dispatch
         .tasks
         .push(tokio::spawn(dispatcher.run(dispatch.shutdown())));
@@ -354,6 +356,15 @@ pub async fn start(
     execute
         .tasks
         .push(tokio::spawn(supervisor.run(execute.shutdown())));
+    execute.tasks.push(tokio::spawn(
+        crate::reconcile::settle::FillSettler {
+            store: store.clone(),
+            venue: venue.clone(),
+            clock: clock.clone(),
+            health: health.clone(),
+        }
+        .run(execute.shutdown()),
+    ));
     let executor = Executor {
         store: store.clone(),
         venue,

@@ -65,6 +65,7 @@ pub fn router(state: AdminState, token: Option<Secret>) -> Router {
         .route("/api/orders", get(orders))
         .route("/api/orders/open", get(open_orders))
         .route("/api/positions", get(positions))
+        .route("/api/closed-positions", get(closed_positions))
         .route("/api/balances", get(balances))
         .route("/api/signals", get(signals))
         .route("/api/events", get(events))
@@ -259,6 +260,11 @@ async fn open_orders(State(s): State<AdminState>) -> Response {
 
 async fn positions(State(s): State<AdminState>) -> Response {
     json(s.store.list_positions().await)
+}
+
+/// Closed positions, newest first: our realized PnL beside the venue's `position.closed`.
+async fn closed_positions(State(s): State<AdminState>, Query(page): Query<Page>) -> Response {
+    json(s.store.list_closed_positions(page.limit()).await)
 }
 
 async fn balances(State(s): State<AdminState>) -> Response {
@@ -492,6 +498,8 @@ mod tests {
                 quantity: d(ours),
                 average_price: d("100"),
                 realized_pnl: Decimal::ZERO,
+                fees: Decimal::ZERO,
+                net_realized_pnl: Decimal::ZERO,
                 last_price: None,
                 venue_quantity: venue.map(d),
                 venue_side: side.map(str::to_owned),

@@ -69,6 +69,9 @@ pub struct ReconcileConfig {
     pub snapshot_interval: Duration,
     /// A position differing from the venue's by more than this quantity is drift.
     pub drift_tolerance: rust_decimal::Decimal,
+    /// A closed position whose realized PnL differs from the venue's `position.closed` by more
+    /// than this (quote currency) is drift.
+    pub pnl_tolerance: rust_decimal::Decimal,
 }
 
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 10;
@@ -80,6 +83,7 @@ impl Default for ReconcileConfig {
             stale_after: chrono::Duration::seconds(DEFAULT_STALE_AFTER_SECS as i64),
             snapshot_interval: Duration::from_secs(DEFAULT_SNAPSHOT_INTERVAL_SECS),
             drift_tolerance: rust_decimal::Decimal::new(1, 8),
+            pnl_tolerance: rust_decimal::Decimal::new(1, 2),
         }
     }
 }
@@ -253,6 +257,7 @@ struct RawReconcile {
     stale_after_secs: Option<u64>,
     snapshot_interval_secs: Option<u64>,
     drift_tolerance: Option<rust_decimal::Decimal>,
+    pnl_tolerance: Option<rust_decimal::Decimal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -743,7 +748,14 @@ fn resolve_reconcile(raw: RawReconcile) -> Result<ReconcileConfig, String> {
             "[reconcile] drift_tolerance = {drift_tolerance}: a tolerance cannot be negative"
         ));
     }
+    let pnl_tolerance = raw.pnl_tolerance.unwrap_or(defaults.pnl_tolerance);
+    if pnl_tolerance.is_sign_negative() {
+        return Err(format!(
+            "[reconcile] pnl_tolerance = {pnl_tolerance}: a tolerance cannot be negative"
+        ));
+    }
     Ok(ReconcileConfig {
+        pnl_tolerance,
         stale_after: chrono::Duration::seconds(stale_secs as i64),
         snapshot_interval: raw
             .snapshot_interval_secs
@@ -1002,12 +1014,20 @@ lot_step = 0.001
             ("[maintenance]\nlead_secs = -1\n", "from 0 to 86400"),
             ("[symbols.\"btc\"]\nlot_step = 1\n", "BASE/QUOTE"),
             (
+                "[symbol_defaults]\nfee_bps = -1\n",
+                "[symbol_defaults] fee_bps = -1: a fee is between 0 and 1000 basis points",
+            ),
+            (
+                "[reconcile]\npnl_tolerance = -0.5\n",
+                "pnl_tolerance = -0.5",
+            ),
+            (
                 "[admin]\ntoken = \"0123456789abcdef\"\n",
                 "SIGEX_ADMIN__TOKEN",
             ),
         ];
         // The line each mistake is on (0: a secret refused before the file is read as a config).
-        let lines = [3, 3, 3, 3, 3, 4, 3, 2, 0];
+        let lines = [3, 3, 3, 3, 3, 4, 3, 2, 3, 3, 0];
         for ((section, needle), line) in bad.into_iter().zip(lines) {
             let err = Config::from_toml(
                 &format!("mode = \"paper\"\n{section}"),

@@ -22,6 +22,17 @@ pub struct TradingConfig {
 }
 
 impl TradingConfig {
+    /// Fee rates by symbol, `""` for every symbol not listed: what `Store::set_fee_rates` keeps.
+    pub fn fee_rates(&self) -> Vec<(String, Decimal)> {
+        std::iter::once((String::new(), self.symbol_defaults.fee_bps))
+            .chain(
+                self.symbols
+                    .iter()
+                    .map(|(s, spec)| (s.clone(), spec.fee_bps)),
+            )
+            .collect()
+    }
+
     pub fn spec(&self, symbol: &str) -> SymbolSpec {
         self.symbols
             .get(symbol)
@@ -71,6 +82,7 @@ pub(super) struct RawSymbol {
     lot_step: Option<Decimal>,
     tick_size: Option<Decimal>,
     min_quantity: Option<Decimal>,
+    fee_bps: Option<Decimal>,
 }
 
 pub(super) struct RawTrading {
@@ -134,6 +146,15 @@ fn spec(section: &str, raw: &RawSymbol, base: SymbolSpec) -> Result<SymbolSpec, 
         tick_size: positive(&key("tick_size"), raw.tick_size)?.unwrap_or(base.tick_size),
         min_quantity: positive(&key("min_quantity"), raw.min_quantity)?
             .unwrap_or(base.min_quantity),
+        fee_bps: match raw.fee_bps {
+            Some(f) if f.is_sign_negative() || f > Decimal::from(1000) => {
+                return Err(format!(
+                    "{} = {f}: a fee is between 0 and 1000 basis points",
+                    key("fee_bps")
+                ))
+            }
+            f => f.unwrap_or(base.fee_bps),
+        },
     };
     Ok(s)
 }

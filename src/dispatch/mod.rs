@@ -41,6 +41,19 @@ struct Applied {
     tell: Option<Notification>,
 }
 
+/// What comparing a `position.closed` with our closed positions did.
+enum ClosedCheck {
+    /// No closed position of ours matches yet: keep the event deferred.
+    Wait,
+    Done {
+        note: Option<String>,
+        tell: Option<Notification>,
+    },
+}
+
+/// How long a `position.closed` waits for our closing fill before it is reported as unmatched.
+const CLOSED_MATCH_WAIT: ChronoDuration = ChronoDuration::minutes(10);
+
 const BATCH: i64 = 256;
 /// How long a fetched reference price is reused for sizing.
 const PRICE_TTL: Duration = Duration::from_secs(2);
@@ -67,6 +80,8 @@ pub struct Dispatcher {
     pub notifier: Notifier,
     /// When set, signals are refused until it says the start-up reconciliation succeeded.
     pub reconciled: Option<crate::admin::health::Health>,
+    /// A closed position whose realized PnL differs from the venue's by more than this is drift.
+    pub pnl_tolerance: Decimal,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
 }
 
@@ -90,6 +105,7 @@ impl Dispatcher {
             trading,
             notifier: Notifier::disabled(),
             reconciled: None,
+            pnl_tolerance: crate::config::ReconcileConfig::default().pnl_tolerance,
             prices: Mutex::new(HashMap::new()),
         }
     }
@@ -313,6 +329,18 @@ impl Dispatcher {
                     Store::save_margin_ratio(&mut *tx, &p.symbol, ratio).await?;
                 }
                 self.apply_margin_rule(tx, now).await?;
+                if let (true, Some(venue_realized)) = (p.closed, p.realized_pnl) {
+                    match self
+                        .check_closed(tx, event.seq, p, venue_realized, now)
+                        .await?
+                    {
+                        ClosedCheck::Wait => status = EventStatus::Deferred,
+                        ClosedCheck::Done { note: n, tell: t } => {
+                            note = n;
+                            tell = t;
+                        }
+                    }
+                }
             }
             Ok(Event::Balance {
                 asset,
@@ -375,6 +403,83 @@ impl Dispatcher {
             }
         }
         Ok(Applied { status, note, tell })
+    }
+
+    /// Compares a venue `position.closed` with our matching closed position: a realized PnL
+    /// beyond the tolerance halts the symbol and is reported with both views (both are kept on
+    /// the closed position either way). Without a match yet, the event waits (our closing fill
+    /// may still be on its way) for up to `CLOSED_MATCH_WAIT`, then is reported as unmatched.
+    async fn check_closed(
+        &self,
+        tx: &mut Tx,
+        seq: i64,
+        p: &crate::store::VenuePosition,
+        venue_realized: Decimal,
+        now: DateTime<Utc>,
+    ) -> Result<ClosedCheck, StoreError> {
+        let ours = Store::unmatched_closed_positions(&mut *tx, &p.symbol).await?;
+        let entries: Vec<Decimal> = ours.iter().map(|c| c.entry_price).collect();
+        let Some(i) = reconcile::drift::match_closed(&entries, p.average_price) else {
+            if now - p.reported_at < CLOSED_MATCH_WAIT {
+                tracing::debug!(seq, symbol = %p.symbol, "position.closed waits for our closing fill");
+                return Ok(ClosedCheck::Wait);
+            }
+            let detail = format!(
+                "the venue closed a position entered at {} with realized PnL {}; none of our closed positions matches it",
+                p.average_price.map(|d| d.normalize().to_string()).unwrap_or_else(|| "an unreported price".into()),
+                venue_realized.normalize()
+            );
+            tracing::error!(seq, symbol = %p.symbol, %detail, "unmatched position.closed");
+            return Ok(ClosedCheck::Done {
+                note: Some(detail.clone()),
+                tell: Some(Notification::Drift {
+                    symbol: p.symbol.clone(),
+                    detail,
+                }),
+            });
+        };
+        let closed = &ours[i];
+        let drift = reconcile::drift::PnlDrift {
+            symbol: p.symbol.clone(),
+            side: closed.side.clone(),
+            entry_price: closed.entry_price,
+            ours: closed.realized_pnl,
+            venue: venue_realized,
+        }
+        .check(self.pnl_tolerance);
+        Store::match_closed_position(&mut *tx, closed.seq, venue_realized, seq, drift.is_some())
+            .await?;
+        let Some(drift) = drift else {
+            return Ok(ClosedCheck::Done {
+                note: None,
+                tell: None,
+            });
+        };
+        let reason = drift.describe();
+        tracing::error!(symbol = %p.symbol, ours = %drift.ours, venue = %drift.venue, "realized PnL drift: halting the symbol");
+        let halted = Store::trading_states(&mut *tx).await?.iter().any(|s| {
+            s.symbol.as_deref() == Some(p.symbol.as_str()) && s.state == TradingState::Halted
+        });
+        if !halted {
+            Store::set_trading_state(
+                &mut *tx,
+                &StateEntry {
+                    symbol: Some(p.symbol.clone()),
+                    state: TradingState::Halted,
+                    reason: reason.clone(),
+                    since: now,
+                    set_by: SetBy::Reconciliation,
+                },
+            )
+            .await?;
+        }
+        Ok(ClosedCheck::Done {
+            note: Some(reason.clone()),
+            tell: Some(Notification::Drift {
+                symbol: p.symbol.clone(),
+                detail: reason,
+            }),
+        })
     }
 
     /// Applies a `system.alert` under the configured policy: scales sizes, or moves symbols (or

@@ -63,6 +63,19 @@ pub struct OrderNews {
     pub status: String,
     pub filled_quantity: Option<Decimal>,
     pub average_price: Option<Decimal>,
+    /// The venue's fill list, when the news carries one (`GET /orders/{id}`); empty otherwise.
+    pub fills: Vec<Fill>,
+}
+
+/// One fill as the venue lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub fill_id: String,
+    pub quantity: Decimal,
+    pub price: Decimal,
+    /// `None` when the venue does not report it: estimated at the configured rate.
+    pub fee: Option<Decimal>,
+    pub at: Option<String>,
 }
 
 impl From<crate::venue::wire::OrderResponse> for OrderNews {
@@ -74,6 +87,17 @@ impl From<crate::venue::wire::OrderResponse> for OrderNews {
             status: r.status,
             filled_quantity: r.filled_quantity,
             average_price: r.average_price,
+            fills: r
+                .fills
+                .into_iter()
+                .map(|f| Fill {
+                    fill_id: f.fill_id,
+                    quantity: f.quantity,
+                    price: f.price,
+                    fee: f.fee,
+                    at: f.timestamp,
+                })
+                .collect(),
         }
     }
 }
@@ -141,6 +165,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 status: d.status,
                 filled_quantity: None,
                 average_price: None,
+                fills: Vec::new(),
             })
         }
         "order.updated" => {
@@ -154,6 +179,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 status: d.status,
                 filled_quantity: d.filled_quantity,
                 average_price: d.average_price,
+                fills: Vec::new(),
             })
         }
         "order.cancelled" => {
@@ -164,6 +190,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 status: "cancelled".into(),
                 filled_quantity: None,
                 average_price: None,
+                fills: Vec::new(),
             })
         }
         "position.opened" | "position.updated" | "position.closed" => {
@@ -184,6 +211,8 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 mark_price: d.mark_price.or(d.close_price),
                 realized_pnl: d.realized_pnl,
                 margin_ratio: d.margin_ratio,
+                closed,
+                reported_at: timestamp,
             })
         }
         "account.balance_updated" => {

@@ -1,28 +1,64 @@
 //! Positions computed from our own fills: quantity (signed: long > 0, short < 0), average entry
-//! price and realized PnL. Pure arithmetic on `Decimal`; the caller persists.
+//! price, realized PnL (gross of fees, and the fees apart) and the realized PnL of the position
+//! since it was last opened from flat. Pure arithmetic on `Decimal`; the caller persists.
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Position {
     pub quantity: Decimal,
     pub average_price: Decimal,
+    /// Realized PnL of every closed quantity, before fees.
+    pub realized_pnl: Decimal,
+    /// Fees paid on this symbol's fills.
+    pub fees: Decimal,
+    /// Realized PnL (before fees) since the position was last opened from flat: what the venue's
+    /// `position.closed` reports when it goes flat again.
+    pub episode_realized: Decimal,
+}
+
+/// A position that went flat (or reversed through flat) on a fill: ours to compare with the
+/// venue's `position.closed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedPosition {
+    /// `long` or `short`: the side that was closed.
+    pub side: &'static str,
+    /// Average entry price of the closed position.
+    pub entry_price: Decimal,
+    /// Realized PnL over the position's life, before fees.
     pub realized_pnl: Decimal,
 }
 
 impl Position {
     /// Books a fill of `signed_qty` (buys positive) at `price`.
     pub fn apply_fill(&self, signed_qty: Decimal, price: Decimal) -> Position {
+        self.book_fill(signed_qty, price).0
+    }
+
+    /// Books a fill and says whether it closed the position (going flat or reversing).
+    pub fn book_fill(
+        &self,
+        signed_qty: Decimal,
+        price: Decimal,
+    ) -> (Position, Option<ClosedPosition>) {
         let q = self.quantity;
         if q.is_zero() || q.is_sign_positive() == signed_qty.is_sign_positive() {
             let new_q = q + signed_qty;
             let avg = (q.abs() * self.average_price + signed_qty.abs() * price) / new_q.abs();
-            return Position {
+            let episode_realized = if q.is_zero() {
+                Decimal::ZERO
+            } else {
+                self.episode_realized
+            };
+            let p = Position {
                 quantity: new_q,
                 average_price: avg,
-                realized_pnl: self.realized_pnl,
+                episode_realized,
+                ..self.clone()
             };
+            return (p, None);
         }
         // Reducing, closing or reversing.
         let closed = signed_qty.abs().min(q.abs());
@@ -31,25 +67,60 @@ impl Position {
         } else {
             Decimal::NEGATIVE_ONE
         };
-        let realized = self.realized_pnl + closed * (price - self.average_price) * direction;
+        let pnl = closed * (price - self.average_price) * direction;
         let new_q = q + signed_qty;
+        let went_flat = new_q.is_zero() || new_q.is_sign_positive() != q.is_sign_positive();
         let average_price = if new_q.is_zero() {
             Decimal::ZERO
-        } else if new_q.is_sign_positive() != q.is_sign_positive() {
+        } else if went_flat {
             price
         } else {
             self.average_price
         };
-        Position {
+        let closed_position = went_flat.then(|| ClosedPosition {
+            side: if q.is_sign_positive() {
+                "long"
+            } else {
+                "short"
+            },
+            entry_price: self.average_price,
+            realized_pnl: self.episode_realized + pnl,
+        });
+        let p = Position {
             quantity: new_q,
             average_price,
-            realized_pnl: realized,
-        }
+            realized_pnl: self.realized_pnl + pnl,
+            fees: self.fees,
+            episode_realized: if went_flat {
+                Decimal::ZERO
+            } else {
+                self.episode_realized + pnl
+            },
+        };
+        (p, closed_position)
+    }
+
+    /// Realized PnL after fees.
+    pub fn net_realized(&self) -> Decimal {
+        self.realized_pnl - self.fees
     }
 
     pub fn unrealized_pnl(&self, mark: Decimal) -> Decimal {
         self.quantity * (mark - self.average_price)
     }
+}
+
+/// The fees of an order whose fills total `filled_notional`: the fees the venue reported for the
+/// fills it listed (`reported_notional` of them), and `fee_bps` basis points of the notional
+/// they do not cover (fills only known from cumulative news, or listed without a fee).
+pub fn order_fees(
+    filled_notional: Decimal,
+    reported_notional: Decimal,
+    reported_fees: Decimal,
+    fee_bps: Decimal,
+) -> Decimal {
+    let uncovered = (filled_notional - reported_notional).max(Decimal::ZERO);
+    reported_fees + uncovered * fee_bps / Decimal::from(10_000)
 }
 
 /// One booked fill, as input to the PnL curve.
@@ -200,7 +271,52 @@ mod tests {
         ];
         for (name, start, qty, price, want_q, want_avg, want_pnl) in cases {
             let p = start.apply_fill(d(qty), d(price));
-            assert_eq!(p, pos(want_q, want_avg, want_pnl), "{name}");
+            let want = pos(want_q, want_avg, want_pnl);
+            assert_eq!(
+                (p.quantity, p.average_price, p.realized_pnl),
+                (want.quantity, want.average_price, want.realized_pnl),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn order_fees_are_reported_fees_plus_the_rate_on_what_they_do_not_cover() {
+        // (filled notional, reported notional, reported fees, bps, fees)
+        let cases = [
+            (
+                "nothing reported: all estimated",
+                "10000",
+                "0",
+                "0",
+                "5",
+                "5",
+            ),
+            (
+                "all reported: the rate is unused",
+                "10000",
+                "10000",
+                "2",
+                "5",
+                "2",
+            ),
+            ("half reported", "10000", "5000", "1", "5", "3.5"),
+            ("no fee rate", "10000", "0", "0", "0", "0"),
+            (
+                "listed beyond the cumulative news",
+                "5000",
+                "6000",
+                "1.2",
+                "5",
+                "1.2",
+            ),
+        ];
+        for (name, filled, reported, fees, bps, want) in cases {
+            assert_eq!(
+                order_fees(d(filled), d(reported), d(fees), d(bps)),
+                d(want),
+                "{name}"
+            );
         }
     }
 
@@ -209,6 +325,51 @@ mod tests {
             quantity: d(q),
             average_price: d(avg),
             realized_pnl: d(pnl),
+            ..Position::default()
         }
+    }
+
+    #[test]
+    fn a_position_closing_through_flat_reports_its_whole_life() {
+        // Open long 2 @ 100, take 1 off at 110 (+10), close the last 1 at 90 (-10): the closed
+        // position realized 0 over its life; then a reversal closes a short with its own PnL.
+        let p = Position::default();
+        let (p, c) = p.book_fill(d("2"), d("100"));
+        assert_eq!(c, None);
+        let (p, c) = p.book_fill(d("-1"), d("110"));
+        assert_eq!((c, p.episode_realized), (None, d("10")));
+        let (p, c) = p.book_fill(d("-1"), d("90"));
+        assert_eq!(
+            c,
+            Some(ClosedPosition {
+                side: "long",
+                entry_price: d("100"),
+                realized_pnl: d("0"),
+            })
+        );
+        assert_eq!(
+            (p.quantity, p.realized_pnl, p.episode_realized),
+            (d("0"), d("0"), d("0"))
+        );
+        let (p, _) = p.book_fill(d("-1"), d("50"));
+        let (p, c) = p.book_fill(d("3"), d("40"));
+        assert_eq!(
+            c,
+            Some(ClosedPosition {
+                side: "short",
+                entry_price: d("50"),
+                realized_pnl: d("10"),
+            })
+        );
+        // The reversal opens a long of 2 at 40 with nothing realized yet.
+        assert_eq!(
+            (
+                p.quantity,
+                p.average_price,
+                p.episode_realized,
+                p.realized_pnl
+            ),
+            (d("2"), d("40"), d("0"), d("10"))
+        );
     }
 }

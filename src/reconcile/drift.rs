@@ -49,9 +49,82 @@ pub fn position_drift(
         .collect()
 }
 
+/// Which of our closed positions (their entry prices, oldest first) a venue `position.closed`
+/// with average entry price `venue_entry` describes: the oldest with the same entry price (to
+/// a millionth, the venue rounds), or the oldest when the venue gave no price.
+pub fn match_closed(ours: &[Decimal], venue_entry: Option<Decimal>) -> Option<usize> {
+    let Some(v) = venue_entry else {
+        return (!ours.is_empty()).then_some(0);
+    };
+    let close = |o: &Decimal| (*o - v).abs() <= v.abs() * Decimal::new(1, 6);
+    ours.iter().position(close)
+}
+
+/// Our realized PnL of a closed position against the venue's, both before fees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PnlDrift {
+    pub symbol: String,
+    pub side: String,
+    pub entry_price: Decimal,
+    pub ours: Decimal,
+    pub venue: Decimal,
+}
+
+impl PnlDrift {
+    /// `Some` when the two differ by more than `tolerance`.
+    pub fn check(self, tolerance: Decimal) -> Option<Self> {
+        ((self.ours - self.venue).abs() > tolerance).then_some(self)
+    }
+
+    /// Both views, for the trading-state reason, the log and the notification.
+    pub fn describe(&self) -> String {
+        format!(
+            "realized PnL drift on the closed {} entered at {}: ours {} (from our fills, before fees), venue {}",
+            self.side,
+            self.entry_price.normalize(),
+            self.ours.normalize(),
+            self.venue.normalize()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_venue_close_matches_our_oldest_close_at_the_same_entry_price() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let ours = [d("100"), d("50000.123456789"), d("100")];
+        let cases = [
+            ("same price: the oldest", Some(d("100")), Some(0)),
+            ("rounded by the venue", Some(d("50000.12345679")), Some(1)),
+            ("no close at that price", Some(d("101")), None),
+            ("no price: the oldest", None, Some(0)),
+        ];
+        for (name, venue, want) in cases {
+            assert_eq!(match_closed(&ours, venue), want, "{name}");
+        }
+        assert_eq!(match_closed(&[], None), None);
+    }
+
+    #[test]
+    fn pnl_drift_is_beyond_the_tolerance_only() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let drift = |ours: &str, venue: &str| PnlDrift {
+            symbol: "BTC/USD".into(),
+            side: "long".into(),
+            entry_price: d("100"),
+            ours: d(ours),
+            venue: d(venue),
+        };
+        assert!(drift("10", "10.01").check(d("0.01")).is_none());
+        assert!(drift("10", "10.011").check(d("0.01")).is_some());
+        assert_eq!(
+            drift("10", "12").describe(),
+            "realized PnL drift on the closed long entered at 100: ours 10 (from our fills, before fees), venue 12"
+        );
+    }
 
     fn book(entries: &[(&str, i64)]) -> BTreeMap<String, Decimal> {
         entries

@@ -9,12 +9,15 @@
 use crate::ingress::events::OrderNews;
 use crate::model::Side;
 use crate::order::{self, OrderStatus};
+use crate::portfolio;
 use crate::store::{OrderRow, Store, StoreError};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::SqliteConnection;
 
 pub mod drift;
 pub mod full;
+pub mod settle;
 pub mod snapshot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +82,13 @@ impl BookedFill {
 
 const CLIENT_ID_PREFIX: &str = "sx-";
 
-/// Merges a venue report into `order` and books any new fill, which it returns.
+/// Merges a venue report into `order`, records the fills it lists (by fill id), books any new
+/// fill into the position and the order's fees, and returns the booked fill.
+///
+/// Fees: an order's fees are the venue's reported fees for the fills it listed, plus the
+/// configured rate on the notional no listed fill covers (`portfolio::order_fees`); each report
+/// books the difference from what was booked before, so estimates converge to the reported
+/// fees once the fill list is read, and a report seen twice books nothing.
 pub async fn apply_report(
     tx: &mut SqliteConnection,
     order: &OrderRow,
@@ -95,11 +104,22 @@ pub async fn apply_report(
             "unknown order status from the venue; kept verbatim"
         );
     }
+    let (mut filled_quantity, mut average_price) = (news.filled_quantity, news.average_price);
+    if !news.fills.is_empty() {
+        Store::record_fills(&mut *tx, &order.client_order_id, &news.fills, now).await?;
+        // The list is the finer record: it wins when it holds more than the summary says.
+        let listed: Decimal = news.fills.iter().map(|f| f.quantity).sum();
+        if listed > Decimal::ZERO && filled_quantity.is_none_or(|q| listed > q) {
+            let notional: Decimal = news.fills.iter().map(|f| f.quantity * f.price).sum();
+            filled_quantity = Some(listed);
+            average_price = Some(notional / listed);
+        }
+    }
     let applied = order::apply(
         &current,
         seen.unwrap_or(current.status),
-        news.filled_quantity,
-        news.average_price,
+        filled_quantity,
+        average_price,
     );
     if applied.conflict {
         tracing::warn!(
@@ -118,26 +138,34 @@ pub async fn apply_report(
         now,
     )
     .await?;
+    if applied.progress.status != current.status {
+        tracing::info!(
+            client_order_id = %order.client_order_id,
+            from = current.status.as_str(),
+            to = applied.progress.status.as_str(),
+            "order status"
+        );
+    }
+    if applied.new_fill.is_none() && news.fills.is_empty() {
+        return Ok(None);
+    }
+    let before = Store::position(&mut *tx, &order.symbol).await?;
+    let mut position = before.clone();
+    let mut last_price = None;
     let mut booked = None;
     if let Some((qty, price)) = applied.new_fill {
         let side = Side::parse(&order.side).map_err(|_| StoreError::Corrupt {
             column: "side",
             value: order.side.clone(),
         })?;
-        let position = Store::position(&mut *tx, &order.symbol).await?;
-        let updated = position.apply_fill(side.sign() * qty, price);
-        Store::save_position(&mut *tx, &order.symbol, &updated, price, now).await?;
-        // The daily realized-loss limit sums this ledger.
-        let realized = updated.realized_pnl - position.realized_pnl;
-        if !realized.is_zero() {
-            Store::record_realized(
-                &mut *tx,
-                &order.symbol,
-                realized,
-                &order.client_order_id,
-                now,
-            )
-            .await?;
+        let (updated, closed) = position.book_fill(side.sign() * qty, price);
+        position = updated;
+        last_price = Some(price);
+        if let Some(closed) = closed {
+            tracing::info!(symbol = %order.symbol, side = closed.side, entry = %closed.entry_price, realized_pnl = %closed.realized_pnl, "position closed by our fills");
+            Store::record_closed_position(&mut *tx, &order.symbol, &closed, now).await?;
+            // A `position.closed` that arrived first waits, deferred, for this.
+            Store::requeue_deferred(&mut *tx).await?;
         }
         tracing::info!(
             client_order_id = %order.client_order_id,
@@ -145,7 +173,7 @@ pub async fn apply_report(
             side = %order.side,
             quantity = %qty,
             price = %price,
-            position = %updated.quantity,
+            position = %position.quantity,
             "fill booked"
         );
         booked = Some(BookedFill {
@@ -156,13 +184,37 @@ pub async fn apply_report(
             price,
         });
     }
-    if applied.progress.status != current.status {
-        tracing::info!(
-            client_order_id = %order.client_order_id,
-            from = current.status.as_str(),
-            to = applied.progress.status.as_str(),
-            "order status"
+    let filled = applied.progress.filled_quantity;
+    if filled > Decimal::ZERO {
+        let recorded = Store::recorded_fills(&mut *tx, &order.client_order_id).await?;
+        let rate = Store::fee_bps(&mut *tx, &order.symbol).await?;
+        let notional = filled * applied.progress.average_price.unwrap_or_default();
+        let fees = portfolio::order_fees(
+            notional,
+            recorded.reported_notional,
+            recorded.reported_fees,
+            rate,
         );
+        let delta = fees - order.fees;
+        if !delta.is_zero() {
+            position.fees += delta;
+            Store::set_fees_booked(&mut *tx, &order.client_order_id, fees).await?;
+        }
+    }
+    if position != before {
+        Store::save_position(&mut *tx, &order.symbol, &position, last_price, now).await?;
+        // The daily realized-loss limit sums this ledger: PnL after fees.
+        let realized = position.net_realized() - before.net_realized();
+        if !realized.is_zero() {
+            Store::record_realized(
+                &mut *tx,
+                &order.symbol,
+                realized,
+                &order.client_order_id,
+                now,
+            )
+            .await?;
+        }
     }
     Ok(booked)
 }

@@ -142,6 +142,8 @@ pub async fn record_venue_books(
             mark_price: p.mark_price,
             realized_pnl: None,
             margin_ratio: None,
+            closed: false,
+            reported_at: now,
         };
         Store::save_venue_position(&mut tx, &v, now).await?;
     }

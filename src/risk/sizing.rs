@@ -15,15 +15,19 @@ pub struct SymbolSpec {
     pub tick_size: Decimal,
     /// Smaller orders are refused.
     pub min_quantity: Decimal,
+    /// Fee in basis points of a fill's notional, charged when the venue does not report a fill's
+    /// fee (until it does).
+    pub fee_bps: Decimal,
 }
 
 impl Default for SymbolSpec {
-    /// For symbols the config does not list: 0.00001 units, 0.01 quote, minimum one lot.
+    /// For symbols the config does not list: 0.00001 units, 0.01 quote, minimum one lot, 5 bps fee.
     fn default() -> Self {
         Self {
             lot_step: Decimal::new(1, 5),
             tick_size: Decimal::new(1, 2),
             min_quantity: Decimal::new(1, 5),
+            fee_bps: Decimal::new(5, 0),
         }
     }
 }
@@ -163,6 +167,7 @@ mod tests {
             lot_step: d("0.001"),
             tick_size: d("0.5"),
             min_quantity: d("0.001"),
+            ..SymbolSpec::default()
         };
         type Tweak = fn(&mut SizingInputs);
         let none: Tweak = |_| {};
@@ -271,6 +276,7 @@ mod tests {
             lot_step: d("0.01"),
             tick_size: d("0.05"),
             min_quantity: d("0.01"),
+            ..SymbolSpec::default()
         };
         let cases = [
             ("just under two lots", "0.0199", "0.01"),

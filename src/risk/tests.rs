@@ -68,6 +68,7 @@ fn spec() -> SymbolSpec {
         lot_step: d("0.0001"),
         tick_size: d("0.01"),
         min_quantity: d("0.001"),
+        ..SymbolSpec::default()
     }
 }
 

@@ -518,6 +518,9 @@ struct Position {
     /// Signed: positive long, negative short. Never stored as zero (the entry is removed instead).
     quantity: Decimal,
     average_price: Decimal,
+    /// Realized PnL since the position was opened, before fees: `position.closed` reports it.
+    #[serde(default)]
+    realized: Decimal,
 }
 
 pub(crate) enum Placed {
@@ -1139,6 +1142,7 @@ impl Book {
                 Position {
                     quantity: signed,
                     average_price: price.round_dp(8).normalize(),
+                    realized: Decimal::ZERO,
                 },
             );
             events.push(self.position_opened(symbol, now));
@@ -1153,6 +1157,7 @@ impl Book {
                 Position {
                     quantity: after_qty,
                     average_price: average,
+                    realized: before.realized,
                 },
             );
             events.push(self.position_updated(symbol, now));
@@ -1175,7 +1180,8 @@ impl Book {
                     "quantity": num(closed),
                     "averagePrice": num(before.average_price),
                     "closePrice": num(price.round_dp(8).normalize()),
-                    "realizedPnl": num(realized),
+                    // The position's whole life, not only this last reduction.
+                    "realizedPnl": num((before.realized + realized).normalize()),
                     "closedAt": iso(now),
                 }),
             };
@@ -1189,6 +1195,7 @@ impl Book {
                     Position {
                         quantity: after_qty,
                         average_price: before.average_price,
+                        realized: before.realized + realized,
                     },
                 );
                 events.push(self.position_updated(symbol, now));
@@ -1200,6 +1207,7 @@ impl Book {
                     Position {
                         quantity: after_qty,
                         average_price: price.round_dp(8).normalize(),
+                        realized: Decimal::ZERO,
                     },
                 );
                 events.push(self.position_opened(symbol, now));

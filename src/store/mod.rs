@@ -16,7 +16,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod fills;
 mod risk;
+pub use fills::{ClosedPositionRow, RecordedFills};
 pub use risk::{FilledEntryRow, SymbolBook};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
@@ -710,7 +712,8 @@ impl Store {
 
     pub async fn position(tx: &mut SqliteConnection, symbol: &str) -> Result<Position, StoreError> {
         let row = sqlx::query(
-            "SELECT quantity, average_price, realized_pnl FROM positions WHERE symbol = ?",
+            "SELECT quantity, average_price, realized_pnl, fees, episode_realized
+             FROM positions WHERE symbol = ?",
         )
         .bind(symbol)
         .fetch_optional(tx)
@@ -721,6 +724,8 @@ impl Store {
                 quantity: dec(&r, "quantity")?,
                 average_price: dec(&r, "average_price")?,
                 realized_pnl: dec(&r, "realized_pnl")?,
+                fees: dec(&r, "fees")?,
+                episode_realized: dec(&r, "episode_realized")?,
             }),
         }
     }
@@ -729,21 +734,26 @@ impl Store {
         tx: &mut SqliteConnection,
         symbol: &str,
         p: &Position,
-        last_price: Decimal,
+        last_price: Option<Decimal>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO positions (symbol, quantity, average_price, realized_pnl, last_price, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO positions (symbol, quantity, average_price, realized_pnl, fees,
+                 episode_realized, last_price, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity,
                  average_price = excluded.average_price, realized_pnl = excluded.realized_pnl,
-                 last_price = excluded.last_price, updated_at = excluded.updated_at",
+                 fees = excluded.fees, episode_realized = excluded.episode_realized,
+                 last_price = COALESCE(excluded.last_price, last_price),
+                 updated_at = excluded.updated_at",
         )
         .bind(symbol)
         .bind(p.quantity.normalize().to_string())
         .bind(p.average_price.normalize().to_string())
         .bind(p.realized_pnl.normalize().to_string())
-        .bind(last_price.normalize().to_string())
+        .bind(p.fees.normalize().to_string())
+        .bind(p.episode_realized.normalize().to_string())
+        .bind(last_price.map(|d| d.normalize().to_string()))
         .bind(ts(now))
         .execute(tx)
         .await?;
@@ -752,7 +762,8 @@ impl Store {
 
     pub async fn list_positions(&self) -> Result<Vec<PositionView>, StoreError> {
         let rows = sqlx::query(
-            "SELECT p.symbol, p.quantity, p.average_price, p.realized_pnl, p.last_price, p.updated_at,
+            "SELECT p.symbol, p.quantity, p.average_price, p.realized_pnl, p.fees, p.last_price,
+                    p.updated_at,
                     v.quantity AS venue_quantity, v.side AS venue_side, v.mark_price, v.unrealized_pnl
              FROM positions p LEFT JOIN venue_positions v ON v.symbol = p.symbol
              ORDER BY p.symbol",
@@ -766,6 +777,8 @@ impl Store {
                     quantity: dec(r, "quantity")?,
                     average_price: dec(r, "average_price")?,
                     realized_pnl: dec(r, "realized_pnl")?,
+                    fees: dec(r, "fees")?,
+                    net_realized_pnl: dec(r, "realized_pnl")? - dec(r, "fees")?,
                     last_price: opt_dec(r, "last_price")?,
                     venue_quantity: opt_dec(r, "venue_quantity")?,
                     venue_side: r.get("venue_side"),
@@ -886,6 +899,8 @@ impl Store {
         for table in [
             "paper_state",
             "orders",
+            "fills",
+            "closed_positions",
             "positions",
             "venue_positions",
             "balances",
@@ -902,7 +917,7 @@ impl Store {
 const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, side, order_type,
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
     reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
-    parent_client_order_id, stop_price";
+    parent_client_order_id, stop_price, fees_booked";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -1063,6 +1078,8 @@ pub struct OrderRow {
     pub role: String,
     pub parent_client_order_id: Option<String>,
     pub stop_price: Option<Decimal>,
+    /// Fees booked for this order's fills so far.
+    pub fees: Decimal,
 }
 
 impl OrderRow {
@@ -1090,6 +1107,7 @@ impl OrderRow {
             role: r.get("role"),
             parent_client_order_id: r.get("parent_client_order_id"),
             stop_price: opt_dec(r, "stop_price")?,
+            fees: dec(r, "fees_booked")?,
         })
     }
 
@@ -1115,7 +1133,12 @@ pub struct PositionView {
     pub symbol: String,
     pub quantity: Decimal,
     pub average_price: Decimal,
+    /// Before fees.
     pub realized_pnl: Decimal,
+    /// Fees paid on this symbol: reported by the venue, or estimated until it reports them.
+    pub fees: Decimal,
+    /// `realized_pnl - fees`.
+    pub net_realized_pnl: Decimal,
     pub last_price: Option<Decimal>,
     /// What the venue last reported (`position.*` events), for comparison.
     pub venue_quantity: Option<Decimal>,
@@ -1137,6 +1160,10 @@ pub struct VenuePosition {
     pub realized_pnl: Option<Decimal>,
     /// `marginRatio` from `position.updated`, when the venue sends it.
     pub margin_ratio: Option<Decimal>,
+    /// A `position.closed`: `realized_pnl` is the closed position's, to compare with ours.
+    pub closed: bool,
+    /// When the venue said it (the envelope's timestamp).
+    pub reported_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]

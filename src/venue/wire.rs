@@ -255,6 +255,8 @@ pub struct PositionData {
     pub unrealized_pnl: Option<Decimal>,
     #[serde(default)]
     pub mark_price: Option<Decimal>,
+    /// **[decided]** on `position.closed`: the closed position's realized PnL over its whole
+    /// life (from opening out of flat to closing), before fees; `averagePrice` is its entry price.
     #[serde(default)]
     pub realized_pnl: Option<Decimal>,
     #[serde(default)]
@@ -390,6 +392,31 @@ pub struct OrderResponse {
     pub stop_price: Option<Decimal>,
     #[serde(default)]
     pub time_in_force: Option<String>,
+    /// The fills, on `GET /orders/{orderId}` only.
+    #[serde(default)]
+    pub fills: Vec<FillData>,
+}
+
+/// One entry of an order's `fills[]`.
+///
+/// **[decided]** a fill may carry `fee` (USD); when it does not, the fee is estimated at the
+/// symbol's configured `fee_bps` of the fill's notional. `fillId` is a string or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FillData {
+    #[serde(deserialize_with = "fill_id")]
+    pub fill_id: String,
+    pub quantity: Decimal,
+    pub price: Decimal,
+    #[serde(default)]
+    pub fee: Option<Decimal>,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+fn fill_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    id_text(&v).ok_or_else(|| serde::de::Error::custom("fillId is neither a string nor a number"))
 }
 
 /// Body of `POST /webhooks` (and, with only the fields to change, `PUT /webhooks/{id}`).

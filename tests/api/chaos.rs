@@ -258,6 +258,57 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
             p.symbol
         );
     }
+    // Fees and PnL from our fills equal the venue's once every ended order's fill list has been
+    // read. Realized PnL alone depends on the order fills were booked in (callbacks reorder);
+    // realized plus unrealized at the venue's mark does not.
+    let venue_books = sim.balance();
+    let marks: BTreeMap<String, Decimal> = sim
+        .positions()
+        .into_iter()
+        .map(|p| (p.symbol, p.mark_price))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let positions = loop {
+        let positions = get("/api/positions").await.unwrap();
+        let fees: Decimal = positions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| dec(&p["fees"]))
+            .sum();
+        if fees == venue_books.fees_paid {
+            break positions;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: fees never settled: ours {fees}, venue {}",
+            venue_books.fees_paid
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ours_pnl: Decimal = positions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let q = dec(&p["quantity"]);
+            let mark = marks
+                .get(p["symbol"].as_str().unwrap())
+                .copied()
+                .unwrap_or_default();
+            let unrealized = if q.is_zero() {
+                Decimal::ZERO
+            } else {
+                q * (mark - dec(&p["averagePrice"]))
+            };
+            dec(&p["realizedPnl"]) + unrealized
+        })
+        .sum();
+    let venue_pnl = venue_books.realized_pnl + venue_books.unrealized_pnl;
+    assert!(
+        (ours_pnl - venue_pnl).abs() <= Decimal::new(1, 4),
+        "seed {seed}: PnL ours {ours_pnl}, venue {venue_pnl}"
+    );
     bot.lock().unwrap().kill();
     sim_stop.trigger();
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod lifecycle;
 mod paper;
 mod pipeline;
+mod pnl;
 mod reconcile;
 mod risk;
 mod webhooks;

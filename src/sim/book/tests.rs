@@ -426,7 +426,8 @@ fn reducing_closing_and_flipping_realize_pnl() {
             "account.balance_updated"
         ]
     );
-    assert_eq!(e[1].data["realizedPnl"], num(dec("223.4625")));
+    // The closed long's whole life: 74.4875 from the first reduction, 223.4625 now.
+    assert_eq!(e[1].data["realizedPnl"], num(dec("297.95")));
     let p = &b.positions()[0];
     assert_eq!((p.side, p.quantity), ("short", dec("0.05")));
     assert_eq!(p.average_price, dec("51994.8"));

@@ -1,0 +1,104 @@
+//! Fill settlement: once an order with fills has ended, its fill list is read once
+//! (`GET /orders/{orderId}`), so every fill is recorded by its fill id and the order's fees become
+//! the venue's reported fees instead of the configured estimate.
+//!
+//! Guarantees: an order is marked settled only after its answer was applied in the same
+//! transaction; a failed request leaves it for the next round (with backoff); requests are
+//! spaced so settlement never competes with order placement for the venue's rate limit.
+
+use crate::app::Shutdown;
+use crate::clock::SharedClock;
+use crate::ingress::events::OrderNews;
+use crate::store::{Store, StoreError};
+use crate::venue::VenueClient;
+use std::time::Duration;
+
+/// Orders settled per round.
+const BATCH: i64 = 50;
+/// Between rounds when there is nothing to settle.
+const IDLE: Duration = Duration::from_secs(2);
+/// Between two requests: at most 20 settlement queries a second.
+const SPACING: Duration = Duration::from_millis(50);
+
+pub struct FillSettler {
+    pub store: Store,
+    pub venue: VenueClient,
+    pub clock: SharedClock,
+    /// Nothing runs before the start-up reconciliation has succeeded.
+    pub health: crate::admin::health::Health,
+}
+
+impl FillSettler {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        while !self.health.is_reconciled() {
+            if shutdown.sleep(Duration::from_millis(50)).await {
+                return;
+            }
+        }
+        let mut failures: u32 = 0;
+        loop {
+            let wait = match self.round(&mut shutdown).await {
+                Ok(0) => {
+                    failures = 0;
+                    IDLE
+                }
+                Ok(_) => {
+                    failures = 0;
+                    SPACING
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = Duration::from_millis(500 << failures.min(6));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "fill settlement failed; will retry");
+                    wait
+                }
+            };
+            if shutdown.sleep(wait).await {
+                return;
+            }
+        }
+    }
+
+    /// Settles up to one batch; returns how many orders it settled.
+    async fn round(&self, shutdown: &mut Shutdown) -> Result<usize, SettleError> {
+        let due = self.store.orders_to_settle(BATCH).await?;
+        let mut settled = 0;
+        for (client_order_id, order_id) in due {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let news = match self.venue.get_order(&order_id).await {
+                Ok(answer) => Some(OrderNews::from(answer)),
+                // A definite "no" (the venue no longer knows the order): its fees stay estimated
+                // rather than blocking every later order.
+                Err(e) if !e.is_retryable() => {
+                    tracing::warn!(client_order_id = %client_order_id, error = %e, "the venue will not list this order's fills; its fees stay estimated");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let now = self.clock.now();
+            let mut tx = self.store.begin().await?;
+            if let (Some(news), Some(current)) = (
+                &news,
+                Store::order_by_client_id(&mut tx, &client_order_id).await?,
+            ) {
+                super::apply_report(&mut tx, &current, news, now).await?;
+            }
+            Store::mark_fills_settled(&mut tx, &client_order_id, now).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            tracing::debug!(client_order_id = %client_order_id, fills = news.map_or(0, |n| n.fills.len()), "fills settled");
+            settled += 1;
+            tokio::time::sleep(SPACING).await;
+        }
+        Ok(settled)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SettleError {
+    #[error("venue: {0}")]
+    Venue(#[from] crate::venue::VenueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,196 @@
+//! Realized PnL and fees computed from our fills, compared with the venue's: fills recorded by
+//! fill id, fees settled from the venue's fill lists, `position.closed` checked against our
+//! closed positions, and a drift halts the symbol with both views.
+
+use crate::helpers::{spawn_app, spawn_app_full, TEST_STRATEGY};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sigex::sim::{Faults, Probability};
+
+fn dec(v: &Value) -> Decimal {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        other => other.to_string().parse().unwrap(),
+    }
+}
+
+/// Buys, then sells the same quantity: one closed long.
+async fn round_trip(app: &crate::helpers::TestApp) -> Vec<Value> {
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    app.settled_orders(2).await
+}
+
+#[tokio::test]
+async fn fees_and_realized_pnl_from_our_fills_equal_the_venues_and_its_position_closed_matches() {
+    let app = spawn_app().await;
+    round_trip(&app).await;
+    // Settlement reads each ended order's fill list: its fees become the venue's own.
+    let venue_orders = app.sim.orders();
+    assert_eq!(venue_orders.len(), 2);
+    for vo in &venue_orders {
+        let venue_fees: Decimal = vo.fills.iter().map(|f| f.fee).sum();
+        assert!(venue_fees > Decimal::ZERO, "the simulator charges fees");
+        let cid = vo.client_order_id.clone().unwrap();
+        app.wait_for("the order's fees to settle at the venue's", || async {
+            let o = app.orders().await;
+            let ours = o.iter().find(|o| o["clientOrderId"] == cid.as_str())?;
+            (dec(&ours["fees"]) == venue_fees).then_some(())
+        })
+        .await;
+    }
+    let venue = app.sim.balance();
+    let position = app
+        .wait_for("the flat position with the venue's numbers", || async {
+            let p = app.positions().await.into_iter().next()?;
+            (dec(&p["quantity"]).is_zero() && dec(&p["fees"]) == venue.fees_paid).then_some(p)
+        })
+        .await;
+    // Gross realized PnL: exact up to the venue's 8-decimal rounding of average prices.
+    let gap = (dec(&position["realizedPnl"]) - venue.realized_pnl).abs();
+    assert!(gap <= Decimal::new(1, 6), "{position} vs {venue:?}");
+    assert_eq!(
+        dec(&position["netRealizedPnl"]),
+        dec(&position["realizedPnl"]) - venue.fees_paid
+    );
+    // The venue's position.closed matched our closed long, within the tolerance.
+    let closed = app
+        .wait_for("the venue's view beside ours", || async {
+            let c = app.get("/api/closed-positions").await;
+            let first = c.as_array()?.first()?.clone();
+            (!first["venueRealizedPnl"].is_null()).then_some(first)
+        })
+        .await;
+    assert_eq!(closed["side"], "long", "{closed}");
+    assert_eq!(closed["drift"], false, "{closed}");
+    assert!(
+        (dec(&closed["realizedPnl"]) - dec(&closed["venueRealizedPnl"])).abs()
+            <= Decimal::new(1, 2)
+    );
+    let states = app.get("/api/trading-state").await;
+    assert!(
+        states["states"].as_array().unwrap().is_empty(),
+        "nothing halted: {states}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with_both_views() {
+    // The simulator's callbacks are all lost: the bot learns its fills by REST, and the only
+    // `position.closed` it sees is the one this test sends.
+    let app = spawn_app_full(
+        |cfg| {
+            cfg.faults = Faults {
+                webhook_drop: Probability::ALWAYS,
+                ..Faults::default()
+            };
+        },
+        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
+        TEST_STRATEGY,
+    )
+    .await;
+    round_trip(&app).await;
+    let ours = app
+        .wait_for("our closed long", || async {
+            let c = app.get("/api/closed-positions").await;
+            c.as_array()?.first().cloned()
+        })
+        .await;
+    let realized = dec(&ours["realizedPnl"]);
+    let claimed = realized + Decimal::new(25, 0);
+    let body = json!({
+        "event": "position.closed",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "data": {
+            "symbol": "BTC/USD",
+            "quantity": 0.01,
+            "averagePrice": dec(&ours["entryPrice"]),
+            "closePrice": 50000,
+            "realizedPnl": claimed,
+            "closedAt": chrono::Utc::now().to_rfc3339(),
+        }
+    })
+    .to_string();
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    let halted = app
+        .wait_for("the PnL drift halt", || async {
+            let s = app.get("/api/trading-state").await;
+            s["states"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|e| e["symbol"] == "BTC/USD" && e["state"] == "halted")
+                    .cloned()
+            })
+        })
+        .await;
+    assert_eq!(halted["setBy"], "reconciliation", "{halted}");
+    let reason = halted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("ours {}", realized.normalize()))
+            && reason.contains(&format!("venue {}", claimed.normalize())),
+        "{reason}"
+    );
+    let closed = app.get("/api/closed-positions").await;
+    let row = &closed[0];
+    assert_eq!(row["drift"], true, "{row}");
+    assert_eq!(dec(&row["venueRealizedPnl"]), claimed);
+    assert_eq!(dec(&row["realizedPnl"]), realized);
+    // A halted symbol takes no new entry; the other symbol still trades.
+    app.send_signal("BTC/USD", "buy", 90, 3).await;
+    app.send_signal("ETH/USD", "buy", 90, 4).await;
+    let orders = app.settled_orders(3).await;
+    assert_eq!(
+        orders.iter().filter(|o| o["symbol"] == "BTC/USD").count(),
+        2,
+        "{orders:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_position_closed_that_arrives_before_our_closing_fill_waits_for_it() {
+    // No simulator callbacks: the test delivers the venue's `position.closed` first, while our
+    // sell has not been placed yet; it must wait, deferred, and match once we close.
+    let app = spawn_app_full(
+        |cfg| {
+            cfg.faults = Faults {
+                webhook_drop: Probability::ALWAYS,
+                ..Faults::default()
+            };
+        },
+        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
+        TEST_STRATEGY,
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let buy = app.settled_orders(1).await.remove(0);
+    let entry = dec(&buy["averagePrice"]);
+    let body = json!({
+        "event": "position.closed",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "data": {"symbol": "BTC/USD", "quantity": 0.01, "averagePrice": entry,
+                 "closePrice": 50000, "realizedPnl": 1.5, "closedAt": chrono::Utc::now().to_rfc3339()}
+    })
+    .to_string();
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    app.wait_for("the position.closed to be deferred", || async {
+        let e = app.get("/api/events").await;
+        (e["deferred"].as_i64() == Some(1)).then_some(())
+    })
+    .await;
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    app.settled_orders(2).await;
+    let row = app
+        .wait_for("the deferred close to match ours", || async {
+            let c = app.get("/api/closed-positions").await;
+            let first = c.as_array()?.first()?.clone();
+            (!first["venueRealizedPnl"].is_null()).then_some(first)
+        })
+        .await;
+    assert_eq!(dec(&row["venueRealizedPnl"]), Decimal::new(15, 1));
+    assert_eq!(dec(&row["entryPrice"]), entry);
+    let e = app.get("/api/events").await;
+    assert!(e["deferred"].is_null() || e["deferred"] == 0, "{e}");
+    app.stop().await;
+}
