@@ -146,6 +146,11 @@ impl Dispatcher {
             let mut i = 0;
             while i < batch.len() {
                 let result = if is_signal(&parsed[i]) {
+                    // No decision on an unreconciled book: the signal (and the stream behind
+                    // it) waits, durable in the inbox, until the start-up pass has succeeded.
+                    if !self.wait_until_reconciled(&mut shutdown).await {
+                        return;
+                    }
                     let Some(Ok(Event::Signal(signal))) = parsed[i].take() else {
                         unreachable!("checked above")
                     };
@@ -175,6 +180,22 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Waits until the start-up reconciliation has succeeded; `false` on shutdown first.
+    async fn wait_until_reconciled(&self, shutdown: &mut Shutdown) -> bool {
+        let Some(health) = &self.reconciled else {
+            return true;
+        };
+        if !health.is_reconciled() {
+            tracing::info!("a signal waits for the start-up reconciliation with the venue");
+        }
+        while !health.is_reconciled() {
+            if shutdown.sleep(Duration::from_millis(20)).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Applies consecutive I/O-free events in one transaction. If that fails, applies them one by
