@@ -244,9 +244,11 @@ async fn summary(store: &Store, sim: &Simulator) -> String {
     let total_orders: i64 = orders.iter().map(|(_, n)| n).sum();
     let mut realized = Decimal::ZERO;
     let mut unrealized = Decimal::ZERO;
+    let mut fees = Decimal::ZERO;
     let mut held = Vec::new();
     for p in &positions {
         realized += p.realized_pnl;
+        fees += p.fees;
         if !p.quantity.is_zero() {
             let mark = sim
                 .mid_price(&p.symbol)
@@ -257,7 +259,7 @@ async fn summary(store: &Store, sim: &Simulator) -> String {
         }
     }
     format!(
-        "signals {signals} (ordered {}, refused {}, ignored {}) | orders {total_orders} (filled {}, working {}, rejected {}, unknown {}) | positions [{}] | PnL realized {} unrealized {}",
+        "signals {signals} (ordered {}, refused {}, ignored {}) | orders {total_orders} (filled {}, working {}, rejected {}, unknown {}) | positions [{}] | PnL realized {} unrealized {} fees {}",
         count(&decisions, "ordered"),
         count(&decisions, "refused"),
         count(&decisions, "ignored"),
@@ -268,5 +270,6 @@ async fn summary(store: &Store, sim: &Simulator) -> String {
         held.join(", "),
         realized.round_dp(2),
         unrealized.round_dp(2),
+        fees.round_dp(2),
     )
 }

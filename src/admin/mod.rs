@@ -212,8 +212,10 @@ struct Summary {
     decisions: BTreeMap<String, i64>,
     open_orders: Vec<OrderRow>,
     positions: Vec<PositionWithPnl>,
+    /// Before fees.
     realized_pnl: Decimal,
     unrealized_pnl: Decimal,
+    fees: Decimal,
     recent_events: Vec<crate::store::EventView>,
 }
 
@@ -242,6 +244,7 @@ async fn summary(State(s): State<AdminState>) -> Response {
             open_orders: s.store.open_orders().await?,
             realized_pnl: positions.iter().map(|p| p.position.realized_pnl).sum(),
             unrealized_pnl: positions.iter().map(|p| p.unrealized_pnl).sum(),
+            fees: positions.iter().map(|p| p.position.fees).sum(),
             positions,
             recent_events: s.store.recent_events(None, 10).await?,
         })
