@@ -16,7 +16,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod cancel;
 mod risk;
+pub use cancel::{CancelState, CancelTask, CancelView};
 pub use risk::{FilledEntryRow, SymbolBook};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
@@ -902,7 +904,8 @@ impl Store {
 const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, side, order_type,
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
     reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
-    parent_client_order_id, stop_price";
+    parent_client_order_id, stop_price, cancel_state, cancel_reason, cancel_requested_at,
+    cancel_attempts, cancel_error, cancel_done_at";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -1063,6 +1066,8 @@ pub struct OrderRow {
     pub role: String,
     pub parent_client_order_id: Option<String>,
     pub stop_price: Option<Decimal>,
+    /// The order's cancel request, if one was ever made.
+    pub cancel: Option<CancelView>,
 }
 
 impl OrderRow {
@@ -1090,6 +1095,7 @@ impl OrderRow {
             role: r.get("role"),
             parent_client_order_id: r.get("parent_client_order_id"),
             stop_price: opt_dec(r, "stop_price")?,
+            cancel: CancelView::from_row(r),
         })
     }
 
