@@ -136,12 +136,50 @@ impl Canceller {
         Ok(driven)
     }
 
-    /// Drives one order's open cancel request now, if it has one.
+    /// Drives one order's open cancel request now. When another caller is driving it, waits for
+    /// that attempt to end and reports where it left the request.
     pub async fn drive_order(&self, client_order_id: &str) -> Result<CancelResult, StoreError> {
-        match self.store.cancel_task(client_order_id).await? {
-            Some(task) => self.drive(&task).await,
-            None => Ok(CancelResult::Waiting),
+        let mut waited = false;
+        loop {
+            let Some(task) = self.store.cancel_task(client_order_id).await? else {
+                return self.closed_result(client_order_id).await;
+            };
+            if waited {
+                // The other caller's attempt left the request open: its retry time stands.
+                return Ok(CancelResult::Waiting);
+            }
+            if let Some(result) = self.try_drive(&task).await? {
+                return Ok(result);
+            }
+            waited = true;
+            while self.is_in_flight(client_order_id) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
+    }
+
+    /// Where a request that is no longer open was left.
+    async fn closed_result(&self, client_order_id: &str) -> Result<CancelResult, StoreError> {
+        let Some(order) = self.store.find_order(client_order_id).await? else {
+            return Ok(CancelResult::Waiting);
+        };
+        Ok(match order.cancel {
+            Some(c) if c.state == CancelState::Accepted => CancelResult::Accepted {
+                status: order.status,
+            },
+            Some(c) if c.state == CancelState::Rejected => CancelResult::Rejected {
+                code: "refused".into(),
+                message: c.error.unwrap_or_default(),
+            },
+            _ => CancelResult::Waiting,
+        })
+    }
+
+    fn is_in_flight(&self, client_order_id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(client_order_id)
     }
 
     fn paused(&self) -> bool {
@@ -160,24 +198,38 @@ impl Canceller {
         *paused = Some(paused.map_or(until, |p| p.max(until)));
     }
 
-    /// One attempt at one cancel request.
+    /// One attempt at one cancel request, unless another caller is driving it.
     async fn drive(&self, task: &CancelTask) -> Result<CancelResult, StoreError> {
+        Ok(self.try_drive(task).await?.unwrap_or(CancelResult::Waiting))
+    }
+
+    /// One attempt at one cancel request; `None` when another caller is driving it.
+    async fn try_drive(&self, task: &CancelTask) -> Result<Option<CancelResult>, StoreError> {
         let cid = task.client_order_id.as_str();
-        if self.paused() {
-            return Ok(CancelResult::Waiting);
-        }
         if !self
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(cid.to_owned())
         {
-            return Ok(CancelResult::Waiting);
+            return Ok(None);
         }
         let _guard = InFlight {
             set: &self.in_flight,
             client_order_id: cid.to_owned(),
         };
+        if self.paused() {
+            return Ok(Some(CancelResult::Waiting));
+        }
+        // Re-read under the guard: another caller may have moved the request since `task` was read
+        // (an unknown outcome must be asked about before any second DELETE).
+        match self.store.cancel_task(cid).await? {
+            Some(current) => self.attempt(cid, &current).await.map(Some),
+            None => self.closed_result(cid).await.map(Some),
+        }
+    }
+
+    async fn attempt(&self, cid: &str, task: &CancelTask) -> Result<CancelResult, StoreError> {
         let Some(order) = self.store.find_order(cid).await? else {
             return Ok(CancelResult::Waiting);
         };

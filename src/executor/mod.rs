@@ -9,7 +9,8 @@
 //! second's worth) so the bot stays below the venue's own limit; a `Retry-After` from the venue
 //! pauses every POST until it has passed, and the throttled order is looked at again no earlier.
 //! Unknown outcomes are retried with capped exponential backoff and jitter, so many orders that
-//! failed together do not come back together.
+//! failed together do not come back together. Cancels (`cancel`) use the same backoff and the
+//! same outcome classification.
 
 pub mod cancel;
 

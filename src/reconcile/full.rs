@@ -1,5 +1,7 @@
 //! The full reconciliation pass over REST, and the supervisor task that runs it after a
-//! maintenance window and cancels orders (before a window, or when unfilled for too long).
+//! maintenance window and decides which orders to cancel (before a window, when unfilled for too
+//! long, protective orders no longer needed). It records those as cancel requests; the executor's
+//! [`Canceller`] sends them under the placement outcome rules, driven from this task's loop.
 //!
 //! `full_pass` asks the venue about every local order that was sent and is not terminal
 //! (`GET /orders/{orderId}`, or by `clientOrderId` when the venue id is not known yet), applies each
@@ -91,9 +93,10 @@ pub async fn apply_answer(
 /// The risk manager's background duties, each an I/O shell around pure rules:
 /// - runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
 ///   reconciled only when the pass succeeded (trading stays blocked until then);
-/// - with `[maintenance] cancel_open_orders`, cancels working orders when a window's lead time
-///   begins;
-/// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
+/// - with `[maintenance] cancel_open_orders`, requests the cancel of working orders when a
+///   window's lead time begins;
+/// - requests the cancel of orders of strategies with `unfilled_timeout_secs` that have not filled
+///   in time, and drives every due cancel request through the canceller;
 /// - places the stop-loss / take-profit of entries that have filled, and cancels protective
 ///   orders whose sibling filled or whose position is gone (or smaller than they are);
 pub struct Supervisor {

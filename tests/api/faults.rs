@@ -297,3 +297,52 @@ async fn a_cancel_answered_429_waits_for_retry_after_then_succeeds() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
+    let resting_without_timeout =
+        RESTING_LIMIT_WITH_TIMEOUT.replace("unfilled_timeout_secs = 1\n", "");
+    let mut app = spawn_app_full(|_| {}, |_| {}, &resting_without_timeout).await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let open = app
+        .wait_for("the order to rest at the venue", || async {
+            app.orders()
+                .await
+                .into_iter()
+                .find(|o| o["status"] == "open")
+        })
+        .await;
+    // The bot stops while a DELETE's outcome is unknown (as if it died right after sending it).
+    app.stop_bot().await;
+    let db = sqlx::SqlitePool::connect(&app.database_url())
+        .await
+        .unwrap();
+    let now = sigex::store::ts(chrono::Utc::now());
+    sqlx::query(
+        "UPDATE orders SET cancel_state = 'unknown', cancel_reason = 'unfilled_timeout',
+             cancel_requested_at = ?, cancel_attempts = 1, cancel_next_at = ?,
+             cancel_error = 'timeout: no answer'
+         WHERE client_order_id = ?",
+    )
+    .bind(&now)
+    .bind(&now)
+    .bind(open["clientOrderId"].as_str().unwrap())
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    app.start_again().await;
+    let order = app
+        .wait_for("the resumed cancel to close", || async {
+            app.orders()
+                .await
+                .into_iter()
+                .find(|o| o["status"] == "cancelled" && o["cancel"]["state"] == "accepted")
+        })
+        .await;
+    assert_eq!(order["clientOrderId"], open["clientOrderId"]);
+    assert_eq!(app.sim.orders()[0].status, "cancelled");
+    // The venue still reported the order working, so the DELETE was sent again, once.
+    assert_eq!(app.sim.requests("DELETE", &delete_path(&order)), 1);
+    app.stop().await;
+}
