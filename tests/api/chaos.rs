@@ -59,7 +59,8 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
         rest_timeout_after: Duration::from_secs(3),
         order_lost_response: Probability::per_mille(30),
         processed_5xx: Probability::per_mille(20),
-        // Cancels (timeouts, protective exits) meet the same faults as placements.
+        // DELETEs would meet the same faults; this script's market orders need none (cancels
+        // under faults are covered in faults.rs).
         rest_routes: RestRoutes::OrderRequests,
         ..Faults::default()
     };

@@ -1,6 +1,6 @@
 //! The bot against a misbehaving venue: injected faults must never cost an order or duplicate one.
 
-use crate::helpers::{spawn_app_full, spawn_app_with_sim, TestApp, TEST_STRATEGY};
+use crate::helpers::{spawn_app_full, spawn_app_with_sim, TestApp, ADMIN_TOKEN, TEST_STRATEGY};
 use serde_json::Value;
 use sigex::sim::{Faults, Probability, RestRoutes};
 use std::collections::HashSet;
@@ -344,5 +344,98 @@ async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
     assert_eq!(app.sim.orders()[0].status, "cancelled");
     // The venue still reported the order working, so the DELETE was sent again, once.
     assert_eq!(app.sim.requests("DELETE", &delete_path(&order)), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_refused_as_not_cancellable_is_resolved_by_asking_the_venue() {
+    // Callbacks are lost, so the bot still believes in an order the venue has already filled.
+    let app = spawn_app_full(
+        |cfg| {
+            cfg.faults = Faults {
+                webhook_drop: Probability::ALWAYS,
+                ..Faults::default()
+            }
+        },
+        |c| c.admin.token = Some(sigex::config::Secret::new(ADMIN_TOKEN)),
+        TEST_STRATEGY,
+    )
+    .await;
+    let venue = sigex::venue::VenueClient::new(
+        &app.sim_url,
+        sigex::config::Credentials {
+            api_key: sigex::config::Secret::new("test-key"),
+            api_secret: sigex::config::Secret::new("test-api-secret"),
+        },
+        Duration::from_secs(5),
+        std::sync::Arc::new(sigex::clock::SystemClock),
+    )
+    .unwrap();
+    let request = sigex::venue::wire::PlaceOrderRequest {
+        symbol: "BTC/USD".into(),
+        side: "buy".into(),
+        order_type: "market".into(),
+        quantity: "0.01".parse().unwrap(),
+        price: None,
+        stop_price: None,
+        time_in_force: "GTC".into(),
+        client_order_id: "refused-cancel-1".into(),
+    };
+    let sigex::venue::SubmitOutcome::Accepted(placed) = venue.place_order(&request).await else {
+        panic!("the simulator refused the market order");
+    };
+    app.wait_for("the venue to fill the order", || async {
+        app.sim
+            .orders()
+            .into_iter()
+            .find(|o| o.order_id == placed.order_id && o.status == "filled")
+    })
+    .await;
+    let now = sigex::store::ts(chrono::Utc::now());
+    let db = sqlx::SqlitePool::connect(&app.database_url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO orders (client_order_id, venue_order_id, strategy, symbol, side, order_type,
+             quantity, time_in_force, status, created_at, updated_at)
+         VALUES ('refused-cancel-1', ?, 'test', 'BTC/USD', 'buy', 'market', '0.01', 'GTC',
+             'open', ?, ?)",
+    )
+    .bind(&placed.order_id)
+    .bind(&now)
+    .bind(&now)
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+
+    let r = app
+        .admin_post("/api/orders/refused-cancel-1/cancel", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the order is no longer working: the cancel is done"
+    );
+    let order: Value = r.json().await.unwrap();
+    assert_eq!(
+        order["status"], "filled",
+        "the venue's word, not a guess: {order}"
+    );
+    assert_eq!(
+        order["filledQuantity"].to_string().trim_matches('"'),
+        "0.01",
+        "{order}"
+    );
+    assert_eq!(order["cancel"]["state"], "accepted", "{order}");
+    assert!(
+        order["cancel"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("409 not_cancellable")),
+        "the refusal is kept: {order}"
+    );
+    let path = format!("/api/v1/orders/{}", placed.order_id);
+    assert_eq!(app.sim.requests("DELETE", &path), 1);
+    assert!(app.sim.requests("GET", &path) >= 1, "the venue was asked");
     app.stop().await;
 }
