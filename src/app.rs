@@ -261,7 +261,15 @@ pub async fn start(
             config.webhook.header_timeout,
             webhooks.shutdown(),
         )));
+    let canceller = crate::executor::cancel::Canceller::new(
+        store.clone(),
+        venue.clone(),
+        clock.clone(),
+        metrics.clone(),
+        notifier.clone(),
+    );
     let admin_state = crate::admin::AdminState {
+        canceller: canceller.clone(),
         store: store.clone(),
         health: health.clone(),
         metrics: metrics.clone(),
@@ -326,6 +334,7 @@ pub async fn start(
         stale_after: config.reconcile.stale_after,
         notifier: notifier.clone(),
         health: health.clone(),
+        canceller,
     };
     // Before any new order: the book must agree with the venue's (readiness waits for it).
     execute.tasks.push(tokio::spawn(

@@ -13,7 +13,7 @@ use crate::config::{
     AdminConfig, Config, Credentials, InboxConfig, Mode, PaperConfig, Secret, StorageConfig,
     VenueConfig, WebhookConfig, DEFAULT_WEBHOOK_PATH,
 };
-use crate::sim::{Faults, Probability, SimConfig, Simulator};
+use crate::sim::{Faults, Probability, RestRoutes, SimConfig, Simulator};
 use crate::store::Store;
 use rust_decimal::Decimal;
 use std::net::SocketAddr;
@@ -63,6 +63,9 @@ pub fn demo_faults() -> Faults {
         // Just past the bot's 5 s request timeout below.
         rest_timeout_after: Duration::from_secs(6),
         order_lost_response: Probability::per_mille(30),
+        processed_5xx: Probability::per_mille(20),
+        // Cancels (timeouts, protective exits) meet the same faults as placements.
+        rest_routes: RestRoutes::OrderRequests,
         ..Faults::default()
     }
 }
@@ -206,11 +209,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     let w = stats.webhook_faults;
     println!(
-        "faults injected: POST /orders {} x 5xx, {} x 429, {} x no answer, {} x response lost | webhooks {} duplicated, {} delayed, {} reordered, {} dropped",
+        "faults injected: order requests {} x 5xx, {} x 429, {} x no answer, {} x response lost, {} x 500 after processing | webhooks {} duplicated, {} delayed, {} reordered, {} dropped",
         stats.rest_5xx,
         stats.rest_429,
         stats.rest_timeouts,
         stats.lost_responses,
+        stats.processed_5xx,
         w.webhooks_duplicated,
         w.webhooks_delayed,
         w.webhooks_reordered,

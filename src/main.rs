@@ -244,11 +244,22 @@ struct SimVenueArgs {
     fault_429: sigex::sim::Probability,
     #[arg(long, default_value = "0")]
     fault_timeout: sigex::sim::Probability,
+    /// An order request (POST /orders, DELETE /orders/{id}) is processed, the answer lost.
     #[arg(long, default_value = "0")]
     fault_lost_response: sigex::sim::Probability,
-    /// REST faults strike every route, not only POST /orders.
+    /// An order request is processed (order booked, or cancelled), then answered 500.
+    #[arg(long, default_value = "0")]
+    fault_processed_5xx: sigex::sim::Probability,
+    /// Which requests REST faults strike: orders (POST /orders), cancels (DELETE /orders/{id}),
+    /// order-requests (both) or all.
+    #[arg(long, default_value = "orders", conflicts_with = "fault_all_routes")]
+    fault_routes: sigex::sim::RestRoutes,
+    /// REST faults strike every route (the same as --fault-routes all).
     #[arg(long)]
     fault_all_routes: bool,
+    /// Inject at most this many REST faults in all.
+    #[arg(long)]
+    fault_limit: Option<u64>,
     /// Faults strike only during this window, `FROM-UNTIL` in seconds after start (repeatable).
     #[arg(long, value_parser = parse_window)]
     fault_window: Vec<(Duration, Duration)>,
@@ -300,7 +311,13 @@ impl SimVenueArgs {
             rest_429: self.fault_429,
             rest_timeout: self.fault_timeout,
             order_lost_response: self.fault_lost_response,
-            rest_all_routes: self.fault_all_routes,
+            processed_5xx: self.fault_processed_5xx,
+            rest_routes: if self.fault_all_routes {
+                sigex::sim::RestRoutes::All
+            } else {
+                self.fault_routes
+            },
+            rest_fault_limit: self.fault_limit,
             windows: self.fault_window.clone(),
             ..sigex::sim::Faults::default()
         };

@@ -38,6 +38,12 @@ struct ClassLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrderRequestLabel {
+    request: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: String,
 }
@@ -68,6 +74,7 @@ pub struct Metrics {
     inbox_lag_secs: Gauge<f64, AtomicU64>,
     orders: Family<StatusLabel, Gauge>,
     submit_latency: Histogram,
+    order_requests: Family<OrderRequestLabel, Counter>,
     venue_errors: Family<ClassLabel, Counter>,
     drift_symbols: Gauge,
     trading_state: Family<StateLabel, Gauge>,
@@ -96,6 +103,7 @@ impl Metrics {
             orders: Family::default(),
             // 5 ms .. ~20 s: submit latency metric buckets.
             submit_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            order_requests: Family::default(),
             venue_errors: Family::default(),
             drift_symbols: Gauge::default(),
             trading_state: Family::default(),
@@ -134,6 +142,11 @@ impl Metrics {
             "order_submit_latency_seconds",
             "Time from sending POST /orders to a complete venue answer",
             m.submit_latency.clone(),
+        );
+        r.register(
+            "order_requests",
+            "Order-changing requests by kind (place: POST /orders, cancel: DELETE /orders/{id}) and outcome (accepted, rejected, unknown)",
+            m.order_requests.clone(),
         );
         r.register(
             "venue_errors",
@@ -203,6 +216,17 @@ impl Metrics {
     /// Records one order submission's round trip (latency metric).
     pub fn submit_latency(&self, elapsed: std::time::Duration) {
         self.submit_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one order request's outcome: `request` is `place` or `cancel`, `outcome` is
+    /// `accepted`, `rejected` or `unknown`.
+    pub fn order_request(&self, request: &str, outcome: &str) {
+        self.order_requests
+            .get_or_create(&OrderRequestLabel {
+                request: request.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn venue_error(&self, class: &str) {
@@ -301,6 +325,7 @@ mod tests {
         m.webhook_duplicate("order.updated");
         m.venue_error("timeout");
         m.submit_latency(std::time::Duration::from_millis(12));
+        m.order_request("cancel", "unknown");
         m.set_trading_state("halted");
         m.observe_store(&StoreSnapshot {
             orders: vec![("filled".into(), 3)],
@@ -315,6 +340,7 @@ mod tests {
             r#"sigex_webhooks_duplicate_total{event_type="order.updated"} 1"#,
             r#"sigex_venue_errors_total{class="timeout"} 1"#,
             "sigex_order_submit_latency_seconds_count 1",
+            r#"sigex_order_requests_total{request="cancel",outcome="unknown"} 1"#,
             r#"sigex_trading_state{state="halted"} 1"#,
             r#"sigex_trading_state{state="active"} 0"#,
             r#"sigex_orders{status="filled"} 3"#,

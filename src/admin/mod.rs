@@ -16,10 +16,10 @@ pub mod status;
 
 use crate::clock::SharedClock;
 use crate::config::Secret;
-use crate::ingress::events::OrderNews;
+use crate::executor::cancel::CancelResult;
 use crate::notify::Notifier;
 use crate::store::{OrderRow, Store, StoreError};
-use crate::venue::{VenueClient, VenueError};
+use crate::venue::VenueClient;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -49,6 +49,8 @@ pub struct AdminState {
     pub notifier: Notifier,
     pub mode: &'static str,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Operator cancels go through the same canceller (and rules) as the bot's own.
+    pub canceller: crate::executor::cancel::Canceller,
 }
 
 /// The admin router. `token` guards the mutations (`None` disables them).
@@ -343,8 +345,10 @@ fn is_final(status: &str) -> bool {
     matches!(status, "filled" | "cancelled" | "rejected" | "expired")
 }
 
-/// `POST /api/orders/{clientOrderId}/cancel`: a signed `DELETE /orders/{orderId}`, then the
-/// venue's answer is recorded like any report about the order.
+/// `POST /api/orders/{clientOrderId}/cancel`: records a cancel request and drives it at once
+/// through the canceller (a signed `DELETE /orders/{orderId}` under the placement outcome rules).
+/// 200 with the order when it is no longer working; 409 when the venue refused; 202 with the order
+/// when the outcome is not known yet (the bot keeps resolving it; the order's `cancel` shows how).
 async fn cancel_order(
     State(s): State<AdminState>,
     Path(client_order_id): Path<String>,
@@ -361,62 +365,37 @@ async fn cancel_order(
             format!("the order is {}; nothing to cancel", order.status),
         );
     }
-    let Some(order_id) = order.order_id.clone() else {
+    if order.order_id.is_none() {
         return error(
             StatusCode::CONFLICT,
             "not_acknowledged",
             "the venue has not acknowledged this order yet (no orderId); try again shortly".into(),
         );
-    };
-    tracing::info!(client_order_id = %client_order_id, order_id = %order_id, "cancel requested by the operator");
-    match s.venue.cancel_order(&order_id).await {
-        Ok(resp) => {
-            let news = OrderNews::from(resp);
-            let now = s.clock.now();
-            let recorded: Result<_, StoreError> = async {
-                let mut tx = s.store.begin().await?;
-                let Some(current) = Store::order_by_client_id(&mut tx, &client_order_id).await?
-                else {
-                    return Ok(None);
-                };
-                let fill = crate::reconcile::apply_report(&mut tx, &current, &news, now).await?;
-                tx.commit().await?;
-                Ok(fill)
-            }
-            .await;
-            match recorded {
-                Ok(fill) => {
-                    if let Some(fill) = fill {
-                        s.notifier.send(fill.notification());
-                    }
-                    json(s.store.find_order(&client_order_id).await)
-                }
-                Err(e) => store_error(e),
-            }
-        }
-        Err(VenueError::Status {
-            status,
-            code,
-            message,
-            ..
-        }) if status < 500 && status != 429 && status != 408 => {
-            tracing::warn!(client_order_id = %client_order_id, %code, %message, "cancel refused by the venue");
-            error(
+    }
+    tracing::info!(client_order_id = %client_order_id, "cancel requested by the operator");
+    let driven = async {
+        s.canceller
+            .request(&client_order_id, "operator", true)
+            .await?;
+        s.canceller.drive_order(&client_order_id).await
+    }
+    .await;
+    let status = match driven {
+        Ok(CancelResult::Accepted { .. }) => StatusCode::OK,
+        Ok(CancelResult::Rejected { code, message }) => {
+            return error(
                 StatusCode::CONFLICT,
                 "venue_refused",
-                format!("the venue refused the cancel ({status} {code}: {message})"),
+                format!("the venue refused the cancel ({code}: {message})"),
             )
         }
-        Err(e) => {
-            tracing::warn!(client_order_id = %client_order_id, error = %e, "cancel outcome unknown");
-            error(
-                StatusCode::BAD_GATEWAY,
-                "venue_unavailable",
-                format!(
-                    "no usable answer from the venue; the order's state is unchanged here: {e}"
-                ),
-            )
-        }
+        Ok(CancelResult::Unknown { .. } | CancelResult::Waiting) => StatusCode::ACCEPTED,
+        Err(e) => return store_error(e),
+    };
+    match s.store.find_order(&client_order_id).await {
+        Ok(Some(order)) => (status, Json(order)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such order".into()),
+        Err(e) => store_error(e),
     }
 }
 

@@ -9,7 +9,10 @@
 //! second's worth) so the bot stays below the venue's own limit; a `Retry-After` from the venue
 //! pauses every POST until it has passed, and the throttled order is looked at again no earlier.
 //! Unknown outcomes are retried with capped exponential backoff and jitter, so many orders that
-//! failed together do not come back together.
+//! failed together do not come back together. Cancels (`cancel`) use the same backoff and the
+//! same outcome classification.
+
+pub mod cancel;
 
 use crate::admin::metrics::Metrics;
 use crate::app::Shutdown;
@@ -43,6 +46,16 @@ pub fn retry_delay(
     let jittered = half + half * i64::from(jitter_permille.min(1000)) / 1000;
     let floor = retry_after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     chrono::Duration::milliseconds(jittered.max(floor))
+}
+
+/// [`retry_delay`] with fresh jitter: the delay before an unknown outcome (of a POST or a
+/// DELETE) is looked at again.
+pub fn backoff(attempts: i64, retry_after: Option<Duration>) -> chrono::Duration {
+    retry_delay(
+        attempts,
+        retry_after,
+        rand::thread_rng().gen_range(0..=1000),
+    )
 }
 
 /// A token bucket for order submissions: `rate` tokens a second, at most `rate` banked. Pure: the
@@ -195,7 +208,7 @@ impl Executor {
                 }
                 Err(e) => {
                     let now = self.clock.now();
-                    let retry_at = now + self.backoff(order.submit_attempts, e.retry_after());
+                    let retry_at = now + backoff(order.submit_attempts, e.retry_after());
                     return self
                         .store
                         .mark_unknown(
@@ -222,13 +235,14 @@ impl Executor {
         let started = std::time::Instant::now();
         let outcome = self.venue.place_order(&request).await;
         self.metrics.submit_latency(started.elapsed());
+        self.metrics.order_request("place", outcome.label());
         let now = self.clock.now();
         match outcome {
             SubmitOutcome::Accepted(resp) => {
                 tracing::info!(client_order_id = %order.client_order_id, order_id = %resp.order_id, status = %resp.status, latency_ms = started.elapsed().as_millis() as u64, "order accepted");
                 self.accepted(order, *resp).await
             }
-            SubmitOutcome::Rejected { code, message } => {
+            SubmitOutcome::Rejected { code, message, .. } => {
                 tracing::warn!(client_order_id = %order.client_order_id, %code, %message, "order rejected by the venue");
                 self.store
                     .mark_rejected(&order.client_order_id, &code, &message, now)
@@ -245,22 +259,13 @@ impl Executor {
                         .expect("pacer lock")
                         .pause_until(Instant::now() + wait);
                 }
-                let retry_at = now + self.backoff(order.submit_attempts, retry_after);
+                let retry_at = now + backoff(order.submit_attempts, retry_after);
                 tracing::warn!(client_order_id = %order.client_order_id, %reason, retry_at = %retry_at, "order outcome unknown; will ask the venue");
                 self.store
                     .mark_unknown(&order.client_order_id, &reason, retry_at, now)
                     .await
             }
         }
-    }
-
-    /// The delay before an unknown order is looked at again, with fresh jitter.
-    fn backoff(&self, attempts: i64, retry_after: Option<Duration>) -> chrono::Duration {
-        retry_delay(
-            attempts,
-            retry_after,
-            rand::thread_rng().gen_range(0..=1000),
-        )
     }
 
     /// Waits until the pacer lets one more order POST through.

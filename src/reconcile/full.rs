@@ -1,5 +1,7 @@
 //! The full reconciliation pass over REST, and the supervisor task that runs it after a
-//! maintenance window and cancels orders (before a window, or when unfilled for too long).
+//! maintenance window and decides which orders to cancel (before a window, when unfilled for too
+//! long, protective orders no longer needed). It records those as cancel requests; the executor's
+//! [`Canceller`] sends them under the placement outcome rules, driven from this task's loop.
 //!
 //! `full_pass` asks the venue about every local order that was sent and is not terminal
 //! (`GET /orders/{orderId}`, or by `clientOrderId` when the venue id is not known yet), applies each
@@ -13,13 +15,14 @@
 use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::config::TradingConfig;
+use crate::executor::cancel::Canceller;
 use crate::ingress::events::OrderNews;
 use crate::model::{Price, Side, Symbol};
 use crate::notify::Notifier;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::protect::{self, FilledEntry};
 use crate::risk::{state, Gate, Protect};
-use crate::store::{OrderRow, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::venue::VenueClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -90,9 +93,10 @@ pub async fn apply_answer(
 /// The risk manager's background duties, each an I/O shell around pure rules:
 /// - runs `full_pass` once a maintenance window's end + settle has passed, and marks the window
 ///   reconciled only when the pass succeeded (trading stays blocked until then);
-/// - with `[maintenance] cancel_open_orders`, cancels working orders when a window's lead time
-///   begins;
-/// - cancels orders of strategies with `unfilled_timeout_secs` that have not filled in time;
+/// - with `[maintenance] cancel_open_orders`, requests the cancel of working orders when a
+///   window's lead time begins;
+/// - requests the cancel of orders of strategies with `unfilled_timeout_secs` that have not filled
+///   in time, and drives every due cancel request through the canceller;
 /// - places the stop-loss / take-profit of entries that have filled, and cancels protective
 ///   orders whose sibling filled or whose position is gone (or smaller than they are);
 pub struct Supervisor {
@@ -110,15 +114,14 @@ pub struct Supervisor {
     pub notifier: Notifier,
     /// Nothing runs before the start-up reconciliation has succeeded.
     pub health: crate::admin::health::Health,
+    /// Sends the cancels this task decides on, under the placement outcome rules.
+    pub canceller: Canceller,
 }
 
 /// How often the supervisor looks for stale orders.
 const STALE_POLL_EVERY: Duration = Duration::from_secs(1);
 /// Stale orders queried per round; the rest wait for the next round.
 const STALE_POLL_BATCH: i64 = 200;
-
-/// How long to wait before asking the venue again to cancel one order.
-const CANCEL_RETRY: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     pub async fn run(self, mut shutdown: Shutdown) {
@@ -129,7 +132,6 @@ impl Supervisor {
         }
         let mut failures: u32 = 0;
         let mut cancelled_for: HashSet<String> = HashSet::new();
-        let mut cancel_tried: HashMap<String, Instant> = HashMap::new();
         let mut last_stale_poll: Option<Instant> = None;
         loop {
             let now = self.clock.now();
@@ -185,7 +187,7 @@ impl Supervisor {
                 for w in starting {
                     match self.cancel_all_working().await {
                         Ok(n) => {
-                            tracing::warn!(window = %w.key, cancelled = n, "open orders cancelled before maintenance");
+                            tracing::warn!(window = %w.key, requested = n, "cancelling open orders before maintenance");
                             cancelled_for.insert(w.key.clone());
                         }
                         Err(e) => {
@@ -195,12 +197,15 @@ impl Supervisor {
                 }
             }
             if !self.timeouts.is_empty() {
-                if let Err(e) = self.cancel_timed_out(&mut cancel_tried).await {
+                if let Err(e) = self.cancel_timed_out().await {
                     tracing::warn!(error = %e, "cancelling unfilled orders failed; will retry");
                 }
             }
-            if let Err(e) = self.enforce_protection(&mut cancel_tried).await {
+            if let Err(e) = self.enforce_protection().await {
                 tracing::warn!(error = %e, "cancelling stale protective orders failed; will retry");
+            }
+            if let Err(e) = self.canceller.drive_due().await {
+                tracing::warn!(error = %e, "recording a cancel outcome failed; will retry");
             }
             if let Err(e) = self.place_protection().await {
                 tracing::warn!(error = %e, "placing protective orders failed; will retry");
@@ -215,33 +220,6 @@ impl Supervisor {
                 return;
             }
         }
-    }
-
-    /// Cancels one order at the venue and applies the answer. A 404/409 (already gone or not
-    /// cancellable) is not an error: its final state arrives by callback or reconciliation.
-    async fn cancel(&self, order: &OrderRow) -> Result<bool, PassError> {
-        let Some(id) = &order.order_id else {
-            return Ok(false);
-        };
-        let answer = match self.venue.cancel_order(id).await {
-            Ok(a) => a,
-            Err(crate::venue::VenueError::Status {
-                status: 404 | 409, ..
-            }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let booked = apply_answer(
-            &self.store,
-            &order.client_order_id,
-            answer,
-            self.clock.now(),
-        )
-        .await?;
-        if let Some(fill) = booked {
-            self.notifier.send(fill.notification());
-        }
-        tracing::info!(client_order_id = %order.client_order_id, "order cancelled");
-        Ok(true)
     }
 
     /// Asks the venue about every sent, unfinished order with no news for `stale_after` (a lost
@@ -285,20 +263,24 @@ impl Supervisor {
         Ok(polled)
     }
 
+    /// Records a cancel request for every working order the venue knows; the canceller sends
+    /// them. Returns how many were newly requested.
     async fn cancel_all_working(&self) -> Result<usize, PassError> {
         let mut n = 0;
         for order in self.store.working_orders().await? {
-            if self.cancel(&order).await? {
+            if order.order_id.is_some()
+                && self
+                    .canceller
+                    .request(&order.client_order_id, "maintenance", false)
+                    .await?
+            {
                 n += 1;
             }
         }
         Ok(n)
     }
 
-    async fn cancel_timed_out(
-        &self,
-        tried: &mut HashMap<String, Instant>,
-    ) -> Result<(), PassError> {
+    async fn cancel_timed_out(&self) -> Result<(), PassError> {
         let now = self.clock.now();
         for order in self.store.working_orders().await? {
             let Some(timeout) = self.timeouts.get(&order.strategy) else {
@@ -307,18 +289,13 @@ impl Supervisor {
             let Some(created) = crate::venue::wire::parse_timestamp(&order.created_at) else {
                 continue;
             };
-            if order.order_id.is_none() || created + *timeout > now {
+            if order.order_id.is_none() || order.cancel.is_some() || created + *timeout > now {
                 continue;
             }
-            if tried
-                .get(&order.client_order_id)
-                .is_some_and(|at| at.elapsed() < CANCEL_RETRY)
-            {
-                continue;
-            }
-            tried.insert(order.client_order_id.clone(), Instant::now());
             tracing::info!(client_order_id = %order.client_order_id, timeout_secs = timeout.num_seconds(), "unfilled order timed out; cancelling");
-            self.cancel(&order).await?;
+            self.canceller
+                .request(&order.client_order_id, "unfilled_timeout", false)
+                .await?;
         }
         Ok(())
     }
@@ -389,10 +366,7 @@ impl Supervisor {
 
     /// Cancels protective orders that could now open a position instead of closing one: their
     /// sibling filled, their position is gone or points the other way, or together they exceed it.
-    async fn enforce_protection(
-        &self,
-        tried: &mut HashMap<String, Instant>,
-    ) -> Result<(), PassError> {
+    async fn enforce_protection(&self) -> Result<(), PassError> {
         let working = self.store.working_protective().await?;
         if working.is_empty() {
             return Ok(());
@@ -422,19 +396,15 @@ impl Supervisor {
                 None
             };
             let Some(why) = why else { continue };
-            if order.order_id.is_none() {
+            if order.order_id.is_none() || order.cancel.is_some() {
                 // Not at the venue yet (or its POST outcome is unknown): look again next round.
+                // Already being cancelled (or refused): the canceller owns it.
                 continue;
             }
-            if tried
-                .get(&order.client_order_id)
-                .is_some_and(|at| at.elapsed() < CANCEL_RETRY)
-            {
-                continue;
-            }
-            tried.insert(order.client_order_id.clone(), Instant::now());
             tracing::info!(client_order_id = %order.client_order_id, role = %order.role, reason = why, "cancelling protective order");
-            self.cancel(order).await?;
+            self.canceller
+                .request(&order.client_order_id, "protection", false)
+                .await?;
         }
         Ok(())
     }

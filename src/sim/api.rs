@@ -8,8 +8,8 @@
 //!   response are exact JSON numbers;
 //! - a repeated `clientOrderId` answers 409 with the existing order and never creates a second one;
 //! - during a maintenance window every authenticated request answers 503; injected REST faults (5xx,
-//!   429 with `Retry-After`, no answer, or an order accepted whose answer is lost) strike after the
-//!   signature check, so they never hide a signing bug.
+//!   429 with `Retry-After`, no answer, or an order request processed whose answer is lost or
+//!   replaced by a 500) strike after the signature check, so they never hide a signing bug.
 
 use std::sync::Arc;
 
@@ -190,6 +190,7 @@ async fn inject_faults(State(inner): State<Arc<Inner>>, req: Request, next: Next
         )
         .into_response();
     }
+    inner.count_request(req.method().as_str(), req.uri().path());
     let faults = &inner.injector().faults;
     match inner
         .injector()
@@ -234,6 +235,17 @@ async fn inject_faults(State(inner): State<Arc<Inner>>, req: Request, next: Next
             inner.lost_responses.fetch_add(1, Relaxed);
             let (parts, _) = resp.into_parts();
             Response::from_parts(parts, Body::from_stream(LostBody))
+        }
+        RestFate::ProcessedServerError => {
+            let resp = next.run(req).await;
+            inner.processed_5xx.fetch_add(1, Relaxed);
+            tracing::debug!(status = %resp.status(), "sim processed a request, answering 500 instead (fault injection)");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error after processing (fault injection)",
+            )
+            .into_response()
         }
     }
 }
@@ -1440,6 +1452,15 @@ mod tests {
                     ..Faults::default()
                 },
                 None,
+                1,
+            ),
+            (
+                "500 after acceptance",
+                Faults {
+                    processed_5xx: Probability::ALWAYS,
+                    ..Faults::default()
+                },
+                Some(500),
                 1,
             ),
         ];

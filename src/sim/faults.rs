@@ -91,10 +91,16 @@ pub struct Faults {
     /// A REST request gets no answer for `rest_timeout_after` (then 504), without being processed.
     pub rest_timeout: Probability,
     pub rest_timeout_after: Duration,
-    /// `POST /orders` is processed (the order exists) but the connection drops before the answer.
+    /// An order request (`POST /orders`, `DELETE /orders/{id}`) is processed (the order exists, or
+    /// is cancelled) but the connection drops before the answer.
     pub order_lost_response: Probability,
-    /// REST faults strike every route; by default only `POST /orders`.
-    pub rest_all_routes: bool,
+    /// An order request is processed (the order is booked, or cancelled), then answers 500: the
+    /// "500 after acceptance" a client must not take for a failure.
+    pub processed_5xx: Probability,
+    /// Which requests REST faults strike; by default only `POST /orders`.
+    pub rest_routes: RestRoutes,
+    /// When set, at most this many REST faults are injected in all; later requests are normal.
+    pub rest_fault_limit: Option<u64>,
     /// When not empty, faults strike only inside these windows `(from, until)`, counted from the
     /// start of `serve`; when empty, all the time.
     pub windows: Vec<(Duration, Duration)>,
@@ -114,7 +120,9 @@ impl Default for Faults {
             rest_timeout: Probability::NEVER,
             rest_timeout_after: Duration::from_secs(30),
             order_lost_response: Probability::NEVER,
-            rest_all_routes: false,
+            processed_5xx: Probability::NEVER,
+            rest_routes: RestRoutes::OrderPosts,
+            rest_fault_limit: None,
             windows: Vec::new(),
         }
     }
@@ -131,6 +139,7 @@ impl Faults {
             self.rest_429,
             self.rest_timeout,
             self.order_lost_response,
+            self.processed_5xx,
         ]
         .iter()
         .all(|p| p.is_never())
@@ -141,11 +150,7 @@ impl Faults {
         if self.is_none() {
             return "no faults injected".into();
         }
-        let scope = if self.rest_all_routes {
-            "every REST route"
-        } else {
-            "POST /orders"
-        };
+        let scope = self.rest_routes.describe();
         let mut parts = Vec::new();
         let mut add = |p: Probability, what: String| {
             if !p.is_never() {
@@ -179,9 +184,16 @@ impl Faults {
         );
         add(
             self.order_lost_response,
-            "orders accepted with the response lost".into(),
+            format!("order requests processed with the response lost on {scope}"),
+        );
+        add(
+            self.processed_5xx,
+            format!("order requests processed, then answered 500 on {scope}"),
         );
         let mut text = parts.join(", ");
+        if let Some(limit) = self.rest_fault_limit {
+            text.push_str(&format!("; at most {limit} REST faults"));
+        }
         if !self.windows.is_empty() {
             let windows: Vec<String> = self
                 .windows
@@ -203,6 +215,74 @@ impl Faults {
     }
 }
 
+/// Which REST requests the REST faults strike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestRoutes {
+    /// `POST /orders` only.
+    #[default]
+    OrderPosts,
+    /// `DELETE /orders/{id}` only.
+    Cancels,
+    /// `POST /orders` and `DELETE /orders/{id}`.
+    OrderRequests,
+    /// Every route (lookups, positions, balances, webhooks...).
+    All,
+}
+
+impl RestRoutes {
+    fn covers(self, kind: RouteKind) -> bool {
+        match self {
+            Self::OrderPosts => kind == RouteKind::OrderPost,
+            Self::Cancels => kind == RouteKind::Cancel,
+            Self::OrderRequests => kind != RouteKind::Other,
+            Self::All => true,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::OrderPosts => "POST /orders",
+            Self::Cancels => "DELETE /orders/{id}",
+            Self::OrderRequests => "POST /orders and DELETE /orders/{id}",
+            Self::All => "every REST route",
+        }
+    }
+}
+
+impl FromStr for RestRoutes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "orders" => Ok(Self::OrderPosts),
+            "cancels" => Ok(Self::Cancels),
+            "order-requests" => Ok(Self::OrderRequests),
+            "all" => Ok(Self::All),
+            _ => Err(format!(
+                "{s:?} is not one of orders, cancels, order-requests, all"
+            )),
+        }
+    }
+}
+
+/// The kind of one REST request, as far as faults care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteKind {
+    OrderPost,
+    Cancel,
+    Other,
+}
+
+impl RouteKind {
+    fn of(method: &str, path: &str) -> Self {
+        let path = path.trim_end_matches('/');
+        match (method, path.strip_prefix("/api/v1/orders")) {
+            ("POST", Some("")) => Self::OrderPost,
+            ("DELETE", Some(rest)) if rest.len() > 1 && !rest[1..].contains('/') => Self::Cancel,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// What happens to one webhook.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct WebhookFate {
@@ -221,6 +301,8 @@ pub(crate) enum RestFate {
     TimedOut,
     /// Processed, then the answer is lost.
     LoseResponse,
+    /// Processed, then answered 500.
+    ProcessedServerError,
 }
 
 /// The faults and the generator deciding them.
@@ -230,6 +312,8 @@ pub(crate) struct Injector {
     started: Mutex<Option<tokio::time::Instant>>,
     webhook_rng: Mutex<StdRng>,
     rest_rng: Mutex<StdRng>,
+    /// REST faults injected so far (for `rest_fault_limit`).
+    rest_struck: std::sync::atomic::AtomicU64,
 }
 
 impl Injector {
@@ -239,6 +323,7 @@ impl Injector {
             started: Mutex::new(None),
             webhook_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xFA17_FA17_FA17_FA17)),
             rest_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5E57_5E57_5E57_5E57)),
+            rest_struck: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -282,23 +367,36 @@ impl Injector {
 
     /// The fate of a request to `method path`.
     pub(crate) fn rest(&self, method: &str, path: &str) -> RestFate {
+        use std::sync::atomic::Ordering::Relaxed;
         let f = &self.faults;
-        let is_order_post = method == "POST" && path.trim_end_matches('/') == "/api/v1/orders";
-        if f.is_none() || !(is_order_post || f.rest_all_routes) || !self.active() {
+        let kind = RouteKind::of(method, path);
+        if f.is_none() || !f.rest_routes.covers(kind) || !self.active() {
             return RestFate::Normal;
         }
+        if f.rest_fault_limit
+            .is_some_and(|limit| self.rest_struck.load(Relaxed) >= limit)
+        {
+            return RestFate::Normal;
+        }
+        let changes_orders = kind != RouteKind::Other;
         let mut rng = self.rest_rng.lock().unwrap_or_else(PoisonError::into_inner);
-        if f.rest_5xx.hit(&mut rng) {
+        let fate = if f.rest_5xx.hit(&mut rng) {
             RestFate::ServerError
         } else if f.rest_429.hit(&mut rng) {
             RestFate::RateLimited
         } else if f.rest_timeout.hit(&mut rng) {
             RestFate::TimedOut
-        } else if is_order_post && f.order_lost_response.hit(&mut rng) {
+        } else if changes_orders && f.order_lost_response.hit(&mut rng) {
             RestFate::LoseResponse
+        } else if changes_orders && f.processed_5xx.hit(&mut rng) {
+            RestFate::ProcessedServerError
         } else {
             RestFate::Normal
+        };
+        if fate != RestFate::Normal {
+            self.rest_struck.fetch_add(1, Relaxed);
         }
+        fate
     }
 }
 
@@ -357,6 +455,51 @@ mod tests {
         // Only POST /orders is struck unless every route is asked for.
         let i = Injector::new(faults, 3);
         assert!((0..500).all(|_| i.rest("GET", "/api/v1/positions") == RestFate::Normal));
+    }
+
+    #[test]
+    fn route_scopes_and_the_fault_limit_decide_which_requests_are_struck() {
+        let cancels = Faults {
+            rest_429: Probability::ALWAYS,
+            rest_routes: RestRoutes::Cancels,
+            rest_fault_limit: Some(2),
+            ..Faults::default()
+        };
+        let i = Injector::new(cancels, 1);
+        assert_eq!(i.rest("POST", "/api/v1/orders"), RestFate::Normal);
+        assert_eq!(i.rest("GET", "/api/v1/orders/abc"), RestFate::Normal);
+        assert_eq!(
+            i.rest("DELETE", "/api/v1/orders/abc"),
+            RestFate::RateLimited
+        );
+        assert_eq!(
+            i.rest("DELETE", "/api/v1/orders/abc"),
+            RestFate::RateLimited
+        );
+        // The limit is spent: the third DELETE goes through.
+        assert_eq!(i.rest("DELETE", "/api/v1/orders/abc"), RestFate::Normal);
+
+        let processed = Faults {
+            processed_5xx: Probability::ALWAYS,
+            rest_routes: RestRoutes::All,
+            ..Faults::default()
+        };
+        let i = Injector::new(processed, 1);
+        assert_eq!(
+            i.rest("POST", "/api/v1/orders"),
+            RestFate::ProcessedServerError
+        );
+        assert_eq!(
+            i.rest("DELETE", "/api/v1/orders/abc"),
+            RestFate::ProcessedServerError
+        );
+        // A lookup changes nothing: "processed, then 500" does not apply to it.
+        assert_eq!(i.rest("GET", "/api/v1/positions"), RestFate::Normal);
+        assert_eq!(
+            "order-requests".parse::<RestRoutes>(),
+            Ok(RestRoutes::OrderRequests)
+        );
+        assert!("some".parse::<RestRoutes>().is_err());
     }
 
     #[test]

@@ -43,7 +43,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 pub use book::PositionView as SimPosition;
 pub use book::{Balance as SimBalance, Candle, EngineConfig, SimFill, SimOrder, Walk};
-pub use faults::{Faults, Probability};
+pub use faults::{Faults, Probability, RestRoutes};
 pub use signals::SignalGenerator;
 pub use webhooks::{DeadLetter, DeliveryRecord, FaultCounts};
 
@@ -172,6 +172,8 @@ pub struct SimStats {
     pub rest_429: u64,
     pub rest_timeouts: u64,
     pub lost_responses: u64,
+    /// Order requests processed, then answered 500.
+    pub processed_5xx: u64,
     #[serde(flatten)]
     pub webhook_faults: FaultCounts,
 }
@@ -211,6 +213,9 @@ pub(crate) struct Inner {
     pub(crate) rest_429: AtomicU64,
     pub(crate) rest_timeouts: AtomicU64,
     pub(crate) lost_responses: AtomicU64,
+    pub(crate) processed_5xx: AtomicU64,
+    /// Authenticated requests by `METHOD path`, so a test can tell how often a request was sent.
+    requests: Mutex<std::collections::HashMap<String, u64>>,
     maintenance: Vec<MaintenanceWindow>,
     alert_interval: Option<Duration>,
     /// Set when `serve` starts: maintenance windows count from here.
@@ -222,6 +227,16 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Counts one authenticated request.
+    pub(crate) fn count_request(&self, method: &str, path: &str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(format!("{method} {path}"))
+            .or_default() += 1;
+    }
+
     fn book(&self) -> MutexGuard<'_, Book> {
         // A panic elsewhere must not take the whole venue down with it.
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
@@ -471,6 +486,8 @@ impl Simulator {
             rest_429: AtomicU64::new(0),
             rest_timeouts: AtomicU64::new(0),
             lost_responses: AtomicU64::new(0),
+            processed_5xx: AtomicU64::new(0),
+            requests: Mutex::new(std::collections::HashMap::new()),
             maintenance: cfg.maintenance,
             alert_interval: cfg.alert_interval,
             started: Mutex::new(None),
@@ -558,6 +575,17 @@ impl Simulator {
         self.inner.outbox.set_url(url);
     }
 
+    /// How many authenticated requests `METHOD path` received (`path` as sent, without the query).
+    pub fn requests(&self, method: &str, path: &str) -> u64 {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&format!("{method} {path}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Every order, in creation order.
     pub fn orders(&self) -> Vec<SimOrder> {
         self.inner.book().orders()
@@ -578,6 +606,7 @@ impl Simulator {
             rest_429: i.rest_429.load(Ordering::Relaxed),
             rest_timeouts: i.rest_timeouts.load(Ordering::Relaxed),
             lost_responses: i.lost_responses.load(Ordering::Relaxed),
+            processed_5xx: i.processed_5xx.load(Ordering::Relaxed),
             webhook_faults: i.outbox.fault_counts(),
         }
     }

@@ -16,8 +16,10 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod cancel;
 mod fills;
 mod risk;
+pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{ClosedPositionRow, RecordedFills};
 pub use risk::{FilledEntryRow, SymbolBook};
 
@@ -917,7 +919,8 @@ impl Store {
 const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, side, order_type,
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
     reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
-    parent_client_order_id, stop_price, fees_booked";
+    parent_client_order_id, stop_price, fees_booked, cancel_state, cancel_reason,
+    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -1080,6 +1083,8 @@ pub struct OrderRow {
     pub stop_price: Option<Decimal>,
     /// Fees booked for this order's fills so far.
     pub fees: Decimal,
+    /// The order's cancel request, if one was ever made.
+    pub cancel: Option<CancelView>,
 }
 
 impl OrderRow {
@@ -1108,6 +1113,7 @@ impl OrderRow {
             parent_client_order_id: r.get("parent_client_order_id"),
             stop_price: opt_dec(r, "stop_price")?,
             fees: dec(r, "fees_booked")?,
+            cancel: CancelView::from_row(r),
         })
     }
 

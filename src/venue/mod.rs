@@ -1,8 +1,9 @@
 //! The Vibe Trading REST client: signing, timeouts, and classifying every answer.
 //!
 //! It owns no business logic. What it guarantees: every request is signed per `wire`, has a timeout,
-//! and every order submission ends in exactly one `SubmitOutcome`; an ambiguous failure is
-//! `Unknown`, never `Rejected`, so the caller resolves it by asking rather than assuming.
+//! and every order submission and cancel ends in exactly one `OrderOutcome`, classified in one
+//! place; an ambiguous failure is `Unknown`, never `Rejected`, so the caller resolves it by asking
+//! rather than assuming.
 
 pub mod sign;
 pub mod wire;
@@ -50,20 +51,81 @@ impl VenueError {
     }
 }
 
-/// The outcome of one `POST /orders`.
+/// The outcome of one order-changing request: `POST /orders` or `DELETE /orders/{orderId}`.
 #[derive(Debug)]
-pub enum SubmitOutcome {
-    /// 2xx, or **[decided]** 409 for a `clientOrderId` the venue already has (the first attempt
-    /// succeeded; this is not a new order).
+pub enum OrderOutcome {
+    /// 2xx with the order as the venue now reports it; for a POST also **[decided]** 409 for a
+    /// `clientOrderId` the venue already has (the first attempt succeeded; this is not a new order).
     Accepted(Box<OrderResponse>),
-    /// A definite refusal: the order does not exist at the venue.
-    Rejected { code: String, message: String },
-    /// Timeout, reset, 5xx, 429 or an unreadable answer: the order may or may not exist.
-    /// `retry_after` is the venue's `Retry-After`, when it sent one (429, 503).
+    /// A definite refusal (4xx other than 408 and 429), with the venue's code and message. For a
+    /// POST the order does not exist at the venue; for a DELETE (404, 409, 400: "not cancellable")
+    /// the caller asks the venue what became of the order rather than guessing.
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Timeout, reset, 5xx, 429 or an unreadable answer: the request may or may not have taken
+    /// effect. `retry_after` is the venue's `Retry-After`, when it sent one (429, 503).
     Unknown {
         reason: String,
         retry_after: Option<Duration>,
     },
+}
+
+/// The outcome of one `POST /orders`.
+pub type SubmitOutcome = OrderOutcome;
+
+impl OrderOutcome {
+    /// The metrics label of the outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted(_) => "accepted",
+            Self::Rejected { .. } => "rejected",
+            Self::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// Classifies one answer (or the lack of one). `conflict_accepts`: a 409 carries the order
+    /// and means success (a POST under a `clientOrderId` the venue already has).
+    fn classify(reply: Result<Reply, String>, conflict_accepts: bool) -> Self {
+        match reply {
+            Ok(Reply { status, bytes, .. })
+                if status.is_success() || (conflict_accepts && status == StatusCode::CONFLICT) =>
+            {
+                match serde_json::from_slice::<OrderResponse>(&bytes) {
+                    Ok(o) => Self::Accepted(Box::new(o)),
+                    Err(e) => Self::Unknown {
+                        reason: format!("{status} with an unreadable order: {e}"),
+                        retry_after: None,
+                    },
+                }
+            }
+            Ok(Reply {
+                status,
+                retry_after,
+                bytes,
+            }) => {
+                let (code, message) = error_fields(&bytes);
+                if is_definite_refusal(status) {
+                    Self::Rejected {
+                        status: status.as_u16(),
+                        code,
+                        message,
+                    }
+                } else {
+                    Self::Unknown {
+                        reason: format!("{status}: {code}: {message}"),
+                        retry_after,
+                    }
+                }
+            }
+            Err(reason) => Self::Unknown {
+                reason,
+                retry_after: None,
+            },
+        }
+    }
 }
 
 /// One complete answer from the venue.
@@ -138,43 +200,16 @@ impl VenueClient {
             Ok(b) => b,
             Err(e) => {
                 return SubmitOutcome::Rejected {
+                    status: 0,
                     code: "unserializable".into(),
                     message: e.to_string(),
                 }
             }
         };
-        match self.send(Method::POST, wire::paths::ORDERS, body).await {
-            Ok(Reply { status, bytes, .. })
-                if status.is_success() || status == StatusCode::CONFLICT =>
-            {
-                match serde_json::from_slice::<OrderResponse>(&bytes) {
-                    Ok(o) => SubmitOutcome::Accepted(Box::new(o)),
-                    Err(e) => SubmitOutcome::Unknown {
-                        reason: format!("{status} with an unreadable order: {e}"),
-                        retry_after: None,
-                    },
-                }
-            }
-            Ok(Reply {
-                status,
-                retry_after,
-                bytes,
-            }) => {
-                let (code, message) = error_fields(&bytes);
-                if is_definite_refusal(status) {
-                    SubmitOutcome::Rejected { code, message }
-                } else {
-                    SubmitOutcome::Unknown {
-                        reason: format!("{status}: {code}: {message}"),
-                        retry_after,
-                    }
-                }
-            }
-            Err(reason) => SubmitOutcome::Unknown {
-                reason,
-                retry_after: None,
-            },
-        }
+        OrderOutcome::classify(
+            self.send(Method::POST, wire::paths::ORDERS, body).await,
+            true,
+        )
     }
 
     /// Finds an order by our `clientOrderId`; `Ok(None)` means the venue says it has none.
@@ -204,28 +239,11 @@ impl VenueClient {
         self.get_json(&wire::paths::order(order_id)).await
     }
 
-    /// `DELETE /orders/{orderId}`: the order as the venue reports it after the cancel.
-    pub async fn cancel_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {
+    /// `DELETE /orders/{orderId}`: on success, the order as the venue reports it after the
+    /// cancel. Classified like a POST, except that a 409 is a refusal ("not cancellable").
+    pub async fn cancel_order(&self, order_id: &str) -> OrderOutcome {
         let path = wire::paths::order(order_id);
-        let Reply {
-            status,
-            retry_after,
-            bytes,
-        } = self
-            .send(Method::DELETE, &path, Vec::new())
-            .await
-            .map_err(VenueError::Transport)?;
-        if !status.is_success() {
-            let (code, message) = error_fields(&bytes);
-            return Err(VenueError::Status {
-                status: status.as_u16(),
-                code,
-                message,
-                retry_after,
-            });
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| VenueError::Transport(format!("unreadable answer to DELETE {path}: {e}")))
+        OrderOutcome::classify(self.send(Method::DELETE, &path, Vec::new()).await, false)
     }
 
     pub async fn positions(&self) -> Result<Vec<wire::PositionResponse>, VenueError> {

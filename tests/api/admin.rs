@@ -138,6 +138,8 @@ async fn an_operator_cancel_sends_a_signed_delete_and_records_the_cancelled_orde
     assert_eq!(r.status(), 200);
     let order: Value = r.json().await.unwrap();
     assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(order["cancel"]["state"], "accepted", "{order}");
+    assert_eq!(order["cancel"]["reason"], "operator", "{order}");
     let at_venue = app
         .sim
         .orders()

@@ -11,7 +11,7 @@ use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use sigex::sim::{Faults, Probability, SimConfig, Simulator};
+use sigex::sim::{Faults, Probability, RestRoutes, SimConfig, Simulator};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::str::FromStr;
@@ -58,6 +58,10 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
         rest_timeout: Probability::per_mille(10),
         rest_timeout_after: Duration::from_secs(3),
         order_lost_response: Probability::per_mille(30),
+        processed_5xx: Probability::per_mille(20),
+        // DELETEs would meet the same faults; this script's market orders need none (cancels
+        // under faults are covered in faults.rs).
+        rest_routes: RestRoutes::OrderRequests,
         ..Faults::default()
     };
     let sim = Simulator::new(sim_config);

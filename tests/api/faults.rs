@@ -1,7 +1,8 @@
 //! The bot against a misbehaving venue: injected faults must never cost an order or duplicate one.
 
-use crate::helpers::{spawn_app_full, spawn_app_with_sim, TEST_STRATEGY};
-use sigex::sim::{Faults, Probability};
+use crate::helpers::{spawn_app_full, spawn_app_with_sim, TestApp, ADMIN_TOKEN, TEST_STRATEGY};
+use serde_json::Value;
+use sigex::sim::{Faults, Probability, RestRoutes};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -130,5 +131,311 @@ async fn an_order_whose_answer_is_always_lost_is_placed_once_and_its_callbacks_s
     );
     assert_eq!(app.positions().await.len(), 1);
     assert!(app.sim.stats().lost_responses > 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_booked_then_answered_500_is_placed_once_and_tracked_with_its_venue_id() {
+    // Every POST /orders books the order, then answers 500: the bot must not take the 500 for a
+    // failure (and must not send the order again under a new id or the same one).
+    let app = spawn_app_with_sim(|cfg| {
+        cfg.faults = Faults {
+            processed_5xx: Probability::ALWAYS,
+            ..Faults::default()
+        };
+    })
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let ours = app.settled_orders(1).await;
+    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    assert_eq!(
+        at_venue[0].client_order_id.as_deref(),
+        ours[0]["clientOrderId"].as_str()
+    );
+    assert_eq!(
+        ours[0]["orderId"].as_str(),
+        Some(at_venue[0].order_id.as_str())
+    );
+    assert_eq!(at_venue[0].status, "filled");
+    assert_eq!(
+        app.sim.requests("POST", "/api/v1/orders"),
+        1,
+        "the order was sent once: the 500 was resolved by asking, not by sending again"
+    );
+    let positions = app.positions().await;
+    assert_eq!(positions.len(), 1, "{positions:?}");
+    let venue_positions = app.sim.positions();
+    assert_eq!(venue_positions.len(), 1, "{venue_positions:?}");
+    let quantity: rust_decimal::Decimal = positions[0]["quantity"]
+        .to_string()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    assert_eq!(
+        quantity, venue_positions[0].quantity,
+        "{positions:?} vs {venue_positions:?}"
+    );
+    assert_eq!(quantity, at_venue[0].filled_quantity);
+    assert_eq!(app.sim.stats().processed_5xx, 1);
+    app.stop().await;
+}
+
+/// Buys BTC/USD with a limit 20% below the price (it rests at the venue) and cancels it when it
+/// has not filled within a second.
+const RESTING_LIMIT_WITH_TIMEOUT: &str = r#"
+symbols = ["BTC/USD"]
+recommendations = ["buy", "sell"]
+min_confidence = 0
+
+[sizing]
+method = "fixed_notional"
+notional = 1000
+
+[orders]
+type = "limit"
+limit_offset_bps = 2000
+unfilled_timeout_secs = 1
+"#;
+
+/// Places one resting limit order and waits until its timed-out cancel is closed; returns the
+/// order as the admin API shows it.
+async fn timed_out_order_once_its_cancel_is_closed(app: &TestApp) -> Value {
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.wait_for("the timed-out order's cancel to close", || async {
+        app.orders()
+            .await
+            .into_iter()
+            .find(|o| o["status"] == "cancelled" && o["cancel"]["state"] == "accepted")
+    })
+    .await
+}
+
+fn delete_path(order: &Value) -> String {
+    format!("/api/v1/orders/{}", order["orderId"].as_str().unwrap())
+}
+
+async fn a_cancel_whose_answer_never_arrives_is_resolved_by_asking(fault: Faults) {
+    let app = spawn_app_full(|cfg| cfg.faults = fault, |_| {}, RESTING_LIMIT_WITH_TIMEOUT).await;
+    let order = timed_out_order_once_its_cancel_is_closed(&app).await;
+    assert_eq!(order["cancel"]["reason"], "unfilled_timeout", "{order}");
+    assert_eq!(
+        order["cancel"]["attempts"], 1,
+        "one unknown outcome: {order}"
+    );
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), 1);
+    assert_eq!(at_venue[0].status, "cancelled");
+    assert_eq!(
+        app.sim.requests("DELETE", &delete_path(&order)),
+        1,
+        "no second DELETE once the venue reports the order cancelled"
+    );
+    let (status, metrics) = app.admin_get_raw("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"sigex_order_requests_total{request="cancel",outcome="unknown"} 1"#),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_done_at_the_venue_but_answered_500_ends_cancelled_with_one_delete() {
+    a_cancel_whose_answer_never_arrives_is_resolved_by_asking(Faults {
+        processed_5xx: Probability::ALWAYS,
+        rest_routes: RestRoutes::Cancels,
+        ..Faults::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cancel_done_at_the_venue_whose_answer_is_lost_ends_cancelled_with_one_delete() {
+    a_cancel_whose_answer_never_arrives_is_resolved_by_asking(Faults {
+        order_lost_response: Probability::ALWAYS,
+        rest_routes: RestRoutes::Cancels,
+        ..Faults::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cancel_answered_429_waits_for_retry_after_then_succeeds() {
+    let app = spawn_app_full(
+        |cfg| {
+            // Only the first DELETE is refused.
+            cfg.faults = Faults {
+                rest_429: Probability::ALWAYS,
+                rest_retry_after_secs: 1,
+                rest_routes: RestRoutes::Cancels,
+                rest_fault_limit: Some(1),
+                ..Faults::default()
+            };
+        },
+        |_| {},
+        RESTING_LIMIT_WITH_TIMEOUT,
+    )
+    .await;
+    let order = timed_out_order_once_its_cancel_is_closed(&app).await;
+    assert_eq!(app.sim.stats().rest_429, 1);
+    assert_eq!(app.sim.orders()[0].status, "cancelled");
+    assert_eq!(
+        app.sim.requests("DELETE", &delete_path(&order)),
+        2,
+        "the throttled DELETE, then the one that cancelled"
+    );
+    assert_eq!(order["cancel"]["attempts"], 1, "{order}");
+    // The second DELETE waited for Retry-After: the bot's own record says so.
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(order["cancel"][field].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        at("doneAt") - at("requestedAt") >= chrono::Duration::seconds(1),
+        "{order}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
+    let resting_without_timeout =
+        RESTING_LIMIT_WITH_TIMEOUT.replace("unfilled_timeout_secs = 1\n", "");
+    let mut app = spawn_app_full(|_| {}, |_| {}, &resting_without_timeout).await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let open = app
+        .wait_for("the order to rest at the venue", || async {
+            app.orders()
+                .await
+                .into_iter()
+                .find(|o| o["status"] == "open")
+        })
+        .await;
+    // The bot stops while a DELETE's outcome is unknown (as if it died right after sending it).
+    app.stop_bot().await;
+    let db = sqlx::SqlitePool::connect(&app.database_url())
+        .await
+        .unwrap();
+    let now = sigex::store::ts(chrono::Utc::now());
+    sqlx::query(
+        "UPDATE orders SET cancel_state = 'unknown', cancel_reason = 'unfilled_timeout',
+             cancel_requested_at = ?, cancel_attempts = 1, cancel_next_at = ?,
+             cancel_error = 'timeout: no answer'
+         WHERE client_order_id = ?",
+    )
+    .bind(&now)
+    .bind(&now)
+    .bind(open["clientOrderId"].as_str().unwrap())
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    app.start_again().await;
+    let order = app
+        .wait_for("the resumed cancel to close", || async {
+            app.orders()
+                .await
+                .into_iter()
+                .find(|o| o["status"] == "cancelled" && o["cancel"]["state"] == "accepted")
+        })
+        .await;
+    assert_eq!(order["clientOrderId"], open["clientOrderId"]);
+    assert_eq!(app.sim.orders()[0].status, "cancelled");
+    // The venue still reported the order working, so the DELETE was sent again, once.
+    assert_eq!(app.sim.requests("DELETE", &delete_path(&order)), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_refused_as_not_cancellable_is_resolved_by_asking_the_venue() {
+    // Callbacks are lost, so the bot still believes in an order the venue has already filled.
+    let app = spawn_app_full(
+        |cfg| {
+            cfg.faults = Faults {
+                webhook_drop: Probability::ALWAYS,
+                ..Faults::default()
+            }
+        },
+        |c| c.admin.token = Some(sigex::config::Secret::new(ADMIN_TOKEN)),
+        TEST_STRATEGY,
+    )
+    .await;
+    let venue = sigex::venue::VenueClient::new(
+        &app.sim_url,
+        sigex::config::Credentials {
+            api_key: sigex::config::Secret::new("test-key"),
+            api_secret: sigex::config::Secret::new("test-api-secret"),
+        },
+        Duration::from_secs(5),
+        std::sync::Arc::new(sigex::clock::SystemClock),
+    )
+    .unwrap();
+    let request = sigex::venue::wire::PlaceOrderRequest {
+        symbol: "BTC/USD".into(),
+        side: "buy".into(),
+        order_type: "market".into(),
+        quantity: "0.01".parse().unwrap(),
+        price: None,
+        stop_price: None,
+        time_in_force: "GTC".into(),
+        client_order_id: "refused-cancel-1".into(),
+    };
+    let sigex::venue::SubmitOutcome::Accepted(placed) = venue.place_order(&request).await else {
+        panic!("the simulator refused the market order");
+    };
+    app.wait_for("the venue to fill the order", || async {
+        app.sim
+            .orders()
+            .into_iter()
+            .find(|o| o.order_id == placed.order_id && o.status == "filled")
+    })
+    .await;
+    let now = sigex::store::ts(chrono::Utc::now());
+    let db = sqlx::SqlitePool::connect(&app.database_url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO orders (client_order_id, venue_order_id, strategy, symbol, side, order_type,
+             quantity, time_in_force, status, created_at, updated_at)
+         VALUES ('refused-cancel-1', ?, 'test', 'BTC/USD', 'buy', 'market', '0.01', 'GTC',
+             'open', ?, ?)",
+    )
+    .bind(&placed.order_id)
+    .bind(&now)
+    .bind(&now)
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+
+    let r = app
+        .admin_post("/api/orders/refused-cancel-1/cancel", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the order is no longer working: the cancel is done"
+    );
+    let order: Value = r.json().await.unwrap();
+    assert_eq!(
+        order["status"], "filled",
+        "the venue's word, not a guess: {order}"
+    );
+    assert_eq!(
+        order["filledQuantity"].to_string().trim_matches('"'),
+        "0.01",
+        "{order}"
+    );
+    assert_eq!(order["cancel"]["state"], "accepted", "{order}");
+    assert!(
+        order["cancel"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("409 not_cancellable")),
+        "the refusal is kept: {order}"
+    );
+    let path = format!("/api/v1/orders/{}", placed.order_id);
+    assert_eq!(app.sim.requests("DELETE", &path), 1);
+    assert!(app.sim.requests("GET", &path) >= 1, "the venue was asked");
     app.stop().await;
 }

@@ -396,10 +396,20 @@ impl TestApp {
 
     /// Stops the bot and starts it again on the same database and ports chosen anew.
     pub async fn restart(&mut self) {
-        let (config, strategy) = self.config.clone().expect("restart needs a live-mode app");
+        self.stop_bot().await;
+        self.start_again().await;
+    }
+
+    /// Stops the bot only (the simulator keeps running), so a test can change its database.
+    pub async fn stop_bot(&mut self) {
         if let Some(bot) = self.bot.take() {
             bot.stop().await;
         }
+    }
+
+    /// Starts the bot stopped by `stop_bot` again on the same database.
+    pub async fn start_again(&mut self) {
+        let (config, strategy) = self.config.clone().expect("restart needs a live-mode app");
         let bot = sigex::app::start(config, strategies_from(&strategy), clock())
             .await
             .unwrap();

@@ -14,7 +14,7 @@ async fn an_unreachable_venue_at_start_keeps_the_bot_unready_and_signals_waiting
         |cfg| {
             cfg.faults = Faults {
                 rest_5xx: Probability::ALWAYS,
-                rest_all_routes: true,
+                rest_routes: sigex::sim::RestRoutes::All,
                 windows: vec![(Duration::ZERO, Duration::from_secs(5))],
                 ..Faults::default()
             };
