@@ -218,3 +218,143 @@ pub async fn apply_report(
     }
     Ok(booked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::events::Fill;
+    use crate::venue::wire::OrderResponse;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn news(
+        status: &str,
+        filled: &str,
+        avg: Option<&str>,
+        fills: &[(&str, &str, &str, Option<&str>)],
+    ) -> OrderNews {
+        OrderNews {
+            order_id: "v-1".into(),
+            client_order_id: Some("sx-test".into()),
+            status: status.into(),
+            filled_quantity: Some(d(filled)),
+            average_price: avg.map(d),
+            fills: fills
+                .iter()
+                .map(|(id, q, p, fee)| Fill {
+                    fill_id: (*id).into(),
+                    quantity: d(q),
+                    price: d(p),
+                    fee: fee.map(d),
+                    at: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies `n` to the order in its own transaction; returns (position, order fees).
+    async fn apply(store: &Store, n: &OrderNews) -> (crate::portfolio::Position, Decimal) {
+        let now = chrono::Utc::now();
+        let mut tx = store.begin().await.unwrap();
+        let order = Store::order_by_client_id(&mut tx, "sx-test")
+            .await
+            .unwrap()
+            .unwrap();
+        apply_report(&mut tx, &order, n, now).await.unwrap();
+        let position = Store::position(&mut tx, "BTC/USD").await.unwrap();
+        let order = Store::order_by_client_id(&mut tx, "sx-test")
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        (position, order.fees)
+    }
+
+    #[tokio::test]
+    async fn fills_are_recorded_once_by_id_and_estimated_fees_converge_to_the_reported_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store
+            .set_fee_rates(&[(String::new(), d("5"))])
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let venue_order: OrderResponse = serde_json::from_str(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"limit","quantity":2,"price":120,"status":"open"}"#,
+        )
+        .unwrap();
+        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        // A callback: 1 filled at 100; the fee is estimated at 5 bps of 100.
+        let (p, fees) = apply(&store, &news("partially_filled", "1", Some("100"), &[])).await;
+        assert_eq!((p.quantity, p.fees, fees), (d("1"), d("0.05"), d("0.05")));
+        // Another: 2 filled at an average of 105, so 1 more at 110; estimate on 210 in all.
+        let (p, fees) = apply(&store, &news("filled", "2", Some("105"), &[])).await;
+        assert_eq!(
+            (p.quantity, p.average_price, fees),
+            (d("2"), d("105"), d("0.105"))
+        );
+        // The fill list with the venue's fees: nothing more is booked but the fee correction.
+        let listed = news(
+            "filled",
+            "2",
+            Some("105"),
+            &[
+                ("f1", "1", "100", Some("0.02")),
+                ("f2", "1", "110", Some("0.03")),
+            ],
+        );
+        let (p, fees) = apply(&store, &listed).await;
+        assert_eq!((p.quantity, p.fees, fees), (d("2"), d("0.05"), d("0.05")));
+        // The same list again (a replayed answer) changes nothing.
+        let (again, fees) = apply(&store, &listed).await;
+        assert_eq!((again, fees), (p.clone(), d("0.05")));
+        let mut conn = store.begin().await.unwrap();
+        let recorded = Store::recorded_fills(&mut conn, "sx-test").await.unwrap();
+        assert_eq!(
+            (recorded.quantity, recorded.reported_fees),
+            (d("2"), d("0.05"))
+        );
+        // The loss ledger holds exactly the net result: no PnL, 0.05 of fees.
+        let realized = Store::realized_since(&mut conn, chrono::DateTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        assert_eq!(realized, d("-0.05"));
+    }
+
+    #[tokio::test]
+    async fn a_fill_list_holding_more_than_the_cumulative_news_books_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let venue_order: OrderResponse = serde_json::from_str(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"market","quantity":2,"status":"pending"}"#,
+        )
+        .unwrap();
+        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // No fee rate configured and none reported: no fee. The summary says 1, the list 2.
+        let listed = news(
+            "filled",
+            "1",
+            Some("100"),
+            &[("f1", "1", "100", None), ("f2", "1", "110", None)],
+        );
+        let (p, fees) = apply(&store, &listed).await;
+        assert_eq!(
+            (p.quantity, p.average_price, fees),
+            (d("2"), d("105"), d("0"))
+        );
+    }
+}
