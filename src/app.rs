@@ -358,6 +358,7 @@ pub async fn start(
                 notifier: notifier.clone(),
                 interval: config.reconcile.snapshot_interval,
                 tolerance: config.reconcile.drift_tolerance,
+                cash_tolerance: config.reconcile.pnl_tolerance,
             }
             .run(execute.shutdown()),
         ));

@@ -68,6 +68,7 @@ pub fn router(state: AdminState, token: Option<Secret>) -> Router {
         .route("/api/orders/open", get(open_orders))
         .route("/api/positions", get(positions))
         .route("/api/closed-positions", get(closed_positions))
+        .route("/api/cash-check", get(cash_check))
         .route("/api/balances", get(balances))
         .route("/api/signals", get(signals))
         .route("/api/events", get(events))
@@ -270,6 +271,19 @@ async fn positions(State(s): State<AdminState>) -> Response {
 /// Closed positions, newest first: our realized PnL beside the venue's `position.closed`.
 async fn closed_positions(State(s): State<AdminState>, Query(page): Query<Page>) -> Response {
     json(s.store.list_closed_positions(page.limit()).await)
+}
+
+/// The cash check's baseline and the last balance drift it reported, both views.
+async fn cash_check(State(s): State<AdminState>) -> Response {
+    json(s.store.cash_check_values().await.map(|values| {
+        values
+            .into_iter()
+            .map(|(name, (value, at))| {
+                let key = name.trim_start_matches("cash_").to_owned();
+                (key, serde_json::json!({"value": value, "updatedAt": at}))
+            })
+            .collect::<BTreeMap<String, serde_json::Value>>()
+    }))
 }
 
 async fn balances(State(s): State<AdminState>) -> Response {

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::SqliteConnection;
 
+pub mod cash;
 pub mod drift;
 pub mod full;
 pub mod settle;

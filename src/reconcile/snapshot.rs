@@ -278,11 +278,70 @@ pub struct PeriodicSnapshots {
     pub notifier: Notifier,
     pub interval: Duration,
     pub tolerance: Decimal,
+    /// The quote-asset balance may differ from our books' by this much (see `super::cash`).
+    pub cash_tolerance: Decimal,
 }
 
+/// The asset the cash check follows.
+const QUOTE_ASSET: &str = "USD";
+const CASH_BASELINE_VENUE: &str = "cash_baseline_venue";
+const CASH_BASELINE_OURS: &str = "cash_baseline_ours";
+const CASH_DRIFT_OURS: &str = "cash_drift_ours";
+const CASH_DRIFT_VENUE: &str = "cash_drift_venue";
+
 impl PeriodicSnapshots {
+    /// Compares the venue's balance just recorded with our books'; `suspect` carries a
+    /// difference seen in the previous snapshot (see `super::cash`).
+    async fn check_cash(&self, suspect: &mut bool) -> Result<(), StoreError> {
+        let view = self.store.cash_view(QUOTE_ASSET).await?;
+        let Some(total) = view.venue_total else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let baseline = match (
+            Store::risk_value(&mut tx, CASH_BASELINE_VENUE).await?,
+            Store::risk_value(&mut tx, CASH_BASELINE_OURS).await?,
+        ) {
+            (Some(venue_total), Some(ours)) => super::cash::Baseline { venue_total, ours },
+            // A baseline holding estimated fees would carry their error for ever: it waits for
+            // a snapshot with every fee settled.
+            _ if !view.unsettled_fees.is_zero() => return Ok(()),
+            _ => {
+                let b = super::cash::Baseline::of(&view, total);
+                Store::set_risk_value(&mut tx, CASH_BASELINE_VENUE, b.venue_total, now).await?;
+                Store::set_risk_value(&mut tx, CASH_BASELINE_OURS, b.ours, now).await?;
+                return Ok(tx.commit().await?);
+            }
+        };
+        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance) else {
+            *suspect = false;
+            return Ok(());
+        };
+        if !*suspect {
+            *suspect = true;
+            tracing::warn!(expected = %drift.expected, venue = %drift.venue, "the venue's balance differs from our books; checking again at the next snapshot");
+            return Ok(());
+        }
+        *suspect = false;
+        let detail = drift.describe(QUOTE_ASSET);
+        tracing::error!(expected = %drift.expected, venue = %drift.venue, "{detail}");
+        // Both views are kept; the baseline absorbs the difference, so it is reported once.
+        Store::set_risk_value(&mut tx, CASH_DRIFT_OURS, drift.expected, now).await?;
+        Store::set_risk_value(&mut tx, CASH_DRIFT_VENUE, drift.venue, now).await?;
+        let shifted = baseline.venue_total + (drift.venue - drift.expected);
+        Store::set_risk_value(&mut tx, CASH_BASELINE_VENUE, shifted, now).await?;
+        tx.commit().await?;
+        self.notifier.send(Notification::Drift {
+            symbol: QUOTE_ASSET.into(),
+            detail,
+        });
+        Ok(())
+    }
+
     pub async fn run(self, mut shutdown: Shutdown) {
         let mut suspect: BTreeSet<String> = BTreeSet::new();
+        let mut cash_suspect = false;
         loop {
             if shutdown.sleep(self.interval).await {
                 return;
@@ -303,6 +362,9 @@ impl PeriodicSnapshots {
                             .await
                     {
                         tracing::error!(error = %e, "cannot record position drift");
+                    }
+                    if let Err(e) = self.check_cash(&mut cash_suspect).await {
+                        tracing::error!(error = %e, "cannot compare the venue's balance with ours");
                     }
                 }
                 Err(e) => {

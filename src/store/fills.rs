@@ -256,3 +256,77 @@ impl Store {
         rows.iter().map(ClosedPositionRow::from_row).collect()
     }
 }
+
+/// The numbers the cash check compares, read together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CashView {
+    /// The venue's last reported `total` of the quote asset.
+    pub venue_total: Option<Decimal>,
+    /// Realized PnL after fees, over every symbol, by our fills.
+    pub net_realized: Decimal,
+    /// Completed deposits minus withdrawals of the quote asset.
+    pub transfers: Decimal,
+    /// Fees booked for orders whose fill list has not been read yet (estimates).
+    pub unsettled_fees: Decimal,
+}
+
+impl Store {
+    /// Read in one transaction on the reader pool, so the numbers belong together.
+    pub async fn cash_view(&self, asset: &str) -> Result<CashView, StoreError> {
+        let mut conn = self.reader.begin().await?;
+        let venue_total = Self::balance(&mut conn, asset)
+            .await?
+            .map(|(_, total)| total);
+        let mut view = CashView {
+            venue_total,
+            ..CashView::default()
+        };
+        for r in sqlx::query("SELECT realized_pnl, fees FROM positions")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            view.net_realized += dec(&r, "realized_pnl")? - dec(&r, "fees")?;
+        }
+        for r in sqlx::query(
+            "SELECT kind, amount FROM account_transactions
+             WHERE asset = ? AND (status IS NULL OR status = 'completed')",
+        )
+        .bind(asset)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let amount = dec(&r, "amount")?;
+            match r.get::<String, _>("kind").as_str() {
+                "deposit" => view.transfers += amount,
+                _ => view.transfers -= amount,
+            }
+        }
+        for r in sqlx::query(
+            "SELECT fees_booked FROM orders
+             WHERE fills_settled_at IS NULL AND average_price IS NOT NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            view.unsettled_fees += dec(&r, "fees_booked")?;
+        }
+        conn.commit().await?;
+        Ok(view)
+    }
+}
+
+impl Store {
+    /// The cash check's stored numbers (`cash_*` risk values): name → (value, updated at).
+    pub async fn cash_check_values(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (Decimal, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, value, updated_at FROM risk_values WHERE name LIKE 'cash\\_%' ESCAPE '\\'",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.get("name"), (dec(r, "value")?, r.get("updated_at")))))
+            .collect()
+    }
+}

@@ -20,7 +20,7 @@ mod cancel;
 mod fills;
 mod risk;
 pub use cancel::{CancelState, CancelTask, CancelView};
-pub use fills::{ClosedPositionRow, RecordedFills};
+pub use fills::{CashView, ClosedPositionRow, RecordedFills};
 pub use risk::{FilledEntryRow, SymbolBook};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;

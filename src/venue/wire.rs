@@ -338,6 +338,9 @@ pub struct PositionResponse {
 }
 
 /// One entry of `GET /account/balances`.
+///
+/// **[decided]** `total` is cash: deposits minus withdrawals plus realized PnL minus fees;
+/// unrealized PnL is not in it (the cash check in `reconcile::cash` relies on this).
 #[derive(Debug, Clone, Deserialize)]
 pub struct BalanceResponse {
     pub asset: String,

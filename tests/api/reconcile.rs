@@ -152,3 +152,65 @@ async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
     assert_eq!(adopted[0]["status"], "open", "{orders:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_balance_change_our_books_do_not_explain_is_reported_with_both_views() {
+    let app = crate::helpers::spawn_app_tweaked(|cfg| {
+        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
+    })
+    .await;
+    // Our own trade moves the balance by what our books say: no drift.
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    let baseline = app
+        .wait_for("the cash check's baseline", || async {
+            let c = app.get("/api/cash-check").await;
+            (!c["baseline_venue"].is_null()).then_some(c)
+        })
+        .await;
+    // A trade behind the bot's back pays a fee our books know nothing about.
+    let placed = other_client(&app)
+        .place_order(&sigex::venue::wire::PlaceOrderRequest {
+            symbol: "ETH/USD".into(),
+            side: "buy".into(),
+            order_type: "market".into(),
+            quantity: rust_decimal::Decimal::new(1, 1),
+            price: None,
+            stop_price: None,
+            time_in_force: "GTC".into(),
+            client_order_id: "manual-cash".into(),
+        })
+        .await;
+    assert!(
+        matches!(placed, sigex::venue::OrderOutcome::Accepted(_)),
+        "{placed:?}"
+    );
+    let check = app
+        .wait_for("the balance drift", || async {
+            let c = app.get("/api/cash-check").await;
+            (!c["drift_venue"].is_null()).then_some(c)
+        })
+        .await;
+    let d = |v: &serde_json::Value| {
+        v["value"]
+            .to_string()
+            .trim_matches('"')
+            .parse::<rust_decimal::Decimal>()
+            .unwrap()
+    };
+    let manual_fee: rust_decimal::Decimal = app
+        .sim
+        .orders()
+        .iter()
+        .filter(|o| o.client_order_id.as_deref() == Some("manual-cash"))
+        .flat_map(|o| o.fills.iter().map(|f| f.fee))
+        .sum();
+    assert!(manual_fee > rust_decimal::Decimal::ZERO);
+    assert_eq!(
+        d(&check["drift_ours"]) - d(&check["drift_venue"]),
+        manual_fee,
+        "{check} from {baseline}"
+    );
+    assert_eq!(d(&check["drift_venue"]), app.sim.balance().total, "{check}");
+    app.stop().await;
+}
