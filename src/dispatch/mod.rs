@@ -478,22 +478,7 @@ impl Dispatcher {
         };
         let reason = drift.describe();
         tracing::error!(symbol = %p.symbol, ours = %drift.ours, venue = %drift.venue, "realized PnL drift: halting the symbol");
-        let halted = Store::trading_states(&mut *tx).await?.iter().any(|s| {
-            s.symbol.as_deref() == Some(p.symbol.as_str()) && s.state == TradingState::Halted
-        });
-        if !halted {
-            Store::set_trading_state(
-                &mut *tx,
-                &StateEntry {
-                    symbol: Some(p.symbol.clone()),
-                    state: TradingState::Halted,
-                    reason: reason.clone(),
-                    since: now,
-                    set_by: SetBy::Reconciliation,
-                },
-            )
-            .await?;
-        }
+        reconcile::halt_symbol(&mut *tx, &p.symbol, &reason, now).await?;
         Ok(ClosedCheck::Done {
             note: Some(reason.clone()),
             tell: Some(Notification::Drift {

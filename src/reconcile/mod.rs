@@ -83,6 +83,35 @@ impl BookedFill {
 
 const CLIENT_ID_PREFIX: &str = "sx-";
 
+/// Halts `symbol` for drift found by reconciliation (its reason shows both views), unless it is
+/// halted already. Never lifted automatically: a person looks first.
+pub async fn halt_symbol(
+    tx: &mut SqliteConnection,
+    symbol: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use crate::risk::state::{SetBy, StateEntry, TradingState};
+    let halted = Store::trading_states(&mut *tx)
+        .await?
+        .iter()
+        .any(|s| s.symbol.as_deref() == Some(symbol) && s.state == TradingState::Halted);
+    if halted {
+        return Ok(());
+    }
+    Store::set_trading_state(
+        &mut *tx,
+        &StateEntry {
+            symbol: Some(symbol.to_owned()),
+            state: TradingState::Halted,
+            reason: reason.to_owned(),
+            since: now,
+            set_by: SetBy::Reconciliation,
+        },
+    )
+    .await
+}
+
 /// Merges a venue report into `order`, records the fills it lists (by fill id), books any new
 /// fill into the position and the order's fees, and returns the booked fill.
 ///

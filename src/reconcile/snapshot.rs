@@ -21,7 +21,6 @@ use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::ingress::events::OrderNews;
 use crate::notify::{Notification, Notifier};
-use crate::risk::state::{SetBy, StateEntry, TradingState};
 use crate::store::{Store, StoreError, VenuePosition};
 use crate::venue::VenueClient;
 use chrono::{DateTime, Utc};
@@ -178,26 +177,10 @@ pub async fn halt_on_drift(
         return Ok(());
     }
     let mut tx = store.begin().await?;
-    let states = Store::trading_states(&mut tx).await?;
     for d in drift {
         let reason = d.describe();
         tracing::error!(symbol = %d.symbol, ours = %d.ours, venue = %d.venue, "position drift: halting the symbol");
-        let halted = states
-            .iter()
-            .any(|s| s.symbol.as_deref() == Some(&d.symbol) && s.state == TradingState::Halted);
-        if !halted {
-            Store::set_trading_state(
-                &mut tx,
-                &StateEntry {
-                    symbol: Some(d.symbol.clone()),
-                    state: TradingState::Halted,
-                    reason: reason.clone(),
-                    since: now,
-                    set_by: SetBy::Reconciliation,
-                },
-            )
-            .await?;
-        }
+        super::halt_symbol(&mut tx, &d.symbol, &reason, now).await?;
         notifier.send(Notification::Drift {
             symbol: d.symbol.clone(),
             detail: reason,

@@ -1,6 +1,9 @@
 //! The bot against a misbehaving venue: injected faults must never cost an order or duplicate one.
 
-use crate::helpers::{spawn_app_full, spawn_app_with_sim, TestApp, ADMIN_TOKEN, TEST_STRATEGY};
+use crate::helpers::{
+    spawn_app_full, spawn_app_with_sim, spawn_app_without_callbacks, TestApp, ADMIN_TOKEN,
+    TEST_STRATEGY,
+};
 use serde_json::Value;
 use sigex::sim::{Faults, Probability, RestRoutes};
 use std::collections::HashSet;
@@ -79,18 +82,7 @@ async fn a_throttled_order_waits_for_retry_after_and_is_placed_once() {
 
 #[tokio::test]
 async fn a_lost_order_update_is_found_by_the_stale_order_poll() {
-    let app = spawn_app_full(
-        |cfg| {
-            // Every callback is lost: only REST can tell the bot what became of its order.
-            cfg.faults = Faults {
-                webhook_drop: Probability::ALWAYS,
-                ..Faults::default()
-            };
-        },
-        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
-        TEST_STRATEGY,
-    )
-    .await;
+    let app = spawn_app_without_callbacks().await;
     // Signals come in as webhooks from the test, not from the simulator, so they still arrive.
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let ours = app.settled_orders(1).await;

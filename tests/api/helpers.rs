@@ -78,6 +78,22 @@ pub async fn spawn_app_with_sim(configure: impl FnOnce(&mut SimConfig)) -> TestA
     spawn_app_full(configure, |_| {}, TEST_STRATEGY).await
 }
 
+/// Every simulator callback is lost: the bot learns what became of its orders only by REST (the
+/// stale-order poll after one second). Signals still arrive: the tests send them, not the simulator.
+pub async fn spawn_app_without_callbacks() -> TestApp {
+    spawn_app_full(
+        |cfg| {
+            cfg.faults = sigex::sim::Faults {
+                webhook_drop: sigex::sim::Probability::ALWAYS,
+                ..sigex::sim::Faults::default()
+            };
+        },
+        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
+        TEST_STRATEGY,
+    )
+    .await
+}
+
 /// The simulator (configured by `configure`) and a live-mode bot pointed at it (configured by
 /// `tweak`), trading `strategy`.
 pub async fn spawn_app_full(

@@ -2,10 +2,9 @@
 //! fill id, fees settled from the venue's fill lists, `position.closed` checked against our
 //! closed positions, and a drift halts the symbol with both views.
 
-use crate::helpers::{spawn_app, spawn_app_full, TEST_STRATEGY};
+use crate::helpers::{spawn_app, spawn_app_without_callbacks};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use sigex::sim::{Faults, Probability};
 
 fn dec(v: &Value) -> Decimal {
     match v {
@@ -80,17 +79,7 @@ async fn fees_and_realized_pnl_from_our_fills_equal_the_venues_and_its_position_
 async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with_both_views() {
     // The simulator's callbacks are all lost: the bot learns its fills by REST, and the only
     // `position.closed` it sees is the one this test sends.
-    let app = spawn_app_full(
-        |cfg| {
-            cfg.faults = Faults {
-                webhook_drop: Probability::ALWAYS,
-                ..Faults::default()
-            };
-        },
-        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
-        TEST_STRATEGY,
-    )
-    .await;
+    let app = spawn_app_without_callbacks().await;
     round_trip(&app).await;
     let ours = app
         .wait_for("our closed long", || async {
@@ -152,17 +141,7 @@ async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with
 async fn a_position_closed_that_arrives_before_our_closing_fill_waits_for_it() {
     // No simulator callbacks: the test delivers the venue's `position.closed` first, while our
     // sell has not been placed yet; it must wait, deferred, and match once we close.
-    let app = spawn_app_full(
-        |cfg| {
-            cfg.faults = Faults {
-                webhook_drop: Probability::ALWAYS,
-                ..Faults::default()
-            };
-        },
-        |cfg| cfg.reconcile.stale_after = chrono::Duration::seconds(1),
-        TEST_STRATEGY,
-    )
-    .await;
+    let app = spawn_app_without_callbacks().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let buy = app.settled_orders(1).await.remove(0);
     let entry = dec(&buy["averagePrice"]);

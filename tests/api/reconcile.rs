@@ -75,14 +75,9 @@ fn other_client(app: &crate::helpers::TestApp) -> sigex::venue::VenueClient {
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_both_views() {
-    let app = crate::helpers::spawn_app_tweaked(|cfg| {
-        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
-    })
-    .await;
-    // A market order placed behind the bot's back moves the venue's position, not ours.
-    let placed = other_client(&app)
+/// A market buy of 0.1 ETH/USD placed behind the bot's back.
+async fn trade_behind_the_bots_back(app: &crate::helpers::TestApp, client_order_id: &str) {
+    let placed = other_client(app)
         .place_order(&sigex::venue::wire::PlaceOrderRequest {
             symbol: "ETH/USD".into(),
             side: "buy".into(),
@@ -91,13 +86,23 @@ async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_bo
             price: None,
             stop_price: None,
             time_in_force: "GTC".into(),
-            client_order_id: "manual-2".into(),
+            client_order_id: client_order_id.into(),
         })
         .await;
     assert!(
-        matches!(placed, sigex::venue::SubmitOutcome::Accepted(_)),
+        matches!(placed, sigex::venue::OrderOutcome::Accepted(_)),
         "{placed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_both_views() {
+    let app = crate::helpers::spawn_app_tweaked(|cfg| {
+        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
+    })
+    .await;
+    // A market order placed behind the bot's back moves the venue's position, not ours.
+    trade_behind_the_bots_back(&app, "manual-2").await;
     let halted = app
         .wait_for("the drift halt", || async {
             let s = app.get("/api/trading-state").await;
@@ -169,22 +174,7 @@ async fn a_balance_change_our_books_do_not_explain_is_reported_with_both_views()
         })
         .await;
     // A trade behind the bot's back pays a fee our books know nothing about.
-    let placed = other_client(&app)
-        .place_order(&sigex::venue::wire::PlaceOrderRequest {
-            symbol: "ETH/USD".into(),
-            side: "buy".into(),
-            order_type: "market".into(),
-            quantity: rust_decimal::Decimal::new(1, 1),
-            price: None,
-            stop_price: None,
-            time_in_force: "GTC".into(),
-            client_order_id: "manual-cash".into(),
-        })
-        .await;
-    assert!(
-        matches!(placed, sigex::venue::OrderOutcome::Accepted(_)),
-        "{placed:?}"
-    );
+    trade_behind_the_bots_back(&app, "manual-cash").await;
     let check = app
         .wait_for("the balance drift", || async {
             let c = app.get("/api/cash-check").await;
