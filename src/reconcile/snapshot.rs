@@ -83,7 +83,7 @@ async fn startup_pass_with(
     for status in OPEN_STATUSES {
         let listed = venue.orders_with_status(status, list_limit).await?;
         if listed.len() >= list_limit {
-            tracing::info!(
+            tracing::warn!(
                 status,
                 limit = list_limit,
                 "the venue listed as many open orders as one listing holds; the rest are queried one by one, and venue orders beyond it cannot be adopted"
