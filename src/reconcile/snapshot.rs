@@ -3,7 +3,8 @@
 //! Start-up (`StartupReconciler`), before any new order: every venue open order is matched with a
 //! local order (by venue id, then `clientOrderId`) and applied, or adopted under strategy
 //! `adopted` and reported when no local order knows it; every other sent, unfinished local order
-//! is queried; then positions and balances are fetched, recorded, and positions compared with ours.
+//! is queried (up to 32 requests in flight, answers applied a batch to a transaction); then
+//! positions and balances are fetched, recorded, and positions compared with ours.
 //! Until a whole pass succeeds readiness stays false, the dispatcher refuses signals and the
 //! executor and supervisor send nothing; a failed pass is retried with capped backoff and jitter.
 //!
@@ -27,12 +28,19 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 /// The statuses of an order still working at the venue.
 const OPEN_STATUSES: [&str; 3] = ["pending", "open", "partially_filled"];
 /// Most orders one listing returns (the venue has no paging).
 const LIST_LIMIT: usize = 1000;
+/// Orders queried one by one (`GET /orders/{id}`) that may be in flight at once at start-up.
+const QUERY_CONCURRENCY: usize = 32;
+/// Answers applied per transaction (one fsync each) at start-up.
+const APPLY_BATCH: usize = 256;
 
 /// What a start-up pass found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,21 +59,39 @@ pub async fn startup_pass(
     clock: &SharedClock,
     tolerance: Decimal,
 ) -> Result<StartupSummary, PassError> {
+    startup_pass_with(store, venue, clock, tolerance, LIST_LIMIT).await
+}
+
+/// `startup_pass` with the listing size as a parameter, so a test can exceed it with few orders.
+///
+/// The venue's open-order listings (one per status) cover most working orders in a few requests;
+/// each listing is applied in one transaction. Local orders the listings did not show (beyond
+/// the listing size, or no longer open: filled or cancelled while their callbacks were lost) are
+/// queried one by one, `QUERY_CONCURRENCY` at a time, and their answers applied `APPLY_BATCH` to a
+/// transaction; every answer is applied to the order as re-read inside that transaction, through
+/// the same monotonic `apply_report`, so batching changes how often we fsync, not what is written.
+async fn startup_pass_with(
+    store: &Store,
+    venue: &VenueClient,
+    clock: &SharedClock,
+    tolerance: Decimal,
+    list_limit: usize,
+) -> Result<StartupSummary, PassError> {
     let mut summary = StartupSummary::default();
     let mut seen: HashSet<String> = HashSet::new();
     for status in OPEN_STATUSES {
-        let listed = venue.orders_with_status(status, LIST_LIMIT).await?;
-        if listed.len() >= LIST_LIMIT {
+        let listed = venue.orders_with_status(status, list_limit).await?;
+        if listed.len() >= list_limit {
             tracing::warn!(
                 status,
-                limit = LIST_LIMIT,
-                "the venue listed as many open orders as one listing holds; older ones cannot be adopted"
+                limit = list_limit,
+                "the venue listed as many open orders as one listing holds; the rest are queried one by one, and venue orders beyond it cannot be adopted"
             );
         }
         summary.venue_open += listed.len();
+        let now = clock.now();
+        let mut tx = store.begin().await?;
         for answer in listed {
-            let now = clock.now();
-            let mut tx = store.begin().await?;
             let mut local = Store::order_by_venue_id(&mut tx, &answer.order_id).await?;
             if local.is_none() {
                 if let Some(cid) = &answer.client_order_id {
@@ -87,30 +113,78 @@ pub async fn startup_pass(
                 }
             };
             super::apply_report(&mut tx, &local, &OrderNews::from(answer), now).await?;
-            tx.commit().await.map_err(StoreError::from)?;
             seen.insert(local.client_order_id);
         }
+        tx.commit().await.map_err(StoreError::from)?;
     }
-    for order in store.working_orders().await? {
-        if seen.contains(&order.client_order_id) {
-            continue;
-        }
-        let answer = match &order.order_id {
-            Some(id) => Some(venue.get_order(id).await?),
-            None => {
-                venue
-                    .find_by_client_order_id(&order.client_order_id)
-                    .await?
-            }
-        };
-        summary.local_checked += 1;
-        // None: the venue has no such order; the executor's unknown-outcome path owns it.
-        if let Some(answer) = answer {
-            super::full::apply_answer(store, &order.client_order_id, answer, clock.now()).await?;
-        }
-    }
+    let unseen: Vec<_> = store
+        .working_orders()
+        .await?
+        .into_iter()
+        .filter(|o| !seen.contains(&o.client_order_id))
+        .collect();
+    summary.local_checked = unseen.len();
+    query_and_apply(store, venue, clock, unseen).await?;
     summary.drift = snapshot(store, venue, clock, tolerance).await?;
     Ok(summary)
+}
+
+/// Asks the venue about each order (by venue id, or by `clientOrderId` when the venue id is not
+/// known), at most `QUERY_CONCURRENCY` requests in flight, and applies the answers in batches.
+/// Fails on the first failed request (the in-flight ones are dropped); what was applied before
+/// stays applied, which is harmless: applying a report again changes nothing.
+async fn query_and_apply(
+    store: &Store,
+    venue: &VenueClient,
+    clock: &SharedClock,
+    orders: Vec<crate::store::OrderRow>,
+) -> Result<(), PassError> {
+    let limit = Arc::new(Semaphore::new(QUERY_CONCURRENCY));
+    let mut queries = JoinSet::new();
+    for order in orders {
+        let (venue, limit) = (venue.clone(), limit.clone());
+        queries.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("never closed");
+            let answer = match &order.order_id {
+                Some(id) => Some(venue.get_order(id).await?),
+                None => {
+                    venue
+                        .find_by_client_order_id(&order.client_order_id)
+                        .await?
+                }
+            };
+            Ok::<_, crate::venue::VenueError>((order.client_order_id, answer))
+        });
+    }
+    let mut ready: Vec<(String, crate::venue::wire::OrderResponse)> = Vec::new();
+    while let Some(joined) = queries.join_next().await {
+        let (cid, answer) = joined.expect("an order query panicked")?;
+        // None: the venue has no such order; the executor's unknown-outcome path owns it.
+        if let Some(answer) = answer {
+            ready.push((cid, answer));
+        }
+        if ready.len() >= APPLY_BATCH || (queries.is_empty() && !ready.is_empty()) {
+            apply_answers(store, std::mem::take(&mut ready), clock.now()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies REST answers in one transaction, each to its order as re-read inside it (a callback
+/// may have moved the order since it was asked about).
+async fn apply_answers(
+    store: &Store,
+    answers: Vec<(String, crate::venue::wire::OrderResponse)>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    for (cid, answer) in answers {
+        if let Some(current) = Store::order_by_client_id(&mut tx, &cid).await? {
+            super::apply_report(&mut tx, &current, &OrderNews::from(answer), now).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Fetches the venue's positions and balances, records them as the venue's view (both in one
@@ -355,5 +429,120 @@ impl PeriodicSnapshots {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::testkit::{eventually, TestVenue, API_KEY, API_SECRET};
+    use crate::venue::wire::{OrderResponse, PlaceOrderRequest};
+    use crate::venue::SubmitOutcome;
+
+    fn request(cid: &str, order_type: &str, price: Option<Decimal>) -> PlaceOrderRequest {
+        PlaceOrderRequest {
+            symbol: "BTC/USD".into(),
+            side: "buy".into(),
+            order_type: order_type.into(),
+            quantity: Decimal::new(1, 3),
+            price,
+            stop_price: None,
+            time_in_force: "GTC".into(),
+            client_order_id: cid.into(),
+        }
+    }
+
+    async fn place(venue: &VenueClient, req: &PlaceOrderRequest) -> OrderResponse {
+        match venue.place_order(req).await {
+            SubmitOutcome::Accepted(o) => *o,
+            other => panic!("placing {} failed: {other:?}", req.client_order_id),
+        }
+    }
+
+    /// Records `o` locally as an order the venue acknowledged as open with nothing filled: what
+    /// the bot knows of an order whose later callbacks were lost.
+    async fn known_as_open(store: &Store, o: &OrderResponse, now: DateTime<Utc>) {
+        let mut tx = store.begin().await.unwrap();
+        let cid = Store::insert_adopted(&mut tx, o, now).await.unwrap();
+        let local = Store::order_by_client_id(&mut tx, &cid)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut news = OrderNews::from(o.clone());
+        news.status = "open".into();
+        news.filled_quantity = Some(Decimal::ZERO);
+        news.average_price = None;
+        super::super::apply_report(&mut tx, &local, &news, now)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn more_working_orders_than_a_listing_holds_are_all_reconciled_lost_fills_booked_and_strangers_adopted(
+    ) {
+        let venue_host = TestVenue::start(|c| c.fill_latency = Duration::ZERO).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let venue = VenueClient::new(
+            &venue_host.url("/api/v1"),
+            crate::config::Credentials {
+                api_key: crate::config::Secret::new(API_KEY.to_owned()),
+                api_secret: crate::config::Secret::new(API_SECRET.to_owned()),
+            },
+            Duration::from_secs(10),
+            clock.clone(),
+        )
+        .unwrap();
+        let now = clock.now();
+        // 12 market orders that filled while the bot heard nothing (it still has them as open),
+        // then 40 resting orders far below the market, all known locally, then one resting order
+        // nobody told the bot about. The listing (5 here) shows only the newest few.
+        for i in 0..12 {
+            let o = place(&venue, &request(&format!("sx-lost-{i}"), "market", None)).await;
+            known_as_open(&store, &o, now).await;
+        }
+        for i in 0..40 {
+            let price = Some(Decimal::new(1000, 0));
+            let o = place(&venue, &request(&format!("sx-rest-{i}"), "limit", price)).await;
+            known_as_open(&store, &o, now).await;
+        }
+        place(
+            &venue,
+            &request("manual-1", "limit", Some(Decimal::new(1000, 0))),
+        )
+        .await;
+        // The venue's first look at each order (fill or rest) is asynchronous: wait for all.
+        eventually(|| async {
+            let sim = venue_host.sim.orders();
+            let filled = sim.iter().filter(|o| o.status == "filled").count();
+            let open = sim.iter().filter(|o| o.status == "open").count();
+            (filled == 12 && open == 41).then_some(())
+        })
+        .await;
+
+        let summary = startup_pass_with(&store, &venue, &clock, Decimal::ZERO, 5)
+            .await
+            .unwrap();
+
+        assert_eq!(summary.adopted, vec!["manual-1".to_owned()]);
+        assert_eq!(summary.venue_open, 5, "one listing of 5 open orders");
+        assert_eq!(summary.local_checked, 12 + 40 - 4, "the rest, one by one");
+        for o in venue_host.sim.orders() {
+            let cid = o.client_order_id.clone().unwrap();
+            let local = store.find_order(&cid).await.unwrap().unwrap();
+            assert_eq!(local.status, o.status, "{cid}");
+            assert_eq!(local.filled_quantity, o.filled_quantity, "{cid}");
+        }
+        let ours = store.positions_now().await.unwrap();
+        assert_eq!(
+            ours.get("BTC/USD"),
+            Some(&Decimal::new(12, 3)),
+            "lost fills booked"
+        );
+        assert!(summary.drift.is_empty(), "{:?}", summary.drift);
     }
 }

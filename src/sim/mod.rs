@@ -26,7 +26,7 @@ mod faults;
 mod history;
 mod signals;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};

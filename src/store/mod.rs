@@ -516,6 +516,8 @@ impl Store {
     }
 
     /// Orders to send now: new intents, and unknown outcomes whose retry time has come.
+    /// Read through the reader pool: a WAL reader sees every committed intent, and the executor's
+    /// pick-up then does not queue behind write transactions and their fsyncs on the one writer.
     pub async fn orders_to_submit(
         &self,
         now: DateTime<Utc>,
@@ -528,7 +530,7 @@ impl Store {
         ))
         .bind(ts(now))
         .bind(limit)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter().map(OrderRow::from_row).collect()
     }
@@ -537,7 +539,7 @@ impl Store {
     pub async fn next_retry_at(&self) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM orders WHERE status = 'unknown'")
-                .fetch_one(&self.writer)
+                .fetch_one(&self.reader)
                 .await?,
         )
     }

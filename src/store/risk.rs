@@ -14,6 +14,12 @@ fn time(column: &'static str, s: String) -> Result<DateTime<Utc>, StoreError> {
     crate::venue::wire::parse_timestamp(&s).ok_or(StoreError::Corrupt { column, value: s })
 }
 
+fn parse_dec(column: &'static str, value: String) -> Result<Decimal, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt { column, value })
+}
+
 fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateEntry, StoreError> {
     let scope: String = r.get("scope");
     let state: String = r.get("state");
@@ -50,6 +56,25 @@ fn window_row(r: &sqlx::sqlite::SqliteRow) -> Result<Window, StoreError> {
             .transpose()?,
     })
 }
+
+// What a signal's decision asks about orders. Each is served by an index of migration 0006
+// (`orders_working` holds only non-terminal orders and is used when a query repeats its exact
+// `status NOT IN (...)` term), so its cost follows the working orders, the last minute and one
+// strategy's symbol rather than every order ever placed; a test checks the plans.
+/// Working entries (protective orders are contingent closes, not working exposure).
+const WORKING_ENTRIES: &str = "SELECT symbol, strategy, side, quantity, filled_quantity FROM orders
+     WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'";
+const OPEN_ORDER_COUNT: &str =
+    "SELECT COUNT(*) FROM orders WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')";
+const ORDERS_CREATED_SINCE: &str = "SELECT COUNT(*) FROM orders WHERE created_at >= ?";
+const LAST_ORDER_AT: &str = "SELECT MAX(created_at) FROM orders WHERE strategy = ? AND symbol = ?";
+#[cfg(test)]
+const DECISION_ORDER_QUERIES: [&str; 4] = [
+    WORKING_ENTRIES,
+    OPEN_ORDER_COUNT,
+    ORDERS_CREATED_SINCE,
+    LAST_ORDER_AT,
+];
 
 /// Every symbol's position and working orders, with the last price we know for it.
 #[derive(Debug, Clone, Default)]
@@ -248,6 +273,9 @@ impl Store {
 
     // ---- PnL, equity, balances ------------------------------------------------------------------
 
+    /// Appends to the realized-PnL ledger and adds the amount to its day's total
+    /// (`realized_daily`), in the caller's transaction. This is the only writer of the ledger, so
+    /// the two stay in step: a day's total, when not NULL, is the exact sum of its ledger rows.
     pub async fn record_realized(
         conn: &mut SqliteConnection,
         symbol: &str,
@@ -255,28 +283,84 @@ impl Store {
         client_order_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let at = ts(now);
         sqlx::query(
             "INSERT INTO realized_pnl (at, symbol, amount, client_order_id) VALUES (?, ?, ?, ?)",
         )
-        .bind(ts(now))
+        .bind(&at)
         .bind(symbol)
         .bind(amount.normalize().to_string())
         .bind(client_order_id)
+        .execute(&mut *conn)
+        .await?;
+        let day = &at[..10];
+        let known: Option<Option<String>> =
+            sqlx::query_scalar("SELECT amount FROM realized_daily WHERE day = ?")
+                .bind(day)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let total = match known.flatten() {
+            Some(text) => parse_dec("realized_daily.amount", text)? + amount,
+            // No total yet (or one from before the table existed): sum the day's ledger, which
+            // already holds the row just written.
+            None => Self::ledger_sum_of_day(&mut *conn, day).await?,
+        };
+        sqlx::query(
+            "INSERT INTO realized_daily (day, amount) VALUES (?, ?)
+             ON CONFLICT (day) DO UPDATE SET amount = excluded.amount",
+        )
+        .bind(day)
+        .bind(total.normalize().to_string())
         .execute(conn)
         .await?;
         Ok(())
     }
 
-    pub async fn realized_since(
+    /// The exact sum of the ledger rows of one UTC day (`YYYY-MM-DD`).
+    async fn ledger_sum_of_day(
         conn: &mut SqliteConnection,
-        since: DateTime<Utc>,
+        day: &str,
     ) -> Result<Decimal, StoreError> {
-        let rows = sqlx::query("SELECT amount FROM realized_pnl WHERE at >= ?")
-            .bind(ts(since))
+        // Timestamps are RFC 3339 UTC text: the day's rows are those from `day` up to (not
+        // including) `day` followed by a character after 'T'.
+        let rows = sqlx::query("SELECT amount FROM realized_pnl WHERE at >= ? AND at < ?")
+            .bind(day)
+            .bind(format!("{day}U"))
             .fetch_all(conn)
             .await?;
         rows.iter()
             .try_fold(Decimal::ZERO, |acc, r| Ok(acc + dec(r, "amount")?))
+    }
+
+    /// Realized PnL booked at or after `since`. From 00:00 UTC (what the daily loss limit asks)
+    /// it reads one total per day, so its cost does not grow with the number of fills; from any
+    /// other instant it sums the ledger.
+    pub async fn realized_since(
+        conn: &mut SqliteConnection,
+        since: DateTime<Utc>,
+    ) -> Result<Decimal, StoreError> {
+        if since.time() != chrono::NaiveTime::MIN {
+            let rows = sqlx::query("SELECT amount FROM realized_pnl WHERE at >= ?")
+                .bind(ts(since))
+                .fetch_all(conn)
+                .await?;
+            return rows
+                .iter()
+                .try_fold(Decimal::ZERO, |acc, r| Ok(acc + dec(r, "amount")?));
+        }
+        let first_day = since.format("%Y-%m-%d").to_string();
+        let rows = sqlx::query("SELECT day, amount FROM realized_daily WHERE day >= ?")
+            .bind(&first_day)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut total = Decimal::ZERO;
+        for r in rows {
+            total += match r.get::<Option<String>, _>("amount") {
+                Some(text) => parse_dec("realized_daily.amount", text)?,
+                None => Self::ledger_sum_of_day(&mut *conn, r.get::<&str, _>("day")).await?,
+            };
+        }
+        Ok(total)
     }
 
     pub async fn risk_value(
@@ -367,13 +451,7 @@ impl Store {
             b.exposure.position = dec(&r, "quantity")?;
             b.last_price = opt_dec(&r, "last_price")?;
         }
-        // Protective orders are contingent closes: they do not count as working exposure.
-        let rows = sqlx::query(
-            "SELECT symbol, strategy, side, quantity, filled_quantity FROM orders
-             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'",
-        )
-        .fetch_all(conn)
-        .await?;
+        let rows = sqlx::query(WORKING_ENTRIES).fetch_all(conn).await?;
         for r in rows {
             let b = out.entry(r.get("symbol")).or_default();
             let remaining = dec(&r, "quantity")? - dec(&r, "filled_quantity")?;
@@ -395,12 +473,10 @@ impl Store {
         conn: &mut SqliteConnection,
         since: DateTime<Utc>,
     ) -> Result<(u32, u32), StoreError> {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM orders WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE created_at >= ?")
+        let open: i64 = sqlx::query_scalar(OPEN_ORDER_COUNT)
+            .fetch_one(&mut *conn)
+            .await?;
+        let recent: i64 = sqlx::query_scalar(ORDERS_CREATED_SINCE)
             .bind(ts(since))
             .fetch_one(conn)
             .await?;
@@ -412,13 +488,11 @@ impl Store {
         strategy: &str,
         symbol: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<String> = sqlx::query_scalar(
-            "SELECT MAX(created_at) FROM orders WHERE strategy = ? AND symbol = ?",
-        )
-        .bind(strategy)
-        .bind(symbol)
-        .fetch_one(conn)
-        .await?;
+        let at: Option<String> = sqlx::query_scalar(LAST_ORDER_AT)
+            .bind(strategy)
+            .bind(symbol)
+            .fetch_one(conn)
+            .await?;
         at.map(|s| time("created_at", s)).transpose()
     }
 
@@ -588,4 +662,112 @@ pub struct FilledEntryRow {
     pub filled: Decimal,
     pub stop: Option<Decimal>,
     pub target: Option<Decimal>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    fn at(d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap()
+    }
+
+    fn amount(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_daily_realized_total_equals_the_ledger_of_the_day_exactly() {
+        let (store, _dir) = store().await;
+        let mut tx = store.begin().await.unwrap();
+        for (day, hour, a) in [
+            (26, 23, "-1000"),
+            (27, 0, "0.1"),
+            (27, 9, "0.2"),
+            (27, 23, "-12.345678901234"),
+        ] {
+            Store::record_realized(&mut tx, "BTC/USD", amount(a), "sx-1", at(day, hour))
+                .await
+                .unwrap();
+        }
+        let today = Store::realized_since(&mut tx, at(27, 0)).await.unwrap();
+        assert_eq!(today, amount("-12.045678901234"));
+        let both = Store::realized_since(&mut tx, at(26, 0)).await.unwrap();
+        assert_eq!(both, amount("-1012.045678901234"));
+        let from_nine = Store::realized_since(&mut tx, at(27, 9)).await.unwrap();
+        assert_eq!(from_nine, amount("-12.145678901234"));
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn days_booked_before_the_daily_totals_existed_are_summed_from_the_ledger() {
+        let (store, _dir) = store().await;
+        let mut tx = store.begin().await.unwrap();
+        // As the migration leaves a database that already had ledger rows: the rows, and their
+        // days marked "not summed yet".
+        for (t, a) in [(at(27, 1), "-5.5"), (at(27, 2), "0.25")] {
+            sqlx::query(
+                "INSERT INTO realized_pnl (at, symbol, amount, client_order_id)
+                 VALUES (?, 'BTC/USD', ?, 'old')",
+            )
+            .bind(ts(t))
+            .bind(a)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        sqlx::query("INSERT INTO realized_daily (day, amount) VALUES ('2026-11-27', NULL)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            Store::realized_since(&mut tx, at(27, 0)).await.unwrap(),
+            amount("-5.25")
+        );
+        Store::record_realized(&mut tx, "BTC/USD", amount("-1"), "sx-2", at(27, 3))
+            .await
+            .unwrap();
+        assert_eq!(
+            Store::realized_since(&mut tx, at(27, 0)).await.unwrap(),
+            amount("-6.25")
+        );
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT amount FROM realized_daily WHERE day = '2026-11-27'")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(stored.as_deref(), Some("-6.25"));
+        tx.commit().await.unwrap();
+    }
+
+    /// The plan of each query a signal's decision runs over `orders`: none may walk the whole
+    /// order history.
+    #[tokio::test]
+    async fn a_decision_reads_no_query_that_scans_every_order() {
+        let (store, _dir) = store().await;
+        let mut conn = store.writer.acquire().await.unwrap();
+        for sql in DECISION_ORDER_QUERIES {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind("x")
+                .bind("y")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            assert!(
+                plan.iter()
+                    .all(|d| !d.starts_with("SCAN orders") || d.contains("INDEX orders_working")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
 }
