@@ -2,9 +2,10 @@
 //! (`GET /orders/{orderId}`), so every fill is recorded by its fill id and the order's fees become
 //! the venue's reported fees instead of the configured estimate.
 //!
-//! Guarantees: an order is marked settled only after its answer was applied in the same
-//! transaction; a failed request leaves it for the next round (with backoff); requests are
-//! spaced so settlement never competes with order placement for the venue's rate limit.
+//! Guarantees: an order is marked settled only in the transaction that applied its answer; a
+//! failed request leaves it (and the rest of the round) for the next round, with backoff;
+//! requests are spaced so settlement never competes with order placement for the venue's rate
+//! limit, and a round's answers share one transaction.
 
 use crate::app::Shutdown;
 use crate::clock::SharedClock;
@@ -42,6 +43,10 @@ impl FillSettler {
                     failures = 0;
                     IDLE
                 }
+                Ok(n) if n < BATCH as usize => {
+                    failures = 0;
+                    IDLE
+                }
                 Ok(_) => {
                     failures = 0;
                     SPACING
@@ -59,10 +64,11 @@ impl FillSettler {
         }
     }
 
-    /// Settles up to one batch; returns how many orders it settled.
+    /// Settles up to one batch: asks the venue about each order, then applies every answer in
+    /// one transaction (one fsync for the batch). Returns how many orders it settled.
     async fn round(&self, shutdown: &mut Shutdown) -> Result<usize, SettleError> {
         let due = self.store.orders_to_settle(BATCH).await?;
-        let mut settled = 0;
+        let mut answers = Vec::with_capacity(due.len());
         for (client_order_id, order_id) in due {
             if shutdown.is_triggered() {
                 break;
@@ -75,23 +81,34 @@ impl FillSettler {
                     tracing::warn!(client_order_id = %client_order_id, error = %e, "the venue will not list this order's fills; its fees stay estimated");
                     None
                 }
-                Err(e) => return Err(e.into()),
+                // What was fetched so far is still applied below.
+                Err(e) if answers.is_empty() => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "fill settlement stops this round early");
+                    break;
+                }
             };
-            let now = self.clock.now();
-            let mut tx = self.store.begin().await?;
+            answers.push((client_order_id, news));
+            tokio::time::sleep(SPACING).await;
+        }
+        if answers.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        for (client_order_id, news) in &answers {
+            // Re-read inside the transaction: a callback may have moved the order meanwhile.
             if let (Some(news), Some(current)) = (
-                &news,
-                Store::order_by_client_id(&mut tx, &client_order_id).await?,
+                news,
+                Store::order_by_client_id(&mut tx, client_order_id).await?,
             ) {
                 super::apply_report(&mut tx, &current, news, now).await?;
             }
-            Store::mark_fills_settled(&mut tx, &client_order_id, now).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            tracing::debug!(client_order_id = %client_order_id, fills = news.map_or(0, |n| n.fills.len()), "fills settled");
-            settled += 1;
-            tokio::time::sleep(SPACING).await;
+            Store::mark_fills_settled(&mut tx, client_order_id, now).await?;
         }
-        Ok(settled)
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::debug!(orders = answers.len(), "fills settled");
+        Ok(answers.len())
     }
 }
 
