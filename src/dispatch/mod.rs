@@ -51,6 +51,16 @@ enum ClosedCheck {
     },
 }
 
+/// What a signal's decision needs from outside the database, fetched before its transaction.
+struct Prepared<'a> {
+    strategy: Option<&'a Strategy>,
+    evaluation: Evaluation,
+    /// The reference price, when the strategy wants to trade.
+    price: Option<Result<Price, String>>,
+    /// Prices of other symbols' books without a recent fill (gross-exposure limit only).
+    other_prices: HashMap<String, Decimal>,
+}
+
 /// How long a `position.closed` waits for our closing fill before it is reported as unmatched.
 const CLOSED_MATCH_WAIT: ChronoDuration = ChronoDuration::minutes(10);
 
@@ -145,30 +155,27 @@ impl Dispatcher {
                 |p: &Option<Result<Event, ParseError>>| matches!(p, Some(Ok(Event::Signal(_))));
             let mut i = 0;
             while i < batch.len() {
-                let result = if is_signal(&parsed[i]) {
+                if is_signal(&parsed[i]) {
                     // No decision on an unreconciled book: the signal (and the stream behind
                     // it) waits, durable in the inbox, until the start-up pass has succeeded.
                     if !self.wait_until_reconciled(&mut shutdown).await {
                         return;
                     }
-                    let Some(Ok(Event::Signal(signal))) = parsed[i].take() else {
-                        unreachable!("checked above")
-                    };
-                    let r = self.on_signal(&batch[i], signal).await.map_err(|e| (i, e));
-                    i += 1;
-                    r
+                }
+                // The rest of the batch in one transaction (and one fsync), signals included;
+                // while the book is unreconciled, only up to the next signal.
+                let end = if self.is_reconciled() {
+                    batch.len()
                 } else {
-                    // A run of events that need no I/O: one transaction (and one fsync) for all.
-                    let end = (i..batch.len())
+                    (i + 1..batch.len())
                         .find(|k| is_signal(&parsed[*k]))
-                        .unwrap_or(batch.len());
-                    let run: Vec<_> = (i..end)
-                        .map(|k| (&batch[k], parsed[k].take().expect("parsed once")))
-                        .collect();
-                    let r = self.apply_run(run, i).await;
-                    i = end;
-                    r
+                        .unwrap_or(batch.len())
                 };
+                let run: Vec<_> = (i..end)
+                    .map(|k| (&batch[k], parsed[k].take().expect("parsed once")))
+                    .collect();
+                let result = self.apply_run(run, i).await;
+                i = end;
                 if let Err((failed, e)) = result {
                     self.record_failure(&batch[failed], &e).await;
                     let backoff = Duration::from_millis(100 << batch[failed].attempts.clamp(0, 6));
@@ -180,6 +187,10 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    fn is_reconciled(&self) -> bool {
+        self.reconciled.as_ref().is_none_or(|h| h.is_reconciled())
     }
 
     /// Waits until the start-up reconciliation has succeeded; `false` on shutdown first.
@@ -205,15 +216,44 @@ impl Dispatcher {
         run: Vec<(&InboxEvent, Result<Event, ParseError>)>,
         first: usize,
     ) -> Result<(), (usize, StoreError)> {
+        // The signals' prices first: the transaction below does no network I/O. The prices are
+        // shared, so a signal can value a book an earlier signal of the run opened.
+        let mut prepared = Vec::with_capacity(run.len());
+        let mut prices: HashMap<String, Decimal> = HashMap::new();
+        for (k, (_, parsed)) in run.iter().enumerate() {
+            let p = match parsed {
+                Ok(Event::Signal(signal)) => {
+                    let p = self.prepare(signal).await.map_err(|e| (first + k, e))?;
+                    prices.extend(p.other_prices.iter().map(|(s, v)| (s.clone(), *v)));
+                    if let Some(Ok(price)) = &p.price {
+                        prices.insert(signal.symbol.as_str().to_owned(), price.get());
+                    }
+                    Some(p)
+                }
+                _ => None,
+            };
+            prepared.push(p);
+        }
         let now = self.clock.now();
         let together = async {
             let mut tx = self.store.begin().await?;
             let mut notes = Vec::new();
+            let mut ordered = false;
             // Final statuses are written together at the end: one statement per distinct status
             // instead of one per event.
             let mut marks: Vec<(EventStatus, Option<String>, Vec<i64>)> = Vec::new();
-            for (event, parsed) in &run {
-                let applied = self.apply_effects(&mut tx, event, parsed, now).await?;
+            for ((event, parsed), p) in run.iter().zip(prepared) {
+                let applied = match (parsed, p) {
+                    (Ok(Event::Signal(signal)), Some(p)) => {
+                        ordered |= self.decide(&mut tx, event, signal, p, &prices, now).await?;
+                        Applied {
+                            status: EventStatus::Processed,
+                            note: None,
+                            tell: None,
+                        }
+                    }
+                    _ => self.apply_effects(&mut tx, event, parsed, now).await?,
+                };
                 if applied.status == EventStatus::Deferred {
                     // Written at once: a later event in this batch may re-queue deferred events,
                     // and must see this one among them.
@@ -232,18 +272,27 @@ impl Dispatcher {
                 Store::set_events_status(&mut tx, seqs, *status, note.as_deref(), now).await?;
             }
             tx.commit().await?;
-            Ok::<_, StoreError>(notes)
+            Ok::<_, StoreError>((notes, ordered))
         };
         match together.await {
-            Ok(notes) => {
+            Ok((notes, ordered)) => {
                 // Only what was committed is announced.
                 notes.into_iter().for_each(|n| self.notifier.send(n));
+                if ordered {
+                    self.orders_ready.notify_one();
+                }
                 Ok(())
             }
             Err(e) if run.len() == 1 => Err((first, e)),
             Err(e) => {
                 tracing::warn!(error = %e, events = run.len(), "batch failed; applying its events one by one");
                 for (k, (event, parsed)) in run.iter().enumerate() {
+                    if let Ok(Event::Signal(signal)) = parsed {
+                        self.on_signal(event, signal)
+                            .await
+                            .map_err(|e| (first + k, e))?;
+                        continue;
+                    }
                     let one = async {
                         let mut tx = self.store.begin().await?;
                         let note = self.apply(&mut tx, event, parsed, now).await?;
@@ -328,7 +377,7 @@ impl Dispatcher {
                     reason: e.to_string(),
                 });
             }
-            Ok(Event::Signal(_)) => unreachable!("signals are applied by on_signal"),
+            Ok(Event::Signal(_)) => unreachable!("signals are decided by decide"),
             Ok(Event::Order(news)) => match reconcile::apply_news(&mut *tx, news, now).await? {
                 NewsOutcome::Deferred => {
                     tracing::debug!(seq = event.seq, order_id = %news.order_id, client_order_id = news.client_order_id.as_deref().unwrap_or(""), "order news deferred until the order is known");
@@ -625,15 +674,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn on_signal(&self, event: &InboxEvent, signal: Signal) -> Result<(), StoreError> {
+    /// A signal's strategy verdict and the prices its decision needs: the only I/O on the signal
+    /// path, done before the decision's transaction.
+    async fn prepare(&self, signal: &Signal) -> Result<Prepared<'_>, StoreError> {
         let strategy = self.strategies.iter().find(|s| s.trades(&signal.symbol));
         let evaluation = match strategy {
             None => Evaluation::Ignored {
                 reason: format!("no strategy trades {}", signal.symbol),
             },
-            Some(s) => s.evaluate(&signal, self.clock.now()),
+            Some(s) => s.evaluate(signal, self.clock.now()),
         };
-        // Price fetches are the only I/O on this path; they happen before the transaction.
         let mut other_prices: HashMap<String, Decimal> = HashMap::new();
         let price = match (&evaluation, strategy) {
             (Evaluation::Intent { .. }, Some(_)) => {
@@ -644,8 +694,49 @@ impl Dispatcher {
             }
             _ => None,
         };
+        Ok(Prepared {
+            strategy,
+            evaluation,
+            price,
+            other_prices,
+        })
+    }
+
+    /// Decides a signal alone, in its own transaction.
+    async fn on_signal(&self, event: &InboxEvent, signal: &Signal) -> Result<(), StoreError> {
+        let prepared = self.prepare(signal).await?;
+        let prices = prepared.other_prices.clone();
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
+        let ordered = self
+            .decide(&mut tx, event, signal, prepared, &prices, now)
+            .await?;
+        Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now).await?;
+        tx.commit().await?;
+        if ordered {
+            self.orders_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Decides a signal inside `tx` (strategy verdict → risk gate → order intent) and records
+    /// the decision; the caller marks the event. `prices` values the other symbols' books for
+    /// the gross-exposure limit. Returns whether an order intent was written.
+    async fn decide(
+        &self,
+        tx: &mut Tx,
+        event: &InboxEvent,
+        signal: &Signal,
+        prepared: Prepared<'_>,
+        prices: &HashMap<String, Decimal>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let Prepared {
+            strategy,
+            evaluation,
+            price,
+            ..
+        } = prepared;
         let strategy_name = strategy.map(|s| s.name.as_str()).unwrap_or("");
         let mut decision = Decision {
             inbox_seq: event.seq,
@@ -666,13 +757,13 @@ impl Dispatcher {
                 decision.reason = format!("no reference price for {}: {reason}", signal.symbol);
             }
             (Evaluation::Intent { direction }, Some(strategy), Some(Ok(price))) => {
-                self.apply_breakers(&mut tx, now).await?;
+                self.apply_breakers(&mut *tx, now).await?;
                 let (gate, account) = self
-                    .gate_and_account(&mut tx, strategy, &signal, &other_prices, now)
+                    .gate_and_account(&mut *tx, strategy, signal, prices, now)
                     .await?;
                 let request = risk::Request {
                     strategy,
-                    signal: &signal,
+                    signal,
                     direction,
                     price,
                     spec: self.trading.spec(signal.symbol.as_str()),
@@ -690,7 +781,7 @@ impl Dispatcher {
                         client_order_id =
                             order::client_order_id(&strategy.name, &event.dedupe_key, "entry");
                         Store::insert_intent(
-                            &mut tx,
+                            &mut *tx,
                             &approved,
                             &client_order_id,
                             Some(event.seq),
@@ -730,13 +821,8 @@ impl Dispatcher {
         if decision.decision != "ordered" {
             tracing::info!(seq = event.seq, symbol = %signal.symbol, decision = decision.decision, reason = %decision.reason, "signal");
         }
-        Store::insert_decision(&mut tx, &decision).await?;
-        Store::set_event_status(&mut tx, event.seq, EventStatus::Processed, None, now).await?;
-        tx.commit().await?;
-        if decision.client_order_id.is_some() {
-            self.orders_ready.notify_one();
-        }
-        Ok(())
+        Store::insert_decision(&mut *tx, &decision).await?;
+        Ok(decision.client_order_id.is_some())
     }
 
     /// Reads everything `risk::decide` looks at, inside the decision's transaction.
