@@ -58,6 +58,19 @@ pub fn backoff(attempts: i64, retry_after: Option<Duration>) -> chrono::Duration
     )
 }
 
+/// What one submission attempt learned; recorded with the rest of its round.
+enum Attempt {
+    Accepted(Box<OrderResponse>),
+    Rejected {
+        code: String,
+        message: String,
+    },
+    Unknown {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+}
+
 /// A token bucket for order submissions: `rate` tokens a second, at most `rate` banked. Pure: the
 /// caller passes the instant.
 #[derive(Debug)]
@@ -155,11 +168,16 @@ impl Executor {
                     continue;
                 }
             };
+            // Every due order is sent (an in-flight request is allowed to finish), then the
+            // round's outcomes are recorded in one transaction. A crash in between leaves the
+            // orders `intent`/`unknown`: the next start asks the venue by clientOrderId before
+            // sending any again.
+            let mut attempts = Vec::with_capacity(due.len());
             for order in &due {
-                // An in-flight request is allowed to finish: its outcome must be recorded.
-                if let Err(e) = self.submit(order).await {
-                    tracing::error!(client_order_id = %order.client_order_id, error = %e, "recording an order outcome failed");
-                }
+                attempts.push((order, self.attempt(order).await));
+            }
+            if let Err(e) = self.record(attempts).await {
+                tracing::error!(error = %e, orders = due.len(), "recording order outcomes failed; the venue will be asked");
             }
             if !due.is_empty() {
                 continue;
@@ -191,7 +209,9 @@ impl Executor {
             .min(fallback)
     }
 
-    async fn submit(&self, order: &OrderRow) -> Result<(), StoreError> {
+    /// Sends one order (after asking the venue about it when an earlier outcome is unknown) and
+    /// says what became of it; records nothing.
+    async fn attempt(&self, order: &OrderRow) -> Attempt {
         if order.status == "unknown" {
             // Ask before sending again: the first attempt may have reached the venue.
             match self
@@ -201,23 +221,18 @@ impl Executor {
             {
                 Ok(Some(found)) => {
                     tracing::info!(client_order_id = %order.client_order_id, "unknown outcome resolved: the venue has the order");
-                    return self.accepted(order, found).await;
+                    return Attempt::Accepted(Box::new(found));
                 }
                 Ok(None) => {
                     tracing::info!(client_order_id = %order.client_order_id, "unknown outcome resolved: the venue has no such order; sending again with the same id");
                 }
                 Err(e) => {
-                    let now = self.clock.now();
-                    let retry_at = now + backoff(order.submit_attempts, e.retry_after());
-                    return self
-                        .store
-                        .mark_unknown(
-                            &order.client_order_id,
-                            &format!("lookup failed: {e}"),
-                            retry_at,
-                            now,
-                        )
-                        .await;
+                    let retry_at =
+                        self.clock.now() + backoff(order.submit_attempts, e.retry_after());
+                    return Attempt::Unknown {
+                        error: format!("lookup failed: {e}"),
+                        retry_at,
+                    };
                 }
             }
         }
@@ -236,17 +251,14 @@ impl Executor {
         let outcome = self.venue.place_order(&request).await;
         self.metrics.submit_latency(started.elapsed());
         self.metrics.order_request("place", outcome.label());
-        let now = self.clock.now();
         match outcome {
             SubmitOutcome::Accepted(resp) => {
                 tracing::info!(client_order_id = %order.client_order_id, order_id = %resp.order_id, status = %resp.status, latency_ms = started.elapsed().as_millis() as u64, "order accepted");
-                self.accepted(order, *resp).await
+                Attempt::Accepted(resp)
             }
             SubmitOutcome::Rejected { code, message, .. } => {
                 tracing::warn!(client_order_id = %order.client_order_id, %code, %message, "order rejected by the venue");
-                self.store
-                    .mark_rejected(&order.client_order_id, &code, &message, now)
-                    .await
+                Attempt::Rejected { code, message }
             }
             SubmitOutcome::Unknown {
                 reason,
@@ -259,13 +271,59 @@ impl Executor {
                         .expect("pacer lock")
                         .pause_until(Instant::now() + wait);
                 }
-                let retry_at = now + backoff(order.submit_attempts, retry_after);
+                let retry_at = self.clock.now() + backoff(order.submit_attempts, retry_after);
                 tracing::warn!(client_order_id = %order.client_order_id, %reason, retry_at = %retry_at, "order outcome unknown; will ask the venue");
-                self.store
-                    .mark_unknown(&order.client_order_id, &reason, retry_at, now)
-                    .await
+                Attempt::Unknown {
+                    error: reason,
+                    retry_at,
+                }
             }
         }
+    }
+
+    /// Records a round's outcomes in one transaction; tells about fills once it has committed.
+    async fn record(&self, attempts: Vec<(&OrderRow, Attempt)>) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let now: DateTime<Utc> = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut fills = Vec::new();
+        let mut linked = false;
+        for (order, attempt) in attempts {
+            let cid = &order.client_order_id;
+            match attempt {
+                Attempt::Accepted(resp) => {
+                    // Re-read inside the transaction: a callback may have moved the order.
+                    let Some(current) = Store::order_by_client_id(&mut tx, cid).await? else {
+                        continue;
+                    };
+                    linked |= current.order_id.is_none();
+                    let news = OrderNews::from(*resp);
+                    fills.extend(reconcile::apply_report(&mut tx, &current, &news, now).await?);
+                }
+                Attempt::Rejected { code, message } => {
+                    Store::mark_rejected(&mut tx, cid, &code, &message, now).await?;
+                }
+                Attempt::Unknown { error, retry_at } => {
+                    Store::mark_unknown(&mut tx, cid, &error, retry_at, now).await?;
+                }
+            }
+        }
+        // Callbacks that came before their order's venue id was known can be matched now.
+        let requeued = if linked {
+            Store::requeue_deferred(&mut tx).await?
+        } else {
+            0
+        };
+        tx.commit().await?;
+        for fill in fills {
+            self.notifier.send(fill.notification());
+        }
+        if requeued > 0 {
+            self.inbox_ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Waits until the pacer lets one more order POST through.
@@ -280,28 +338,8 @@ impl Executor {
     }
 
     async fn accepted(&self, order: &OrderRow, resp: OrderResponse) -> Result<(), StoreError> {
-        let now: DateTime<Utc> = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        // Re-read inside the transaction: a callback may have moved the order meanwhile.
-        let Some(current) = Store::order_by_client_id(&mut tx, &order.client_order_id).await?
-        else {
-            return Ok(());
-        };
-        let news = OrderNews::from(resp);
-        let fill = reconcile::apply_report(&mut tx, &current, &news, now).await?;
-        let requeued = if current.order_id.is_none() {
-            Store::requeue_deferred(&mut tx).await?
-        } else {
-            0
-        };
-        tx.commit().await?;
-        if let Some(fill) = fill {
-            self.notifier.send(fill.notification());
-        }
-        if requeued > 0 {
-            self.inbox_ready.notify_one();
-        }
-        Ok(())
+        self.record(vec![(order, Attempt::Accepted(Box::new(resp)))])
+            .await
     }
 
     /// Asks the venue about every order not yet final and records what it says, so the database

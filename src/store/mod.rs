@@ -597,7 +597,7 @@ impl Store {
     }
 
     pub async fn mark_rejected(
-        &self,
+        conn: &mut SqliteConnection,
         client_order_id: &str,
         code: &str,
         message: &str,
@@ -612,13 +612,13 @@ impl Store {
         .bind(message)
         .bind(ts(now))
         .bind(client_order_id)
-        .execute(&self.writer)
+        .execute(conn)
         .await?;
         Ok(())
     }
 
     pub async fn mark_unknown(
-        &self,
+        conn: &mut SqliteConnection,
         client_order_id: &str,
         error: &str,
         retry_at: DateTime<Utc>,
@@ -633,7 +633,7 @@ impl Store {
         .bind(ts(retry_at))
         .bind(ts(now))
         .bind(client_order_id)
-        .execute(&self.writer)
+        .execute(conn)
         .await?;
         Ok(())
     }
