@@ -6,12 +6,12 @@
 //! Size: `SIGEX_CHAOS_SIGNALS` (default 500) signals, `SIGEX_CHAOS_KILLS` (default 10) kills;
 //! `SIGEX_CHAOS_SEED` replays a run (the seed is printed).
 
-use crate::crash::{free_port, write_config, Bot};
+use crate::crash::{rig, Bot, Rig};
 use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use sigex::sim::{Faults, Probability, RestRoutes, SimConfig, Simulator};
+use sigex::sim::{Faults, Probability, RestRoutes, SimConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::str::FromStr;
@@ -64,19 +64,13 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
         rest_routes: RestRoutes::OrderRequests,
         ..Faults::default()
     };
-    let sim = Simulator::new(sim_config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
-    tokio::spawn(
-        sim.clone()
-            .serve(listener, async move { sim_shutdown.wait().await }),
-    );
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let webhook_url = format!("http://127.0.0.1:{webhook_port}/webhooks/vibe");
-    let admin_url = format!("http://127.0.0.1:{admin_port}");
-    sim.set_webhook_url(Some(webhook_url.clone()));
-    let config = write_config(dir.path(), &sim_url, webhook_port, admin_port);
+    let Rig {
+        sim,
+        sim_stop,
+        webhook_url,
+        admin_url,
+        config,
+    } = rig(dir.path(), sim_config).await;
     // Dropped callbacks are found by the stale-order poll: make it quick.
     writeln!(
         std::fs::OpenOptions::new()

@@ -67,6 +67,37 @@ impl Drop for Bot {
     }
 }
 
+/// A simulator on a loopback port whose webhooks go to a bot process, and that bot's config file
+/// (written under `dir`): what the tests that run the real binary start from.
+pub(crate) struct Rig {
+    pub sim: Simulator,
+    pub sim_stop: sigex::app::ShutdownTrigger,
+    pub webhook_url: String,
+    pub admin_url: String,
+    pub config: std::path::PathBuf,
+}
+
+pub(crate) async fn rig(dir: &Path, sim_config: SimConfig) -> Rig {
+    let sim = Simulator::new(sim_config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
+    tokio::spawn(
+        sim.clone()
+            .serve(listener, async move { sim_shutdown.wait().await }),
+    );
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let webhook_url = format!("http://127.0.0.1:{webhook_port}/webhooks/vibe");
+    sim.set_webhook_url(Some(webhook_url.clone()));
+    Rig {
+        sim,
+        sim_stop,
+        webhook_url,
+        admin_url: format!("http://127.0.0.1:{admin_port}"),
+        config: write_config(dir, &sim_url, webhook_port, admin_port),
+    }
+}
+
 pub(crate) fn write_config(
     dir: &Path,
     sim_url: &str,
@@ -122,21 +153,19 @@ fn body(sender: usize, n: usize) -> (String, &'static str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::new(SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
-    tokio::spawn(
-        sim.clone()
-            .serve(listener, async move { sim_shutdown.wait().await }),
-    );
-
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let webhook_url = format!("http://127.0.0.1:{webhook_port}/webhooks/vibe");
-    let admin_url = format!("http://127.0.0.1:{admin_port}");
-    sim.set_webhook_url(Some(webhook_url.clone()));
+    let Rig {
+        sim,
+        sim_stop,
+        webhook_url,
+        admin_url,
+        config,
+    } = rig(
+        dir.path(),
+        SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET),
+    )
+    .await;
     let bot = Arc::new(Mutex::new(Bot {
-        config: write_config(dir.path(), &sim_url, webhook_port, admin_port),
+        config,
         log: dir.path().join("bot.log"),
         child: None,
     }));

@@ -9,6 +9,20 @@ use sigex::sim::{Faults, Probability, RestRoutes};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Waits for the bot's one order to settle filled and checks the venue holds exactly one order,
+/// under the bot's `clientOrderId`; returns both views.
+async fn one_filled_order_at_the_venue(app: &TestApp) -> (Vec<Value>, Vec<sigex::sim::SimOrder>) {
+    let ours = app.settled_orders(1).await;
+    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
+    let at_venue = app.sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    assert_eq!(
+        at_venue[0].client_order_id.as_deref(),
+        ours[0]["clientOrderId"].as_str()
+    );
+    (ours, at_venue)
+}
+
 #[tokio::test]
 async fn lost_responses_errors_and_unruly_webhooks_never_duplicate_or_lose_an_order() {
     let app = spawn_app_with_sim(|cfg| {
@@ -68,14 +82,7 @@ async fn a_throttled_order_waits_for_retry_after_and_is_placed_once() {
     })
     .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
-    let ours = app.settled_orders(1).await;
-    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
-    let at_venue = app.sim.orders();
-    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
-    assert_eq!(
-        at_venue[0].client_order_id.as_deref(),
-        ours[0]["clientOrderId"].as_str()
-    );
+    one_filled_order_at_the_venue(&app).await;
     assert!(app.sim.stats().rest_429 > 0, "the 429 struck");
     app.stop().await;
 }
@@ -85,10 +92,7 @@ async fn a_lost_order_update_is_found_by_the_stale_order_poll() {
     let app = spawn_app_without_callbacks().await;
     // Signals come in as webhooks from the test, not from the simulator, so they still arrive.
     app.send_signal("BTC/USD", "buy", 90, 1).await;
-    let ours = app.settled_orders(1).await;
-    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
-    let at_venue = app.sim.orders();
-    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    let (_, at_venue) = one_filled_order_at_the_venue(&app).await;
     assert_eq!(at_venue[0].status, "filled");
     let positions = app.positions().await;
     assert_eq!(positions.len(), 1, "{positions:?}");
@@ -112,15 +116,8 @@ async fn an_order_whose_answer_is_always_lost_is_placed_once_and_its_callbacks_s
     })
     .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
-    let ours = app.settled_orders(1).await;
-    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
-    let at_venue = app.sim.orders();
-    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
+    let (_, at_venue) = one_filled_order_at_the_venue(&app).await;
     assert_eq!(at_venue[0].status, "filled");
-    assert_eq!(
-        at_venue[0].client_order_id.as_deref(),
-        ours[0]["clientOrderId"].as_str()
-    );
     assert_eq!(app.positions().await.len(), 1);
     assert!(app.sim.stats().lost_responses > 0);
     app.stop().await;
@@ -138,14 +135,7 @@ async fn an_order_booked_then_answered_500_is_placed_once_and_tracked_with_its_v
     })
     .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
-    let ours = app.settled_orders(1).await;
-    assert_eq!(ours[0]["status"], "filled", "{ours:?}");
-    let at_venue = app.sim.orders();
-    assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
-    assert_eq!(
-        at_venue[0].client_order_id.as_deref(),
-        ours[0]["clientOrderId"].as_str()
-    );
+    let (ours, at_venue) = one_filled_order_at_the_venue(&app).await;
     assert_eq!(
         ours[0]["orderId"].as_str(),
         Some(at_venue[0].order_id.as_str())
