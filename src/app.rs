@@ -179,6 +179,18 @@ pub async fn start(
     };
     let store = Store::open(&config.storage.database_url).await?;
     store.set_fee_rates(&config.trading.fee_rates()).await?;
+    // Before any webhook is accepted: events stored under the previous dedupe rule that the
+    // venue may still retry get the new key, so a retry is a duplicate.
+    let freshness = crate::ingress::events::Freshness::new(config.webhook.max_event_age);
+    let rekeyed = store
+        .rekey_legacy_events(clock.now() - freshness.max_age * 2)
+        .await?;
+    if rekeyed > 0 {
+        tracing::info!(
+            rekeyed,
+            "recent events rekeyed under the signed-bytes dedupe rule"
+        );
+    }
     let started_at = clock.now();
     let health = Health::new();
     let metrics = Metrics::new();
@@ -319,6 +331,7 @@ pub async fn start(
     dispatcher.notifier = notifier.clone();
     dispatcher.reconciled = Some(health.clone());
     dispatcher.pnl_tolerance = config.reconcile.pnl_tolerance;
+    dispatcher.freshness = freshness;
     dispatch
         .tasks
         .push(tokio::spawn(dispatcher.run(dispatch.shutdown())));

@@ -121,6 +121,9 @@ pub struct WebhookConfig {
     pub rate_limit_burst: u32,
     pub header_timeout: Duration,
     pub read_timeout: Duration,
+    /// An event with effects signed longer ago than this when it arrives is kept as a dead letter
+    /// (`stale`) and never applied (`[webhook] max_event_age_secs`).
+    pub max_event_age: chrono::Duration,
 }
 
 impl WebhookConfig {
@@ -138,6 +141,9 @@ impl WebhookConfig {
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
             header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             read_timeout: Duration::from_millis(DEFAULT_READ_TIMEOUT_MS),
+            max_event_age: chrono::Duration::seconds(
+                crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS as i64,
+            ),
         }
     }
 }
@@ -309,6 +315,7 @@ struct RawWebhook {
     rate_limit_burst: Option<u32>,
     header_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
+    max_event_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +376,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "header_timeout_ms",
     "read_timeout_ms",
     "retention_days",
+    "max_event_age_secs",
     "stale_after_secs",
     "snapshot_interval_secs",
 ];
@@ -640,6 +648,28 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[inbox] retention_days = {retention_days} is out of range; use 1 to 3650"
         ));
     }
+    let max_event_age_secs = raw
+        .webhook
+        .max_event_age_secs
+        .unwrap_or(crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS);
+    if !(60..=7 * 86_400).contains(&max_event_age_secs) {
+        return Err(format!(
+            "[webhook] max_event_age_secs = {max_event_age_secs} is out of range; use 60 to 604800 \
+             (the venue's retries must fit inside it)"
+        ));
+    }
+    // Dedupe records must outlive the freshness window: a replay older than retention is then
+    // always stale, and one younger is always a duplicate.
+    let horizon = max_event_age_secs as i64 + crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS;
+    if retention_days * 86_400 <= horizon {
+        return Err(format!(
+            "[inbox] retention_days = {retention_days} must be longer than [webhook] \
+             max_event_age_secs = {max_event_age_secs} (plus {} s of clock skew): an event pruned \
+             before it is stale could be replayed and applied again. Raise [inbox] retention_days \
+             or lower [webhook] max_event_age_secs",
+            crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS
+        ));
+    }
     let max_body_bytes = raw.webhook.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(format!(
@@ -702,6 +732,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                     .read_timeout_ms
                     .unwrap_or(DEFAULT_READ_TIMEOUT_MS),
             ),
+            max_event_age: chrono::Duration::seconds(max_event_age_secs as i64),
         },
         inbox: InboxConfig {
             retention: chrono::Duration::days(retention_days),
@@ -1070,6 +1101,32 @@ lot_step = 0.001
         );
         assert_eq!(c.trading.maintenance.lead, chrono::Duration::seconds(30));
         assert!(c.trading.maintenance.cancel_open_orders);
+    }
+
+    #[test]
+    fn a_retention_not_longer_than_the_freshness_window_is_refused_naming_both_keys() {
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", env(SECRET_ENV)).unwrap();
+        assert_eq!(c.webhook.max_event_age, chrono::Duration::hours(1));
+        let text = "mode = \"paper\"\n[webhook]\nmax_event_age_secs = 86400\n[inbox]\nretention_days = 1\n";
+        let err = Config::from_toml(text, "c.toml", env(SECRET_ENV))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[inbox] retention_days = 1")
+                && err.contains("[webhook] max_event_age_secs = 86400"),
+            "{err}"
+        );
+        let text = "mode = \"paper\"\n[webhook]\nmax_event_age_secs = 86000\n[inbox]\nretention_days = 2\n";
+        let c = Config::from_toml(text, "c.toml", env(SECRET_ENV)).unwrap();
+        assert_eq!(c.webhook.max_event_age, chrono::Duration::seconds(86000));
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_WEBHOOK__MAX_EVENT_AGE_SECS".into(), "10".into()));
+        let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_event_age_secs = 10 is out of range"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -221,7 +221,14 @@ pub async fn record_venue_books(
         Store::save_venue_position(&mut tx, &v, now).await?;
     }
     for b in &balances {
-        Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
+        let report = crate::store::BalanceReport {
+            asset: &b.asset,
+            available: b.available,
+            locked: b.locked,
+            total: b.total,
+            as_of: now,
+        };
+        Store::save_balance(&mut tx, &report, now).await?;
     }
     tx.commit().await.map_err(StoreError::from)?;
     Ok((theirs, balances.len()))

@@ -143,20 +143,26 @@ impl Store {
     // ---- maintenance --------------------------------------------------------------------------
 
     /// Inserts or updates (same key) a window. An update of the times clears `reconciled_at`.
+    /// Records a notice's window, or updates the window with its key, unless the notice held
+    /// for it was sent later than this one (`noticed_at`). Returns whether it was recorded.
     pub async fn upsert_window(
         conn: &mut SqliteConnection,
         w: &Window,
+        noticed_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO maintenance_windows (window_key, start_at, end_at, services, description,
-                 received_at, reconciled_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                 received_at, reconciled_at, notice_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (window_key) DO UPDATE SET start_at = excluded.start_at,
                  end_at = excluded.end_at, services = excluded.services,
                  description = excluded.description, received_at = excluded.received_at,
                  reconciled_at = CASE WHEN end_at = excluded.end_at AND start_at = excluded.start_at
                                       THEN COALESCE(reconciled_at, excluded.reconciled_at)
-                                      ELSE excluded.reconciled_at END",
+                                      ELSE excluded.reconciled_at END,
+                 notice_at = excluded.notice_at
+             WHERE maintenance_windows.notice_at IS NULL
+                OR excluded.notice_at >= maintenance_windows.notice_at",
         )
         .bind(&w.key)
         .bind(ts(w.start))
@@ -165,9 +171,10 @@ impl Store {
         .bind(&w.description)
         .bind(ts(now))
         .bind(w.reconciled_at.map(ts))
+        .bind(ts(noticed_at))
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Windows that may still matter: not yet reconciled, or ending after `since`.

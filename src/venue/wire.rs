@@ -18,8 +18,14 @@ pub const HEADER_TIMESTAMP: &str = "X-Timestamp";
 pub const HEADER_SIGNATURE: &str = "X-Signature";
 /// Header carrying the webhook's HMAC.
 pub const HEADER_WEBHOOK_SIGNATURE: &str = "X-Webhook-Signature";
-/// **[decided]** an explicit event id header, used for dedupe when present.
+/// An event id header a venue may send. **[decided, revised]** it is not signed, so it is stored
+/// for display only and never used as a key (see `crate::inbox::dedupe_key`).
 pub const HEADER_WEBHOOK_ID: &str = "X-Webhook-Id";
+/// **[decided]** a webhook whose signed envelope `timestamp` is older than this when it arrives is
+/// not applied (`[webhook] max_event_age_secs`; the venue's 5 retries fit inside).
+pub const DEFAULT_MAX_EVENT_AGE_SECS: u64 = 3600;
+/// **[decided]** nor is one dated more than this far ahead of our clock (clock skew).
+pub const WEBHOOK_MAX_FUTURE_SKEW_SECS: i64 = 60;
 /// **[decided]** the server accepts a request timestamp within this many seconds of its clock.
 pub const TIMESTAMP_TOLERANCE_SECS: i64 = 30;
 
@@ -92,77 +98,6 @@ pub struct Envelope {
     pub timestamp: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
-}
-
-/// Just what ingress needs from a body: the event name and `data.id`. Everything else in `data`
-/// is skipped without being built into values.
-#[derive(Debug, Deserialize)]
-pub struct EnvelopePeek {
-    pub event: String,
-    #[serde(default)]
-    pub data: Option<DataIdPeek>,
-}
-
-/// `data.id` if `data` is an object holding one; any other `data` peeks as no id.
-#[derive(Debug, Default)]
-pub struct DataIdPeek {
-    pub id: Option<serde_json::Value>,
-}
-
-impl<'de> Deserialize<'de> for DataIdPeek {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = DataIdPeek;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<DataIdPeek, A::Error> {
-                let mut id = None;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key == "id" {
-                        id = Some(map.next_value::<serde_json::Value>()?);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-                Ok(DataIdPeek { id })
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<DataIdPeek, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(DataIdPeek::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_unit<E>(self) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-impl EnvelopePeek {
-    /// **[decided]** `data.id`, when present, is the event's identity for dedupe.
-    pub fn data_id(&self) -> Option<String> {
-        id_text(self.data.as_ref()?.id.as_ref()?)
-    }
 }
 
 /// An `id` as text: a non-empty string, or a number's digits; anything else is no id.
@@ -546,31 +481,6 @@ mod tests {
         let json = serde_json::to_string(&req).unwrap();
         assert!(json.contains(r#""quantity":0.10000001"#), "{json}");
         assert!(!json.contains("price"), "{json}");
-    }
-
-    #[test]
-    fn the_ingress_peek_reads_the_event_and_data_id_only() {
-        let cases: &[(&str, &str, Option<&str>)] = &[
-            (
-                r#"{"event":"a","data":{"id":"x1","big":[1,2,{"c":3}]}}"#,
-                "a",
-                Some("x1"),
-            ),
-            (r#"{"event":"b","data":{"id":42}}"#, "b", Some("42")),
-            (r#"{"event":"c","data":{"other":1}}"#, "c", None),
-            (r#"{"event":"d","data":[1,2]}"#, "d", None),
-            (r#"{"event":"e","data":"text"}"#, "e", None),
-            (r#"{"event":"f"}"#, "f", None),
-            (r#"{"event":"g","data":{"id":""}}"#, "g", None),
-            (r#"{"event":"h","data":3.5}"#, "h", None),
-            (r#"{"event":"i","data":-7}"#, "i", None),
-            (r#"{"event":"j","data":null}"#, "j", None),
-        ];
-        for (body, event, id) in cases {
-            let peek: EnvelopePeek = serde_json::from_str(body).unwrap();
-            assert_eq!(peek.event, *event);
-            assert_eq!(peek.data_id().as_deref(), *id, "{body}");
-        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! venue.
 
 use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
-use sha2::{Digest, Sha256};
 use sigex::sim::{SimConfig, Simulator};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -287,7 +286,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
         .collect();
     let mut signal_seqs = HashSet::new();
     for (body, kind) in &acked {
-        let key = format!("sha256:{}", hex::encode(Sha256::digest(body.as_bytes())));
+        let key = sigex::inbox::dedupe_key(body.as_bytes());
         let (seq, status) = stored
             .get(&key)
             .unwrap_or_else(|| panic!("acknowledged but lost: {body}"));

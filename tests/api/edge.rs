@@ -41,7 +41,10 @@ fn post(name: &'static str, body: impl Into<String>, sig: Sig, status: u16) -> C
 }
 
 fn signed_event(event: &str, data: &str) -> String {
-    format!(r#"{{"event":"{event}","timestamp":"2026-11-27T12:00:00Z","data":{data}}}"#)
+    format!(
+        r#"{{"event":"{event}","timestamp":"{}","data":{data}}}"#,
+        crate::helpers::epoch_iso()
+    )
 }
 
 fn cases() -> Vec<Case> {

@@ -274,11 +274,27 @@ pub fn sign(body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct.
+/// The time test webhooks are dated at: fixed for the whole test process, so a body built twice is
+/// byte-identical (a duplicate), and recent, so the freshness rule lets it be applied.
+pub fn epoch() -> chrono::DateTime<chrono::Utc> {
+    static EPOCH: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = chrono::Utc::now();
+        now - chrono::Duration::milliseconds(i64::from(now.timestamp_subsec_millis()))
+    })
+}
+
+/// [`epoch`] as an envelope `timestamp`.
+pub fn epoch_iso() -> String {
+    sigex::store::ts(epoch())
+}
+
+/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct (it dates the
+/// signal `nonce` milliseconds before [`epoch`]).
 pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u32) -> String {
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": format!("2026-11-27T12:00:{:02}.{:03}Z", nonce % 60, nonce % 1000),
+        "timestamp": sigex::store::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
         "data": {
             "symbol": symbol,
             "recommendation": recommendation,

@@ -13,5 +13,6 @@ mod paper;
 mod pipeline;
 mod pnl;
 mod reconcile;
+mod replay;
 mod risk;
 mod webhooks;
