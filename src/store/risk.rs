@@ -503,16 +503,31 @@ impl Store {
         at.map(|s| time("created_at", s)).transpose()
     }
 
-    /// Orders that are not in a terminal state and were sent (for the reconciliation pass).
+    /// Orders not in a terminal state, intents included (for the reconciliation passes: an
+    /// intent may have reached the venue just before a crash, before its outcome was recorded).
     pub async fn working_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE status NOT IN ('intent', 'filled', 'cancelled', 'rejected', 'expired')
+             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')
              ORDER BY created_at"
         ))
         .fetch_all(&self.writer)
         .await?;
         rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Symbols with an order whose existence at the venue is not known yet (`intent`, or
+    /// `unknown` after an ambiguous answer): their positions are not compared with the venue's
+    /// until it is, since such an order may have filled there already.
+    pub async fn symbols_with_unresolved_orders(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT symbol FROM orders WHERE status IN ('intent', 'unknown')",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Sent orders, not terminal, whose venue id is known and that had no news since `cutoff`

@@ -141,18 +141,8 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
     }
     sender.await.unwrap();
 
-    let get = |path: &'static str| {
-        let (http, admin_url) = (http.clone(), admin_url.clone());
-        async move {
-            http.get(format!("{admin_url}{path}"))
-                .send()
-                .await
-                .ok()?
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-        }
-    };
+    let get =
+        |path: &'static str| crate::crash::admin_json(http.clone(), format!("{admin_url}{path}"));
     let terminal = |s: &str| matches!(s, "filled" | "cancelled" | "rejected" | "expired");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let orders = loop {

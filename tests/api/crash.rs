@@ -52,6 +52,16 @@ impl Bot {
         self.child = Some(child);
     }
 
+    /// Fails the test, with the bot's log, when the process has died.
+    pub(crate) fn assert_alive(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("the bot exited ({status}):\n{log}");
+            }
+        }
+    }
+
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap(); // SIGKILL: no shutdown code runs.
@@ -233,18 +243,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
     );
 
     // Every acknowledged webhook is in the inbox exactly once and processed; orders settle.
-    let get = |path: &'static str| {
-        let (http, admin_url) = (http.clone(), admin_url.clone());
-        async move {
-            http.get(format!("{admin_url}{path}"))
-                .send()
-                .await
-                .ok()?
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-        }
-    };
+    let get = |path: &'static str| admin_json(http.clone(), format!("{admin_url}{path}"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (events, orders) = loop {
         assert!(
@@ -326,5 +325,121 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
     assert_eq!(at_venue.into_iter().collect::<HashSet<_>>(), local);
     assert!(!local.is_empty(), "the run placed orders");
     bot.lock().unwrap().kill();
+    sim_stop.trigger();
+}
+
+/// GETs an admin API URL as JSON; `None` while the bot does not answer.
+pub(crate) async fn admin_json(http: reqwest::Client, url: String) -> Option<serde_json::Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, failing (with the bot's log) when the bot
+/// dies or `what` takes longer than 30 s.
+async fn until<T, F, Fut>(bot: &mut Bot, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        bot.assert_alive();
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log: {}",
+            std::fs::read_to_string(&bot.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The venue books and fills an order but answers slowly; the bot dies while the POST is in
+/// flight, its order still an `intent`. After the restart the intent is found by its
+/// `clientOrderId` before positions are compared: one venue order, and no drift halt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_killed_during_a_slow_post_restarts_with_one_venue_order_and_no_drift_halt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim_config = SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET);
+    sim_config.faults = sigex::sim::Faults {
+        order_slow_response: sigex::sim::Probability::ALWAYS,
+        rest_timeout_after: Duration::from_secs(60),
+        rest_fault_limit: Some(1),
+        // No callbacks: what the bot learns about its order, it learns by asking.
+        webhook_drop: sigex::sim::Probability::ALWAYS,
+        ..sigex::sim::Faults::default()
+    };
+    let Rig {
+        sim,
+        sim_stop,
+        webhook_url,
+        admin_url,
+        config,
+    } = rig(dir.path(), sim_config).await;
+    // The bot must still be waiting for the answer when it is killed.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("request_timeout_ms = 2000", "request_timeout_ms = 120000"),
+    )
+    .unwrap();
+    let mut bot = Bot {
+        config,
+        log: dir.path().join("bot.log"),
+        child: None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ready = |http: reqwest::Client, admin_url: String| async move {
+        let r = http.get(format!("{admin_url}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    };
+    bot.start();
+    until(&mut bot, "the bot to be ready", || {
+        ready(http.clone(), admin_url.clone())
+    })
+    .await;
+    let body = signal_body("BTC/USD", "buy", 90, 1);
+    let sent = crate::helpers::post_signed_to(&http, &webhook_url, &body).await;
+    assert_eq!(sent.status(), 200);
+    until(&mut bot, "the venue to fill the order", || async {
+        (sim.positions().len() == 1).then_some(())
+    })
+    .await;
+    bot.kill();
+    assert_eq!(
+        sim.stats().slow_responses,
+        1,
+        "the POST was still unanswered"
+    );
+
+    bot.start();
+    until(&mut bot, "the restarted bot to be ready", || {
+        ready(http.clone(), admin_url.clone())
+    })
+    .await;
+    let get = |path: &'static str| admin_json(http.clone(), format!("{admin_url}{path}"));
+    let orders = until(&mut bot, "the order to be resolved", || async {
+        let orders = get("/api/orders").await?;
+        (orders[0]["status"] == "filled").then_some(orders)
+    })
+    .await;
+    assert_eq!(orders.as_array().unwrap().len(), 1, "{orders}");
+    let at_venue = sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one venue order");
+    assert_eq!(
+        at_venue[0].client_order_id.as_deref(),
+        orders[0]["clientOrderId"].as_str()
+    );
+    let state = get("/api/trading-state").await.unwrap();
+    assert_eq!(state["state"], "active", "{state}");
+    assert!(
+        state["states"].as_array().unwrap().is_empty(),
+        "no drift halt: {state}"
+    );
+    bot.kill();
     sim_stop.trigger();
 }

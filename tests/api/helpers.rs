@@ -308,6 +308,17 @@ pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u
     .to_string()
 }
 
+/// POSTs `body`, signed with the webhook secret, to `url`.
+pub async fn post_signed_to(http: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header("X-Webhook-Signature", sign(body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("webhook endpoint reachable")
+}
+
 impl TestApp {
     /// POSTs `body` signed with the webhook secret.
     pub async fn post_signed(&self, body: &str) -> reqwest::Response {
