@@ -401,6 +401,8 @@ pub async fn start(
             std::time::Instant::now(),
         )),
         health: health.clone(),
+        maintenance: config.trading.maintenance,
+        max_intent_age: config.venue.max_intent_age,
     };
     execute
         .tasks

@@ -116,6 +116,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             }),
             request_timeout: Duration::from_secs(5),
             max_orders_per_second: crate::config::DEFAULT_MAX_ORDERS_PER_SECOND,
+            max_intent_age: crate::config::DEFAULT_MAX_INTENT_AGE,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(webhook_secret)),
         inbox: InboxConfig::default(),

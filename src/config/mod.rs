@@ -96,6 +96,9 @@ pub struct VenueConfig {
     pub request_timeout: Duration,
     /// Client-side limit on order submissions per second (a burst of one second's worth); 0 = off.
     pub max_orders_per_second: u32,
+    /// An order that would open or grow a position and was decided longer ago than this is
+    /// dropped at send time, not sent late (`[venue] max_intent_age_secs`).
+    pub max_intent_age: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +298,7 @@ struct RawVenue {
     api_secret_file: Option<PathBuf>,
     request_timeout_ms: Option<u64>,
     max_orders_per_second: Option<u32>,
+    max_intent_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,12 +368,16 @@ pub const DEFAULT_RETENTION_DAYS: i64 = 30;
 /// The venue publishes no rate limit; this keeps a bot that goes wild from flooding it while
 /// staying far above what the strategies place.
 pub const DEFAULT_MAX_ORDERS_PER_SECOND: u32 = 50;
+/// An intent normally leaves within milliseconds; one still waiting after two minutes (a venue
+/// outage, a restart) was decided on a market that has moved on.
+pub const DEFAULT_MAX_INTENT_AGE: chrono::Duration = chrono::Duration::seconds(120);
 
 /// Keys whose environment value is a whole number or a comma-separated list; everything else is
 /// taken as a string.
 const NUMERIC_KEYS: &[&str] = &[
     "request_timeout_ms",
     "max_orders_per_second",
+    "max_intent_age_secs",
     "max_body_bytes",
     "rate_limit_per_second",
     "rate_limit_burst",
@@ -670,6 +678,15 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS
         ));
     }
+    let max_intent_age = match raw.venue.max_intent_age_secs {
+        None => DEFAULT_MAX_INTENT_AGE,
+        Some(secs @ 1..=86_400) => chrono::Duration::seconds(secs as i64),
+        Some(secs) => {
+            return Err(format!(
+                "[venue] max_intent_age_secs = {secs} is out of range; use 1 to 86400"
+            ))
+        }
+    };
     let max_body_bytes = raw.webhook.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(format!(
@@ -705,6 +722,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                 .venue
                 .max_orders_per_second
                 .unwrap_or(DEFAULT_MAX_ORDERS_PER_SECOND),
+            max_intent_age,
         },
         webhook: WebhookConfig {
             listen: parse_addr("webhook", "listen", raw.webhook.listen, "0.0.0.0:8080")?,

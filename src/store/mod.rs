@@ -21,7 +21,7 @@ mod fills;
 mod risk;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
-pub use risk::{FilledEntryRow, SymbolBook};
+pub use risk::{FilledEntryRow, SendView, SymbolBook, WorkingEntry};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
@@ -589,7 +589,7 @@ impl Store {
         Ok(())
     }
 
-    /// Orders to send now: new intents, and unknown outcomes whose retry time has come.
+    /// Orders to send now: intents, and unknown outcomes, whose (retry) time has come.
     /// Read through the reader pool: a WAL reader sees every committed intent, and the executor's
     /// pick-up then does not queue behind write transactions and their fsyncs on the one writer.
     pub async fn orders_to_submit(
@@ -599,8 +599,9 @@ impl Store {
     ) -> Result<Vec<OrderRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE status = 'intent' OR (status = 'unknown' AND next_attempt_at <= ?)
-             ORDER BY created_at, client_order_id LIMIT ?"
+             WHERE (status = 'intent' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
+                OR (status = 'unknown' AND next_attempt_at <= ?1)
+             ORDER BY created_at, client_order_id LIMIT ?2"
         ))
         .bind(ts(now))
         .bind(limit)
@@ -609,13 +610,55 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
-    /// The earliest time an unknown order is due for another look.
+    /// The earliest time an unknown (or waiting) order is due for another look.
     pub async fn next_retry_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM orders WHERE status = 'unknown'")
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM orders WHERE status IN ('intent', 'unknown')",
         )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    /// An order that may not be sent now: looked at again at `retry_at`, its status unchanged.
+    pub async fn mark_waiting(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+        why: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET last_error = ?, next_attempt_at = ?, updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(why)
+        .bind(ts(retry_at))
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// An order that will never be sent (the venue has confirmed it does not have it): it ends
+    /// `cancelled` with the reason.
+    pub async fn mark_dropped(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET status = 'cancelled', dropped_reason = ?, next_attempt_at = NULL,
+                 updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(reason)
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     pub async fn order_by_client_id(
@@ -1003,7 +1046,7 @@ const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, 
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
     reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
     parent_client_order_id, stop_price, fees_booked, cancel_state, cancel_reason,
-    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at";
+    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at, dropped_reason";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -1179,6 +1222,9 @@ pub struct OrderRow {
     pub fees: Decimal,
     /// The order's cancel request, if one was ever made.
     pub cancel: Option<CancelView>,
+    /// Why it was never sent (it is `cancelled`): a halt, maintenance or the reducing state at
+    /// send time, or an opening order grown too old to send.
+    pub dropped_reason: Option<String>,
 }
 
 impl OrderRow {
@@ -1208,6 +1254,7 @@ impl OrderRow {
             stop_price: opt_dec(r, "stop_price")?,
             fees: dec(r, "fees_booked")?,
             cancel: CancelView::from_row(r),
+            dropped_reason: r.get("dropped_reason"),
         })
     }
 

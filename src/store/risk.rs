@@ -664,6 +664,46 @@ impl Store {
     }
 
     /// Our signed position on every symbol.
+    /// What the last check before sending looks at (`crate::risk::release`), read in one
+    /// snapshot: trading states, maintenance windows that may still matter, positions, and every
+    /// working entry.
+    pub async fn send_view(&self, windows_since: DateTime<Utc>) -> Result<SendView, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let states = Self::trading_states(&mut tx).await?;
+        let windows = Self::open_windows(&mut tx, windows_since).await?;
+        let positions = sqlx::query("SELECT symbol, quantity FROM positions")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.get("symbol"), dec(r, "quantity")?)))
+            .collect::<Result<_, StoreError>>()?;
+        let working = sqlx::query(
+            "SELECT client_order_id, symbol, side, quantity, filled_quantity, created_at
+             FROM orders
+             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(WorkingEntry {
+                client_order_id: r.get("client_order_id"),
+                symbol: r.get("symbol"),
+                side: r.get("side"),
+                remaining: dec(r, "quantity")? - dec(r, "filled_quantity")?,
+                created_at: r.get("created_at"),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+        tx.rollback().await?;
+        Ok(SendView {
+            states,
+            windows,
+            positions,
+            working,
+        })
+    }
+
     pub async fn positions_now(&self) -> Result<BTreeMap<String, Decimal>, StoreError> {
         let rows = sqlx::query("SELECT symbol, quantity FROM positions")
             .fetch_all(&self.writer)
@@ -672,6 +712,26 @@ impl Store {
             .map(|r| Ok((r.get("symbol"), dec(r, "quantity")?)))
             .collect()
     }
+}
+
+/// See [`Store::send_view`].
+#[derive(Debug, Clone, Default)]
+pub struct SendView {
+    pub states: Vec<StateEntry>,
+    pub windows: Vec<Window>,
+    pub positions: BTreeMap<String, Decimal>,
+    pub working: Vec<WorkingEntry>,
+}
+
+/// An entry not yet in a terminal state.
+#[derive(Debug, Clone)]
+pub struct WorkingEntry {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: String,
+    /// Its unfilled quantity.
+    pub remaining: Decimal,
+    pub created_at: String,
 }
 
 /// A filled entry with protective levels, as stored.

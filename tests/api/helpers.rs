@@ -204,6 +204,7 @@ fn test_config(
             credentials,
             request_timeout: Duration::from_secs(5),
             max_orders_per_second: sigex::config::DEFAULT_MAX_ORDERS_PER_SECOND,
+            max_intent_age: sigex::config::DEFAULT_MAX_INTENT_AGE,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
         inbox: InboxConfig::default(),

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod edge;
 mod faults;
+mod halt;
 mod helpers;
 mod lifecycle;
 mod paper;
