@@ -704,6 +704,11 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         symbols: raw.symbols,
         symbol_defaults: raw.symbol_defaults,
     })?;
+    let paper = paper::resolve(raw.paper, base_dir)?;
+    // Wherever the venue's address is called with the API key, it must be https (or loopback).
+    if mode == Mode::Live || matches!(paper.price_source, PriceSource::Venue { .. }) {
+        crate::venue::check_base_url(&base_url)?;
+    }
     let notify = raw
         .notify
         .into_iter()
@@ -772,7 +777,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .dir
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
-        paper: paper::resolve(raw.paper, base_dir)?,
+        paper,
         notify,
         shutdown_deadline: raw
             .shutdown
@@ -1145,6 +1150,48 @@ lot_step = 0.001
                 .contains("max_event_age_secs = 10 is out of range"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn live_mode_refuses_a_plain_http_venue_except_on_loopback() {
+        let live = |url: &str| {
+            Config::from_toml(
+                &format!("mode = \"live\"\n[venue]\nbase_url = \"{url}\"\n"),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+        };
+        for url in [
+            "http://api.vibetrading.tech/api/v1",
+            "http://10.0.0.5:8080/api/v1",
+            "ftp://api.vibetrading.tech/api/v1",
+        ] {
+            let err = live(url).unwrap_err().to_string();
+            assert!(
+                err.starts_with("c.toml:3: ") && err.contains("must start with https://"),
+                "{url}: {err}"
+            );
+        }
+        for url in [
+            "https://api.vibetrading.tech/api/v1",
+            "http://127.0.0.1:9090/api/v1",
+            "http://localhost:9090/api/v1",
+            "http://[::1]:9090/api/v1",
+        ] {
+            assert!(live(url).is_ok(), "{url}");
+        }
+        // Paper mode never calls it, unless it follows the venue's prices.
+        let paper = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "mode = \"paper\"\n[venue]\nbase_url = \"http://10.0.0.5/api/v1\"\n{extra}"
+                ),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+        };
+        assert!(paper("").is_ok());
+        assert!(paper("[paper]\nprice_source = \"venue\"\n").is_err());
     }
 
     #[test]

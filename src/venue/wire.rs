@@ -256,6 +256,69 @@ pub struct AlertData {
     pub affected_symbols: Vec<String>,
 }
 
+/// **[decided]** the keys an object answer of a list endpoint (`GET /orders`, `/positions`,
+/// `/account/balances`, `/webhooks`) may hold its array under. The docs show no shape: a bare
+/// array is what we expect, a wrapped one is read too rather than leaving the bot unready.
+pub const LIST_WRAPPERS: [&str; 7] = [
+    "data",
+    "items",
+    "results",
+    "orders",
+    "positions",
+    "balances",
+    "webhooks",
+];
+
+/// The answer of a list endpoint: a bare JSON array, or an object holding it under one of
+/// [`LIST_WRAPPERS`] (other keys, such as paging fields, are ignored; the array may itself be
+/// wrapped once more, as in `{"data": {"orders": [...]}}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Listed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Listed<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a JSON array, or an object holding one under any of {LIST_WRAPPERS:?}"
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Listed<T>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Listed(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Listed<T>, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if found.is_none() && LIST_WRAPPERS.contains(&key.as_str()) {
+                        found = Some(map.next_value::<Listed<T>>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                found.ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "an object with no list under any of {LIST_WRAPPERS:?}"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
 /// One entry of `GET /positions`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -481,6 +544,26 @@ mod tests {
         let json = serde_json::to_string(&req).unwrap();
         assert!(json.contains(r#""quantity":0.10000001"#), "{json}");
         assert!(!json.contains("price"), "{json}");
+    }
+
+    #[test]
+    fn a_list_is_read_bare_or_wrapped_and_anything_else_is_an_error() {
+        let ok: &[(&str, &[u32])] = &[
+            ("[1,2]", &[1, 2]),
+            ("[]", &[]),
+            (r#"{"data":[1,2],"page":1,"next":null}"#, &[1, 2]),
+            (r#"{"orders":[3]}"#, &[3]),
+            (r#"{"total":2,"results":[4,5]}"#, &[4, 5]),
+            (r#"{"data":{"orders":[6]}}"#, &[6]),
+        ];
+        for (text, want) in ok {
+            let got: Listed<u32> = serde_json::from_str(text).unwrap();
+            assert_eq!(got.0, *want, "{text}");
+        }
+        for text in [r#"{"page":1}"#, r#"{"data":null}"#, "7", r#""[1]""#] {
+            let err = serde_json::from_str::<Listed<u32>>(text).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{text}");
+        }
     }
 
     #[test]
