@@ -211,6 +211,7 @@ pub async fn start(
     let admin_listener = bind(config.admin.listen).await?;
     let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
 
+    let mut paper_deliveries = None;
     let (venue_url, credentials, paper_venue) = match config.mode {
         Mode::Live => {
             let credentials = config
@@ -221,10 +222,16 @@ pub async fn start(
             (config.venue.base_url.clone(), credentials, None)
         }
         Mode::Paper => {
+            // The paper venue delivers its events to a listener of its own, on loopback and
+            // plain HTTP, so `allow_sources`, TLS or a non-loopback `listen` on the public one
+            // cannot shut it out. Its deliveries are still signed and verified like any other.
+            let deliveries = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let deliveries_addr = local_addr(&deliveries, config.webhook.listen)?;
+            paper_deliveries = Some(deliveries);
             let (url, credentials, sim) = start_paper_venue(
                 &config,
                 &store,
-                webhook_addr,
+                deliveries_addr,
                 rest.shutdown(),
                 &mut rest.tasks,
             )
@@ -255,15 +262,29 @@ pub async fn start(
         rest.shutdown(),
     )));
 
-    let ingress = crate::ingress::router(
-        &config.webhook,
-        inbox,
-        clock.clone(),
-        crate::ingress::Observers {
-            health: health.clone(),
-            metrics: metrics.clone(),
-        },
-    );
+    let observers = || crate::ingress::Observers {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
+    if let Some(listener) = paper_deliveries {
+        let internal = crate::config::WebhookConfig {
+            allow_sources: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
+            ..config.webhook.clone()
+        };
+        let router = crate::ingress::router(&internal, inbox.clone(), clock.clone(), observers());
+        webhooks
+            .tasks
+            .push(tokio::spawn(crate::ingress::server::serve(
+                listener,
+                router,
+                None,
+                config.webhook.header_timeout,
+                webhooks.shutdown(),
+            )));
+    }
+    let ingress = crate::ingress::router(&config.webhook, inbox, clock.clone(), observers());
     webhooks
         .tasks
         .push(tokio::spawn(crate::ingress::server::serve(
@@ -445,13 +466,14 @@ async fn venue_heartbeat(venue: VenueClient, mut shutdown: Shutdown) {
 }
 
 /// Paper mode: an in-process simulator on loopback plays the venue. It issues its own
-/// credentials and sends its `order.*` events back to our webhook endpoint, signed with our
-/// webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
+/// credentials and sends its `order.*` events to `deliveries` (the bot's internal loopback
+/// webhook listener: the same ingress, without the allowlist or TLS of the public one), signed
+/// with our webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
 /// balances, prices) is restored from the database at start and saved after every change.
 async fn start_paper_venue(
     config: &Config,
     store: &Store,
-    webhook_addr: SocketAddr,
+    deliveries: SocketAddr,
     shutdown: Shutdown,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<(String, Credentials, Simulator), StartError> {
@@ -462,8 +484,7 @@ async fn start_paper_venue(
         api_secret.clone(),
         config.webhook.secret.expose().to_owned(),
     );
-    let loopback = SocketAddr::from(([127, 0, 0, 1], webhook_addr.port()));
-    sim_config.webhook_url = Some(format!("http://{loopback}{}", config.webhook.path));
+    sim_config.webhook_url = Some(format!("http://{deliveries}{}", config.webhook.path));
     let paper = &config.paper;
     sim_config.seed = paper.seed;
     sim_config.starting_balance = paper.starting_balance;
