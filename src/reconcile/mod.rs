@@ -159,12 +159,19 @@ pub async fn apply_report(
             "venue report contradicts a terminal order status; kept the local one"
         );
     }
+    // What the venue says now: late news (a POST answer saying `pending` that arrives after the
+    // callback saying `expired`) must not overwrite it, or our order and the venue's view shown
+    // beside it disagree. An unknown status is recorded verbatim.
+    let venue_status = match seen {
+        Some(s) if s != applied.progress.status => None,
+        _ => Some(news.status.as_str()),
+    };
     Store::save_progress(
         &mut *tx,
         &order.client_order_id,
         Some(&news.order_id),
         &applied.progress,
-        Some(&news.status),
+        venue_status,
         now,
     )
     .await?;
@@ -357,6 +364,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(realized, d("-0.05"));
+    }
+
+    #[tokio::test]
+    async fn late_news_does_not_overwrite_the_venue_status_shown_beside_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let venue_order: OrderResponse = serde_json::from_str(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"limit","quantity":2,"price":120,"timeInForce":"IOC","status":"pending"}"#,
+        )
+        .unwrap();
+        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let shown = || async {
+            let mut tx = store.begin().await.unwrap();
+            let o = Store::order_by_client_id(&mut tx, "sx-test")
+                .await
+                .unwrap()
+                .unwrap();
+            tx.rollback().await.unwrap();
+            (o.status, o.venue_status)
+        };
+        // The IOC expired (the callback), then the POST's answer `pending` comes in late.
+        apply(&store, &news("expired", "0", None, &[])).await;
+        apply(&store, &news("pending", "0", None, &[])).await;
+        assert_eq!(shown().await, ("expired".into(), Some("expired".into())));
+        // A status the bot does not know is shown verbatim.
+        apply(&store, &news("suspended", "0", None, &[])).await;
+        assert_eq!(shown().await, ("expired".into(), Some("suspended".into())));
     }
 
     #[tokio::test]
