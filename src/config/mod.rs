@@ -164,7 +164,11 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for admin mutations; `None` disables them.
     pub token: Option<Secret>,
+    /// How often market prices of held symbols are read and PnL is sampled (the dashboard's curve).
+    pub pnl_sample_interval: Duration,
 }
+
+pub const DEFAULT_PNL_SAMPLE_SECS: u64 = 15;
 
 impl AdminConfig {
     /// Listen on `listen` with mutations disabled.
@@ -172,6 +176,7 @@ impl AdminConfig {
         Self {
             listen,
             token: None,
+            pnl_sample_interval: Duration::from_secs(DEFAULT_PNL_SAMPLE_SECS),
         }
     }
 }
@@ -326,6 +331,7 @@ struct RawAdmin {
     listen: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    pnl_sample_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -653,6 +659,12 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[webhook] max_body_bytes = {max_body_bytes} is out of range; use 1024 to 16777216"
         ));
     }
+    let pnl_sample_secs = raw.admin.pnl_sample_secs.unwrap_or(DEFAULT_PNL_SAMPLE_SECS);
+    if !(1..=3600).contains(&pnl_sample_secs) {
+        return Err(format!(
+            "[admin] pnl_sample_secs = {pnl_sample_secs} is out of range; use 1 to 3600"
+        ));
+    }
     let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
     if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
         return Err("[admin] token is shorter than 16 characters; use a long random token".into());
@@ -716,6 +728,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         admin: AdminConfig {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
             token: admin_token,
+            pnl_sample_interval: Duration::from_secs(pnl_sample_secs),
         },
         storage: StorageConfig {
             database_url: sqlite_relative_to(
