@@ -124,17 +124,7 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
             })
         };
         for at in kill_at {
-            while acked.load(Ordering::SeqCst) < at {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let bot = bot.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut bot = bot.lock().unwrap();
-                bot.kill();
-                bot.start();
-            })
-            .await
-            .unwrap();
+            crate::crash::kill_and_restart_at(&bot, &acked, at).await;
         }
         sender.await.unwrap();
 

@@ -101,6 +101,21 @@ impl Bot {
     }
 }
 
+/// Once `acked` reaches `at`, SIGKILLs the bot and starts it again.
+pub(crate) async fn kill_and_restart_at(bot: &Arc<Mutex<Bot>>, acked: &AtomicUsize, at: usize) {
+    while acked.load(Ordering::SeqCst) < at {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let bot = bot.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut bot = bot.lock().unwrap();
+        bot.kill();
+        bot.start();
+    })
+    .await
+    .unwrap();
+}
+
 /// Runs `work` while watching `bot`: when the bot process dies on its own, the test fails at
 /// once with its log instead of waiting for webhooks that will never be answered.
 pub(crate) async fn while_running<T>(
@@ -270,17 +285,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
             }));
         }
         for &at in KILL_AT {
-            while acked_count.load(Ordering::SeqCst) < at {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let bot = bot.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut bot = bot.lock().unwrap();
-                bot.kill();
-                bot.start();
-            })
-            .await
-            .unwrap();
+            kill_and_restart_at(&bot, &acked_count, at).await;
         }
         for s in senders {
             s.await.unwrap();
