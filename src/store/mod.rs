@@ -18,9 +18,11 @@ use std::time::Duration;
 
 mod cancel;
 mod fills;
+mod pnl;
 mod risk;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
+pub use pnl::{FillMark, PnlSample, PnlTotals};
 pub use risk::{FilledEntryRow, SymbolBook};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
