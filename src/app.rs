@@ -335,6 +335,16 @@ pub async fn start(
         venue.clone(),
         rest.shutdown(),
     )));
+    rest.tasks.push(tokio::spawn(
+        crate::admin::pnl::PnlSampler {
+            store: store.clone(),
+            venue: venue.clone(),
+            clock: clock.clone(),
+            interval: config.admin.pnl_sample_interval,
+            retention: config.inbox.retention,
+        }
+        .run(rest.shutdown()),
+    ));
 
     let timeouts = strategies
         .iter()

@@ -4,12 +4,15 @@
 //! Loading is strict: an unknown key, a missing secret or an impossible value stops start-up with a
 //! message naming the file, the key and the fix. Secrets are `Secret`s and never reach a log line.
 
+mod env;
 mod paper;
 mod secret;
+mod toml_error;
 mod trading;
 
 pub use paper::{parse_candles, PaperConfig, PriceSource};
 pub use secret::Secret;
+pub use toml_error::describe as describe_toml_error;
 pub use trading::TradingConfig;
 
 use serde::Deserialize;
@@ -170,7 +173,11 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for admin mutations; `None` disables them.
     pub token: Option<Secret>,
+    /// How often market prices of held symbols are read and PnL is sampled (the dashboard's curve).
+    pub pnl_sample_interval: Duration,
 }
+
+pub const DEFAULT_PNL_SAMPLE_SECS: u64 = 15;
 
 impl AdminConfig {
     /// Listen on `listen` with mutations disabled.
@@ -178,6 +185,7 @@ impl AdminConfig {
         Self {
             listen,
             token: None,
+            pnl_sample_interval: Duration::from_secs(DEFAULT_PNL_SAMPLE_SECS),
         }
     }
 }
@@ -334,6 +342,7 @@ struct RawAdmin {
     listen: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    pnl_sample_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,24 +381,6 @@ pub const DEFAULT_MAX_ORDERS_PER_SECOND: u32 = 50;
 /// outage, a restart) was decided on a market that has moved on.
 pub const DEFAULT_MAX_INTENT_AGE: chrono::Duration = chrono::Duration::seconds(120);
 
-/// Keys whose environment value is a whole number or a comma-separated list; everything else is
-/// taken as a string.
-const NUMERIC_KEYS: &[&str] = &[
-    "request_timeout_ms",
-    "max_orders_per_second",
-    "max_intent_age_secs",
-    "max_body_bytes",
-    "rate_limit_per_second",
-    "rate_limit_burst",
-    "header_timeout_ms",
-    "read_timeout_ms",
-    "retention_days",
-    "max_event_age_secs",
-    "stale_after_secs",
-    "snapshot_interval_secs",
-];
-const LIST_KEYS: &[&str] = &["allow_sources", "trusted_proxies"];
-
 impl Config {
     /// Reads `path`, applies `SIGEX_*` overrides from `env`, resolves secrets and validates.
     pub fn load(
@@ -412,9 +403,19 @@ impl Config {
             path: origin.to_owned(),
             message,
         };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        // Errors name where the value came from: the line of the file (the table has lost the
+        // spans, so a mistake is looked up again in the text), or the environment variable.
+        let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
+            path: match line {
+                Some(l) => format!("{origin}:{l}"),
+                None => origin.to_owned(),
+            },
+            message,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, message) = toml_error::describe(text, &e);
+            at_line(line, message)
+        })?;
         for (section, key) in SECRET_KEYS {
             if table.get(*section).and_then(|s| s.get(*key)).is_some() {
                 return Err(invalid(format!(
@@ -425,24 +426,87 @@ impl Config {
                 )));
             }
         }
-        apply_env_overrides(&mut table, env).map_err(invalid)?;
-        // Errors name the line where the file has one: the table has lost the spans, so a shape
-        // error is looked up again in the text, and a validation error by its "[section] key".
-        let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
-            path: match line {
-                Some(l) => format!("{origin}:{l}"),
-                None => origin.to_owned(),
-            },
-            message,
+        let file_table = table.clone();
+        let overrides = env::overrides(&schema(), env)?;
+        for o in &overrides {
+            o.apply(&mut table)?;
+        }
+        let raw: RawConfig = match table.try_into() {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(shape_error(
+                    text,
+                    &file_table,
+                    &overrides,
+                    e.message(),
+                    at_line,
+                ))
+            }
         };
-        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| {
-            let line = toml::from_str::<RawConfig>(text).err().and_then(|e| {
-                e.span()
-                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            });
-            at_line(line, e.message().to_owned())
-        })?;
-        resolve(raw, origin).map_err(|m| at_line(locate(text, &m), m))
+        resolve(raw, origin).map_err(|m| {
+            let from_env = named_key(&m)
+                .and_then(|(section, key)| overrides.iter().find(|o| o.names(section, key)));
+            match from_env {
+                Some(o) => o.error(m),
+                None => at_line(locate(text, &m), m),
+            }
+        })
+    }
+
+    /// `SIGEX_*` variables in `env` that are neither config keys nor variables sigex reads
+    /// elsewhere (`SIGEX_ADMIN_URL`, `SIGEX_SIM_*`): they are ignored; say so.
+    pub fn stray_variables(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        env::stray(&schema(), env)
+    }
+}
+
+/// The config file's keys, from its serde types (the allow-list of environment overrides).
+fn schema() -> env::Schema {
+    env::Schema::of::<RawConfig>()
+}
+
+/// A value of the wrong shape: in the file (its line and key), else in one environment variable.
+fn shape_error(
+    text: &str,
+    file_table: &toml::Table,
+    overrides: &[env::Override],
+    message: &str,
+    at_line: impl Fn(Option<usize>, String) -> ConfigError,
+) -> ConfigError {
+    if let Err(e) = toml::from_str::<RawConfig>(text) {
+        let (line, message) = toml_error::describe(text, &e);
+        return at_line(line, message);
+    }
+    for o in overrides {
+        let mut alone = file_table.clone();
+        if o.apply(&mut alone).is_err() {
+            continue;
+        }
+        if let Err(e) = alone.try_into::<RawConfig>() {
+            let at = match &o.section {
+                Some(s) => format!("[{s}] {}", o.key),
+                None => o.key.clone(),
+            };
+            return o.error(format!("{at}: {}", e.message()));
+        }
+    }
+    at_line(None, message.to_owned())
+}
+
+/// The `[section] key` (or top-level `key`) a validation message starts with.
+fn named_key(message: &str) -> Option<(Option<&str>, &str)> {
+    fn key_of(s: &str) -> &str {
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        &s[..end]
+    }
+    match message.strip_prefix('[') {
+        Some(rest) => {
+            let (section, after) = rest.split_once(']')?;
+            Some((Some(section), key_of(after.trim_start())))
+        }
+        None => Some((None, key_of(message))),
     }
 }
 
@@ -501,59 +565,6 @@ pub fn database_url_only(
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
-}
-
-/// `SIGEX_MODE=live` sets `mode`; `SIGEX_VENUE__BASE_URL=...` sets `[venue] base_url`. Values are
-/// strings except where the key is known to be a number.
-fn apply_env_overrides(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), String> {
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("SIGEX_") else {
-            continue;
-        };
-        let rest = rest.to_ascii_lowercase();
-        let (section, key) = match rest.split_once("__") {
-            Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
-            None => (None, rest),
-        };
-        let value = if NUMERIC_KEYS.contains(&key.as_str()) {
-            toml::Value::Integer(
-                value
-                    .parse()
-                    .map_err(|_| format!("environment variable {name} must be a whole number"))?,
-            )
-        } else if LIST_KEYS.contains(&key.as_str()) {
-            toml::Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| toml::Value::String(v.to_owned()))
-                    .collect(),
-            )
-        } else {
-            toml::Value::String(value)
-        };
-        match section {
-            None => {
-                table.insert(key, value);
-            }
-            Some(section) => {
-                let entry = table
-                    .entry(section.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(t) = entry else {
-                    return Err(format!(
-                        "{section} is not a section, but {name} treats it as one"
-                    ));
-                };
-                t.insert(key, value);
-            }
-        }
-    }
-    Ok(())
 }
 
 fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
@@ -693,6 +704,12 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[webhook] max_body_bytes = {max_body_bytes} is out of range; use 1024 to 16777216"
         ));
     }
+    let pnl_sample_secs = raw.admin.pnl_sample_secs.unwrap_or(DEFAULT_PNL_SAMPLE_SECS);
+    if !(1..=3600).contains(&pnl_sample_secs) {
+        return Err(format!(
+            "[admin] pnl_sample_secs = {pnl_sample_secs} is out of range; use 1 to 3600"
+        ));
+    }
     let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
     if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
         return Err("[admin] token is shorter than 16 characters; use a long random token".into());
@@ -763,6 +780,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         admin: AdminConfig {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
             token: admin_token,
+            pnl_sample_interval: Duration::from_secs(pnl_sample_secs),
         },
         storage: StorageConfig {
             database_url: sqlite_relative_to(
@@ -1148,6 +1166,115 @@ lot_step = 0.001
         assert!(
             err.to_string()
                 .contains("max_event_age_secs = 10 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sigex_variables_that_are_not_config_keys_change_nothing() {
+        let mut e = env(SECRET_ENV);
+        for (name, value) in [
+            ("SIGEX_ADMIN_URL", "http://127.0.0.1:8081"),
+            ("SIGEX_SIM_API_KEY", "sim-key"),
+            ("SIGEX_SIM_API_SECRET", "sim-secret"),
+            ("SIGEX_CHAOS_SEED", "12345"),
+            ("SIGEX_SOMETHING_ELSE", "x"),
+            ("SIGEX_NOT_A_SECTION__KEY", "x"),
+        ] {
+            e.push((name.into(), value.into()));
+        }
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", e.clone()).unwrap();
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8081");
+        // Only the names that are neither config keys nor read by sigex elsewhere are worth a
+        // warning.
+        assert_eq!(
+            Config::stray_variables(e),
+            vec![
+                "SIGEX_SOMETHING_ELSE".to_owned(),
+                "SIGEX_NOT_A_SECTION__KEY".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn every_section_of_the_file_can_be_overridden_with_its_own_types() {
+        let s = schema();
+        let kinds = |section: &str| s.sections_for_test(section);
+        assert_eq!(
+            kinds("webhook")["rate_limit_per_second"],
+            env::Kind::Integer
+        );
+        assert_eq!(kinds("webhook")["allow_sources"], env::Kind::List);
+        assert_eq!(kinds("webhook")["secret"], env::Kind::Text);
+        assert_eq!(kinds("reconcile")["stale_after_secs"], env::Kind::Integer);
+        assert_eq!(kinds("paper")["starting_balance"], env::Kind::Text);
+        assert!(kinds("limits").contains_key("max_open_orders"));
+        assert!(kinds("storage").contains_key("database_url"));
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_the_variable_not_a_line() {
+        let file = "mode = \"paper\"\n\n[webhook]\nlisten = \"127.0.0.1:8080\"\n";
+        let cases = [
+            (
+                "SIGEX_WEBHOOK__SECRET",
+                "whsec_short",
+                "[webhook] secret is shorter than 16 characters",
+            ),
+            ("SIGEX_MODE", "papr", "unknown variant `papr`"),
+            (
+                "SIGEX_WEBHOOK__LISTEN",
+                "localhost",
+                "[webhook] listen \"localhost\" is not an address",
+            ),
+            (
+                "SIGEX_WEBHOOK__MAX_BODY_BYTES",
+                "lots",
+                "[webhook] max_body_bytes must be a whole number",
+            ),
+            (
+                "SIGEX_WEBHOOK__SECRT",
+                "whsec_0123456789abcdef",
+                "[webhook] has no key \"secrt\"",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let mut e = env(SECRET_ENV);
+            e.retain(|(k, _)| k != name);
+            e.push((name.into(), value.into()));
+            let err = Config::from_toml(file, "sigex.toml", e)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("environment variable {name}: "))
+                    && err.contains(expected),
+                "{name}: {err}"
+            );
+            assert!(!err.contains("sigex.toml:"), "{name}: {err}");
+        }
+        // The same mistake written in the file is reported at its line.
+        let err = Config::from_toml("mode = \"papr\"\n", "sigex.toml", env(SECRET_ENV))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sigex.toml:1: mode: unknown variant `papr`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_in_the_file_names_the_key_and_the_line() {
+        let err = Config::from_toml(
+            "mode = \"paper\"\n[limits]\nmax_order_notional = 100\n[reconcile]\nstale_after_secs = \"70\"\n",
+            "sigex.toml",
+            env(SECRET_ENV),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "sigex.toml:5: [reconcile] stale_after_secs: invalid type: string \"70\""
+            ),
             "{err}"
         );
     }

@@ -127,9 +127,9 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
     }
     let body = match read_body(body, state.config.max_body_bytes, state.config.read_timeout).await {
         Ok(b) => b,
-        Err((reason, refusal)) => {
-            state.metrics.webhook_rejected(reason);
-            return refusal;
+        Err(refusal) => {
+            state.metrics.webhook_rejected(refusal.reason());
+            return refusal.response();
         }
     };
     let signature = parts
@@ -197,45 +197,55 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Reads the whole body within `limit` bytes and `timeout`; a refusal carries its metrics reason.
-async fn read_body(
-    body: Body,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, (&'static str, Response)> {
-    use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err((
-            "body_timeout",
-            reply(
+/// Why a webhook body was not read. Small on purpose: the `Response` is built only when the
+/// refusal is answered, so the `Result` carrying it stays cheap to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyRefusal {
+    Timeout,
+    TooLarge,
+    Unreadable,
+}
+
+impl BodyRefusal {
+    /// The `sigex_webhooks_rejected_total` reason.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Timeout => "body_timeout",
+            Self::TooLarge => "too_large",
+            Self::Unreadable => "unreadable_body",
+        }
+    }
+
+    fn response(self) -> Response {
+        match self {
+            Self::Timeout => reply(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 "request body not received in time",
             ),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) => {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Err((
-                    "too_large",
-                    reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        "request body too large",
-                    ),
-                ))
-            } else {
-                Err((
-                    "unreadable_body",
-                    reply(
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        "request body could not be read",
-                    ),
-                ))
-            }
+            Self::TooLarge => reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body too large",
+            ),
+            Self::Unreadable => reply(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "request body could not be read",
+            ),
         }
+    }
+}
+
+/// Reads the whole body within `limit` bytes and `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyRefusal> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(BodyRefusal::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyRefusal::TooLarge),
+        Ok(Err(_)) => Err(BodyRefusal::Unreadable),
     }
 }
 

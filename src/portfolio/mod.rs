@@ -104,10 +104,12 @@ impl Position {
     pub fn net_realized(&self) -> Decimal {
         self.realized_pnl - self.fees
     }
+}
 
-    pub fn unrealized_pnl(&self, mark: Decimal) -> Decimal {
-        self.quantity * (mark - self.average_price)
-    }
+/// What a position of signed `quantity` entered at `average_price` would gain or lose if closed
+/// at `mark` (a short gains as the price falls). Where the mark comes from is `admin::pnl`'s rule.
+pub fn unrealized_pnl(quantity: Decimal, average_price: Decimal, mark: Decimal) -> Decimal {
+    quantity * (mark - average_price)
 }
 
 /// The fees of an order whose fills total `filled_notional`: the fees the venue reported for the
@@ -123,89 +125,9 @@ pub fn order_fees(
     reported_fees + uncovered * fee_bps / Decimal::from(10_000)
 }
 
-/// One booked fill, as input to the PnL curve.
-#[derive(Debug, Clone)]
-pub struct FillPoint {
-    pub at: String,
-    pub symbol: String,
-    /// Buys positive, sells negative.
-    pub signed_quantity: Decimal,
-    pub price: Decimal,
-}
-
-/// Realized and unrealized PnL just after one fill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PnlPoint {
-    pub at: String,
-    pub realized_pnl: Decimal,
-    pub unrealized_pnl: Decimal,
-    pub pnl: Decimal,
-}
-
-/// The PnL curve over time: fills replayed in order, every open position marked at the last
-/// price seen for its symbol (its latest fill).
-pub fn pnl_curve(fills: &[FillPoint]) -> Vec<PnlPoint> {
-    let mut positions: std::collections::BTreeMap<&str, (Position, Decimal)> =
-        std::collections::BTreeMap::new();
-    let mut out = Vec::with_capacity(fills.len());
-    for f in fills {
-        let entry = positions
-            .entry(f.symbol.as_str())
-            .or_insert((Position::default(), f.price));
-        entry.0 = entry.0.apply_fill(f.signed_quantity, f.price);
-        entry.1 = f.price;
-        let (realized, unrealized) = totals(positions.values());
-        out.push(PnlPoint {
-            at: f.at.clone(),
-            realized_pnl: realized,
-            unrealized_pnl: unrealized,
-            pnl: realized + unrealized,
-        });
-    }
-    out
-}
-
-fn totals<'a>(it: impl Iterator<Item = &'a (Position, Decimal)>) -> (Decimal, Decimal) {
-    it.fold((Decimal::ZERO, Decimal::ZERO), |(r, u), (p, mark)| {
-        (r + p.realized_pnl, u + p.unrealized_pnl(*mark))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pnl_curve_replays_fills_and_marks_open_positions_at_the_last_fill_price() {
-        let fill = |at: &str, symbol: &str, q: &str, p: &str| FillPoint {
-            at: at.into(),
-            symbol: symbol.into(),
-            signed_quantity: d(q),
-            price: d(p),
-        };
-        let curve = pnl_curve(&[
-            fill("t1", "BTC/USD", "1", "100"),
-            fill("t2", "ETH/USD", "2", "10"),
-            fill("t3", "BTC/USD", "1", "110"),
-            fill("t4", "BTC/USD", "-2", "120"),
-        ]);
-        let got: Vec<_> = curve
-            .iter()
-            .map(|p| (p.at.as_str(), p.realized_pnl, p.unrealized_pnl, p.pnl))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("t1", d("0"), d("0"), d("0")),
-                ("t2", d("0"), d("0"), d("0")),
-                // BTC 2 @ 105 marked at 110.
-                ("t3", d("0"), d("10"), d("10")),
-                // Closed at 120: 2 x 15 realized.
-                ("t4", d("30"), d("0"), d("30")),
-            ]
-        );
-    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()

@@ -159,12 +159,19 @@ pub async fn apply_report(
             "venue report contradicts a terminal order status; kept the local one"
         );
     }
+    // What the venue says now: late news (a POST answer saying `pending` that arrives after the
+    // callback saying `expired`) must not overwrite it, or our order and the venue's view shown
+    // beside it disagree. An unknown status is recorded verbatim.
+    let venue_status = match seen {
+        Some(s) if s != applied.progress.status => None,
+        _ => Some(news.status.as_str()),
+    };
     Store::save_progress(
         &mut *tx,
         &order.client_order_id,
         Some(&news.order_id),
         &applied.progress,
-        Some(&news.status),
+        venue_status,
         now,
     )
     .await?;
@@ -284,6 +291,20 @@ mod tests {
         }
     }
 
+    /// A fresh store holding one order, `sx-test`, as the venue described it in `venue_json`.
+    async fn store_with_order(venue_json: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let venue_order: OrderResponse = serde_json::from_str(venue_json).unwrap();
+        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        (dir, store)
+    }
+
     /// Applies `n` to the order in its own transaction; returns (position, order fees).
     async fn apply(store: &Store, n: &OrderNews) -> (crate::portfolio::Position, Decimal) {
         let now = chrono::Utc::now();
@@ -304,23 +325,15 @@ mod tests {
 
     #[tokio::test]
     async fn fills_are_recorded_once_by_id_and_estimated_fees_converge_to_the_reported_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
+        let (_dir, store) = store_with_order(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"limit","quantity":2,"price":120,"status":"open"}"#,
+        )
+        .await;
         store
             .set_fee_rates(&[(String::new(), d("5"))])
             .await
             .unwrap();
-        let mut tx = store.begin().await.unwrap();
-        let venue_order: OrderResponse = serde_json::from_str(
-            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
-                "type":"limit","quantity":2,"price":120,"status":"open"}"#,
-        )
-        .unwrap();
-        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
 
         // A callback: 1 filled at 100; the fee is estimated at 5 bps of 100.
         let (p, fees) = apply(&store, &news("partially_filled", "1", Some("100"), &[])).await;
@@ -360,20 +373,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn late_news_does_not_overwrite_the_venue_status_shown_beside_ours() {
+        let (_dir, store) = store_with_order(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"limit","quantity":2,"price":120,"timeInForce":"IOC","status":"pending"}"#,
+        )
+        .await;
+        let shown = || async {
+            let mut tx = store.begin().await.unwrap();
+            let o = Store::order_by_client_id(&mut tx, "sx-test")
+                .await
+                .unwrap()
+                .unwrap();
+            tx.rollback().await.unwrap();
+            (o.status, o.venue_status)
+        };
+        // The IOC expired (the callback), then the POST's answer `pending` comes in late.
+        apply(&store, &news("expired", "0", None, &[])).await;
+        apply(&store, &news("pending", "0", None, &[])).await;
+        assert_eq!(shown().await, ("expired".into(), Some("expired".into())));
+        // A status the bot does not know is shown verbatim.
+        apply(&store, &news("suspended", "0", None, &[])).await;
+        assert_eq!(shown().await, ("expired".into(), Some("suspended".into())));
+    }
+
+    #[tokio::test]
     async fn a_fill_list_holding_more_than_the_cumulative_news_books_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
-        let venue_order: OrderResponse = serde_json::from_str(
+        let (_dir, store) = store_with_order(
             r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
                 "type":"market","quantity":2,"status":"pending"}"#,
         )
-        .unwrap();
-        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        .await;
         // No fee rate configured and none reported: no fee. The summary says 1, the list 2.
         let listed = news(
             "filled",

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 mod cancel;
 mod fills;
+mod pnl;
 mod risk;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
+pub use pnl::{FillMark, PnlSample, PnlTotals};
 pub use risk::{FilledEntryRow, SendView, SymbolBook, WorkingEntry};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
@@ -158,7 +160,7 @@ impl Store {
             .collect()
     }
 
-    /// Once after the upgrade that changed the dedupe rule (migration 0008): gives the events
+    /// Once after the upgrade that changed the dedupe rule (migration 0009): gives the events
     /// stored before it and received since `since` the new dedupe key, keeping the old one as
     /// their identity, so a venue retry of one of them is still a duplicate. Older events need
     /// nothing: a retry of them is past the freshness window and never applied. Newest first, in

@@ -42,13 +42,14 @@ async fn readiness_metrics_and_the_dashboard_reflect_a_trading_bot() {
         );
     }
 
+    // The sampler took a point at start; both fills are marked on the curve after it.
     let equity = app
-        .wait_for("two points on the PnL curve", || async {
+        .wait_for("two fills on the PnL curve", || async {
             let e = app.get("/api/equity").await;
-            (e.as_array().unwrap().len() == 2).then_some(e)
+            (e["fills"].as_array().unwrap().len() == 2).then_some(e)
         })
         .await;
-    assert!(equity[1]["pnl"].is_number(), "{equity}");
+    assert!(equity["samples"][0]["netPnl"].is_number(), "{equity}");
 
     let summary = app.get("/api/summary").await;
     assert_eq!(summary["ready"], true, "{summary}");

@@ -32,6 +32,17 @@ pub(crate) struct Bot {
 }
 
 impl Bot {
+    /// A bot process on `config`, logging to `dir/bot.log`, started.
+    pub(crate) fn started(config: std::path::PathBuf, dir: &Path) -> Arc<Mutex<Bot>> {
+        let mut bot = Bot {
+            config,
+            log: dir.join("bot.log"),
+            child: None,
+        };
+        bot.start();
+        Arc::new(Mutex::new(bot))
+    }
+
     pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -45,6 +56,10 @@ impl Bot {
             .env("SIGEX_VENUE__API_KEY", "crash-key")
             .env("SIGEX_VENUE__API_SECRET", "crash-secret")
             .env("RUST_LOG", "warn")
+            // Variables sigex must leave alone (README recipes set them in the same shell).
+            .env("SIGEX_ADMIN_URL", "http://127.0.0.1:9")
+            .env("SIGEX_SIM_API_KEY", "not-a-config-key")
+            .env("SIGEX_CHAOS_SEED", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -52,21 +67,72 @@ impl Bot {
         self.child = Some(child);
     }
 
-    /// Fails the test, with the bot's log, when the process has died.
-    pub(crate) fn assert_alive(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!("the bot exited ({status}):\n{log}");
-            }
-        }
-    }
-
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap(); // SIGKILL: no shutdown code runs.
             child.wait().unwrap();
         }
+    }
+}
+
+impl Bot {
+    /// `Some(why)` when the process ended without the test killing it: its exit status and the
+    /// end of its log.
+    pub(crate) fn died(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        // The start (where an error at start-up is) and the end (what it did last).
+        let shown = if lines.len() <= 80 {
+            lines.join("\n")
+        } else {
+            format!(
+                "{}\n[...]\n{}",
+                lines[..20].join("\n"),
+                lines[lines.len() - 40..].join("\n")
+            )
+        };
+        Some(format!(
+            "the sigex bot exited by itself ({status}); its log ({}):\n{shown}",
+            self.log.display()
+        ))
+    }
+}
+
+/// Once `acked` reaches `at`, SIGKILLs the bot and starts it again.
+pub(crate) async fn kill_and_restart_at(bot: &Arc<Mutex<Bot>>, acked: &AtomicUsize, at: usize) {
+    while acked.load(Ordering::SeqCst) < at {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let bot = bot.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut bot = bot.lock().unwrap();
+        bot.kill();
+        bot.start();
+    })
+    .await
+    .unwrap();
+}
+
+/// Runs `work` while watching `bot`: when the bot process dies on its own, the test fails at
+/// once with its log instead of waiting for webhooks that will never be answered.
+pub(crate) async fn while_running<T>(
+    bot: &Arc<Mutex<Bot>>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let watch = async {
+        loop {
+            // Kills and restarts happen under this lock, so a killed bot is never seen here.
+            if let Some(why) = bot.lock().unwrap().died() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        why = watch => panic!("{why}"),
     }
 }
 
@@ -173,159 +239,184 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
         SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET),
     )
     .await;
-    let bot = Arc::new(Mutex::new(Bot {
-        config,
-        log: dir.path().join("bot.log"),
-        child: None,
-    }));
-    bot.lock().unwrap().start();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let bot = Bot::started(config, dir.path());
+    // The bot is watched throughout: if it dies, the test says so with its log.
+    crate::crash::while_running(&bot, async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
 
-    let acked = Arc::new(Mutex::new(Vec::<(String, &'static str)>::new()));
-    let acked_count = Arc::new(AtomicUsize::new(0));
-    let failed_sends = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for sender in 0..SENDERS {
-        let (http, url, acked, acked_count, failed_sends) = (
-            http.clone(),
-            webhook_url.clone(),
-            acked.clone(),
-            acked_count.clone(),
-            failed_sends.clone(),
-        );
-        senders.push(tokio::spawn(async move {
-            for n in 0..PER_SENDER {
-                let (body, kind) = body(sender, n);
-                // Like the venue: retry until acknowledged.
-                for attempt in 0.. {
-                    assert!(attempt < 2000, "webhook never acknowledged");
-                    let sent = http
-                        .post(&url)
-                        .header("Content-Type", "application/json")
-                        .header("X-Webhook-Signature", sign(body.as_bytes()))
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    if matches!(&sent, Ok(r) if r.status() == 200) {
-                        acked.lock().unwrap().push((body.clone(), kind));
-                        acked_count.fetch_add(1, Ordering::SeqCst);
-                        break;
+        let acked = Arc::new(Mutex::new(Vec::<(String, &'static str)>::new()));
+        let acked_count = Arc::new(AtomicUsize::new(0));
+        let failed_sends = Arc::new(AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        for sender in 0..SENDERS {
+            let (http, url, acked, acked_count, failed_sends) = (
+                http.clone(),
+                webhook_url.clone(),
+                acked.clone(),
+                acked_count.clone(),
+                failed_sends.clone(),
+            );
+            senders.push(tokio::spawn(async move {
+                for n in 0..PER_SENDER {
+                    let (body, kind) = body(sender, n);
+                    // Like the venue: retry until acknowledged.
+                    for attempt in 0.. {
+                        assert!(attempt < 2000, "webhook never acknowledged");
+                        let sent = http
+                            .post(&url)
+                            .header("Content-Type", "application/json")
+                            .header("X-Webhook-Signature", sign(body.as_bytes()))
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        if matches!(&sent, Ok(r) if r.status() == 200) {
+                            acked.lock().unwrap().push((body.clone(), kind));
+                            acked_count.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        failed_sends.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    failed_sends.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-            }
-        }));
-    }
-    for &at in KILL_AT {
-        while acked_count.load(Ordering::SeqCst) < at {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            }));
         }
-        let bot = bot.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut bot = bot.lock().unwrap();
-            bot.kill();
-            bot.start();
-        })
-        .await
-        .unwrap();
-    }
-    for s in senders {
-        s.await.unwrap();
-    }
-    // The kills really landed mid-stream: senders saw the bot gone and had to retry.
-    assert!(
-        failed_sends.load(Ordering::SeqCst) > 0,
-        "no send ever failed: the bot was not down mid-stream"
-    );
-
-    // Every acknowledged webhook is in the inbox exactly once and processed; orders settle.
-    let get = |path: &'static str| admin_json(http.clone(), format!("{admin_url}{path}"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let (events, orders) = loop {
+        for &at in KILL_AT {
+            kill_and_restart_at(&bot, &acked_count, at).await;
+        }
+        for s in senders {
+            s.await.unwrap();
+        }
+        // The kills really landed mid-stream: senders saw the bot gone and had to retry.
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "the inbox never drained; see {}",
-            dir.path().join("bot.log").display()
+            failed_sends.load(Ordering::SeqCst) > 0,
+            "no send ever failed: the bot was not down mid-stream"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (Some(counts), Some(events), Some(orders)) = (
-            get("/api/events").await,
-            get("/api/events/recent?limit=10000").await,
-            get("/api/orders?limit=10000").await,
-        ) else {
-            continue;
+
+        // Every acknowledged webhook is in the inbox exactly once and processed; orders settle.
+        let get = |path: &'static str| {
+            let (http, admin_url) = (http.clone(), admin_url.clone());
+            async move {
+                http.get(format!("{admin_url}{path}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+            }
         };
-        let unsettled =
-            orders.as_array().unwrap().iter().any(|o| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (events, orders) = loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the inbox never drained; see {}",
+                dir.path().join("bot.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (Some(counts), Some(events), Some(orders)) = (
+                get("/api/events").await,
+                get("/api/events/recent?limit=10000").await,
+                get("/api/orders?limit=10000").await,
+            ) else {
+                continue;
+            };
+            let unsettled = orders.as_array().unwrap().iter().any(|o| {
                 o["orderId"].is_null() || o["status"] == "intent" || o["status"] == "unknown"
             });
-        if counts.get("pending").is_none() && !unsettled {
-            break (events, orders);
-        }
-    };
-    let acked = acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), SENDERS * PER_SENDER);
-    let stored: HashMap<String, (i64, String)> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["dedupeKey"].as_str().unwrap().to_owned(),
+            if counts.get("pending").is_none() && !unsettled {
+                break (events, orders);
+            }
+        };
+        let acked = acked.lock().unwrap().clone();
+        assert_eq!(acked.len(), SENDERS * PER_SENDER);
+        let stored: HashMap<String, (i64, String)> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
                 (
-                    e["seq"].as_i64().unwrap(),
-                    e["status"].as_str().unwrap().to_owned(),
-                ),
-            )
-        })
-        .collect();
-    let mut signal_seqs = HashSet::new();
-    for (body, kind) in &acked {
-        let key = sigex::inbox::dedupe_key(body.as_bytes());
-        let (seq, status) = stored
-            .get(&key)
-            .unwrap_or_else(|| panic!("acknowledged but lost: {body}"));
-        assert_eq!(status, "processed", "{body}");
-        if *kind == "signal" {
-            signal_seqs.insert(*seq);
+                    e["dedupeKey"].as_str().unwrap().to_owned(),
+                    (
+                        e["seq"].as_i64().unwrap(),
+                        e["status"].as_str().unwrap().to_owned(),
+                    ),
+                )
+            })
+            .collect();
+        let mut signal_seqs = HashSet::new();
+        for (body, kind) in &acked {
+            let key = sigex::inbox::dedupe_key(body.as_bytes());
+            let (seq, status) = stored
+                .get(&key)
+                .unwrap_or_else(|| panic!("acknowledged but lost: {body}"));
+            assert_eq!(status, "processed", "{body}");
+            if *kind == "signal" {
+                signal_seqs.insert(*seq);
+            }
         }
-    }
-    // Exactly one decision per acknowledged signal.
-    let decisions = http
-        .get(format!("{admin_url}/api/signals?limit=10000"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Vec<serde_json::Value>>()
-        .await
-        .unwrap();
-    let decided: Vec<i64> = decisions
-        .iter()
-        .map(|d| d["eventSeq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(decided.len(), signal_seqs.len(), "one decision per signal");
-    assert_eq!(decided.iter().copied().collect::<HashSet<_>>(), signal_seqs);
-    // Every order intent exists exactly once at the venue, under its own clientOrderId.
-    let local: HashSet<String> = orders
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
-        .collect();
-    let at_venue: Vec<String> = sim
-        .orders()
-        .into_iter()
-        .filter_map(|o| o.client_order_id)
-        .collect();
-    assert_eq!(at_venue.len(), local.len(), "one venue order per intent");
-    assert_eq!(at_venue.into_iter().collect::<HashSet<_>>(), local);
-    assert!(!local.is_empty(), "the run placed orders");
+        // Exactly one decision per acknowledged signal.
+        let decisions = http
+            .get(format!("{admin_url}/api/signals?limit=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap();
+        let decided: Vec<i64> = decisions
+            .iter()
+            .map(|d| d["eventSeq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(decided.len(), signal_seqs.len(), "one decision per signal");
+        assert_eq!(decided.iter().copied().collect::<HashSet<_>>(), signal_seqs);
+        // Every order intent exists exactly once at the venue, under its own clientOrderId.
+        let local: HashSet<String> = orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
+            .collect();
+        let at_venue: Vec<String> = sim
+            .orders()
+            .into_iter()
+            .filter_map(|o| o.client_order_id)
+            .collect();
+        assert_eq!(at_venue.len(), local.len(), "one venue order per intent");
+        assert_eq!(at_venue.into_iter().collect::<HashSet<_>>(), local);
+        assert!(!local.is_empty(), "the run placed orders");
+    })
+    .await;
     bot.lock().unwrap().kill();
     sim_stop.trigger();
+}
+
+#[tokio::test]
+async fn a_bot_process_that_dies_fails_its_test_at_once_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sigex.toml");
+    std::fs::write(
+        &config,
+        "mode = \"live\"\n[webhook]\nlisten = \"not an address\"\n",
+    )
+    .unwrap();
+    let bot = Bot::started(config, dir.path());
+    // Work that would wait forever for a bot that is gone.
+    let watched = tokio::spawn(async move {
+        while_running(&bot, std::future::pending::<()>()).await;
+    });
+    let failure = tokio::time::timeout(Duration::from_secs(60), watched)
+        .await
+        .expect("the watcher noticed the dead bot")
+        .unwrap_err();
+    let why = *failure.into_panic().downcast::<String>().unwrap();
+    assert!(why.contains("exited by itself"), "{why}");
+    assert!(
+        why.contains("[webhook] listen"),
+        "the bot's own error: {why}"
+    );
 }
 
 /// GETs an admin API URL as JSON; `None` while the bot does not answer.
@@ -342,7 +433,9 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        bot.assert_alive();
+        if let Some(why) = bot.died() {
+            panic!("{why}");
+        }
         if let Some(v) = check().await {
             return v;
         }

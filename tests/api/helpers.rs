@@ -509,7 +509,7 @@ pub async fn spawn_receiver(fail_first: usize) -> (String, Received) {
                  axum::Json(body): axum::Json<Value>| async move {
                     use std::sync::atomic::Ordering;
                     if failures
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .try_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
                     {
                         return axum::http::StatusCode::INTERNAL_SERVER_ERROR;

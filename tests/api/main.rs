@@ -5,6 +5,7 @@ mod admin;
 mod chaos;
 mod cli;
 mod crash;
+mod demo;
 mod edge;
 mod faults;
 mod halt;
