@@ -302,6 +302,12 @@ pub async fn start(
         venue.clone(),
         rest.shutdown(),
     )));
+    rest.tasks.push(tokio::spawn(crate::admin::store_check::run(
+        store.clone(),
+        notifier.clone(),
+        clock.clone(),
+        rest.shutdown(),
+    )));
 
     let timeouts = strategies
         .iter()

@@ -80,8 +80,9 @@ impl Health {
 /// Inputs of the readiness verdict that come from outside the handle.
 pub struct Observed {
     pub now: DateTime<Utc>,
-    /// `Err` with the reason when the database did not answer.
-    pub database: Result<(), String>,
+    /// `Err` with the reason when the store is not known to commit (no recent write round trip,
+    /// a failed write, or a reader that does not answer).
+    pub store: Result<(), String>,
     /// Age of the oldest pending inbox event, if any.
     pub inbox_lag: Option<chrono::Duration>,
 }
@@ -99,8 +100,8 @@ pub fn failing_checks(health: &Health, seen: &Observed) -> Vec<FailedCheck> {
     if health.is_draining() {
         fail("draining", "shutting down: webhooks are refused".into());
     }
-    if let Err(e) = &seen.database {
-        fail("database", format!("database unreachable: {e}"));
+    if let Err(e) = &seen.store {
+        fail("store", e.clone());
     }
     if !health.is_reconciled() {
         fail(
@@ -150,7 +151,7 @@ mod tests {
             reconciled: bool,
             draining: bool,
             venue_ok: Option<i64>,
-            database: Result<(), String>,
+            store: Result<(), String>,
             lag_secs: Option<i64>,
             failing: &'static [&'static str],
         }
@@ -160,7 +161,7 @@ mod tests {
                 reconciled: true,
                 draining: false,
                 venue_ok: Some(95),
-                database: Ok(()),
+                store: Ok(()),
                 lag_secs: Some(1),
                 failing: &[],
             },
@@ -169,7 +170,7 @@ mod tests {
                 reconciled: false,
                 draining: false,
                 venue_ok: None,
-                database: Ok(()),
+                store: Ok(()),
                 lag_secs: None,
                 failing: &["reconciliation", "venue"],
             },
@@ -178,18 +179,18 @@ mod tests {
                 reconciled: true,
                 draining: false,
                 venue_ok: Some(0),
-                database: Ok(()),
+                store: Ok(()),
                 lag_secs: Some(31),
                 failing: &["venue", "inbox_lag"],
             },
             Case {
-                name: "a broken database while draining",
+                name: "a store that cannot commit, while draining",
                 reconciled: true,
                 draining: true,
                 venue_ok: Some(100),
-                database: Err("disk I/O error".into()),
+                store: Err("cannot commit: database or disk is full".into()),
                 lag_secs: None,
-                failing: &["draining", "database"],
+                failing: &["draining", "store"],
             },
         ];
         for case in cases {
@@ -205,7 +206,7 @@ mod tests {
             }
             let seen = Observed {
                 now: at(100),
-                database: case.database,
+                store: case.store,
                 inbox_lag: case.lag_secs.map(chrono::Duration::seconds),
             };
             let names: Vec<_> = failing_checks(&h, &seen).iter().map(|f| f.check).collect();

@@ -177,6 +177,17 @@ impl Dispatcher {
                 let result = self.apply_run(run, i).await;
                 i = end;
                 if let Err((failed, e)) = result {
+                    if e.is_unavailable() {
+                        // The database cannot take writes: nothing is wrong with the event. It
+                        // waits, its attempt not counted, until a write goes through again.
+                        tracing::warn!(seq = batch[failed].seq, error = %e, "the store cannot commit; processing waits for it");
+                        self.store.writable().noted(e);
+                        tokio::select! {
+                            _ = self.store.writable().wait_writable() => {}
+                            _ = shutdown.wait() => return,
+                        }
+                        break;
+                    }
                     self.record_failure(&batch[failed], &e).await;
                     let backoff = Duration::from_millis(100 << batch[failed].attempts.clamp(0, 6));
                     if shutdown.sleep(backoff).await {
@@ -283,7 +294,7 @@ impl Dispatcher {
                 }
                 Ok(())
             }
-            Err(e) if run.len() == 1 => Err((first, e)),
+            Err(e) if run.len() == 1 || e.is_unavailable() => Err((first, e)),
             Err(e) => {
                 tracing::warn!(error = %e, events = run.len(), "batch failed; applying its events one by one");
                 for (k, (event, parsed)) in run.iter().enumerate() {

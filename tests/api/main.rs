@@ -5,6 +5,7 @@ mod admin;
 mod chaos;
 mod cli;
 mod crash;
+mod diskfull;
 mod edge;
 mod faults;
 mod helpers;
