@@ -34,11 +34,14 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Starts the writer. `stored` is notified after every commit that added events.
-    pub fn spawn(store: Store, stored: Arc<Notify>) -> Self {
+    /// The handle and the writer task to run (supervised, by the caller). `stored` is notified
+    /// after every commit that added events. The writer ends once every handle is dropped.
+    pub fn new(
+        store: Store,
+        stored: Arc<Notify>,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(store, rx, stored));
-        Self { tx }
+        (Self { tx }, writer(store, rx, stored))
     }
 
     /// Stores one event durably; returns once it is committed (or known to be a duplicate).

@@ -15,4 +15,5 @@ mod pipeline;
 mod pnl;
 mod reconcile;
 mod risk;
+mod supervision;
 mod webhooks;
