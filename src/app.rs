@@ -312,11 +312,32 @@ pub async fn start(
             metrics: metrics.clone(),
         },
     );
+    let fd_limit = crate::ingress::server::raise_fd_limit();
+    let max_connections =
+        crate::ingress::server::fitting_cap(config.webhook.max_connections, fd_limit);
+    if max_connections < config.webhook.max_connections {
+        tracing::warn!(
+            fd_limit,
+            configured = config.webhook.max_connections,
+            effective = max_connections,
+            "too few file descriptors for [webhook] max_connections; raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    let edge = crate::ingress::server::Edge {
+        limits: crate::ingress::server::ConnectionLimits {
+            total: max_connections,
+            per_source: config.webhook.max_connections_per_source,
+            exempt: config.webhook.trusted_proxies.clone(),
+            allow: config.webhook.allow_sources.clone(),
+        },
+        metrics: metrics.clone(),
+    };
     let listener = crate::ingress::server::serve(
         webhook_listener,
         ingress,
         tls,
         config.webhook.header_timeout,
+        edge,
         webhooks.shutdown(),
     );
     webhooks.spawn("webhook listener", listener);

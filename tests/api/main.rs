@@ -8,6 +8,7 @@ mod crash;
 mod diskfull;
 mod edge;
 mod faults;
+mod flood;
 mod helpers;
 mod lifecycle;
 mod paper;
