@@ -44,6 +44,9 @@ pub enum StoreError {
     /// A write round trip whose row a reader does not see.
     #[error("a committed write is not visible to readers")]
     NotVisible,
+    /// A venue number the bot cannot compute with: the event carrying it is a dead letter.
+    #[error(transparent)]
+    Overflow(#[from] crate::model::Overflow),
 }
 
 impl StoreError {
