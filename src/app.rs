@@ -328,7 +328,6 @@ pub async fn start(
             total: max_connections,
             per_source: config.webhook.max_connections_per_source,
             exempt: config.webhook.trusted_proxies.clone(),
-            allow: config.webhook.allow_sources.clone(),
         },
         metrics: metrics.clone(),
     };

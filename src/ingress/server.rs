@@ -41,9 +41,6 @@ pub struct ConnectionLimits {
     pub per_source: usize,
     /// Peers exempt from the per-source cap (trusted proxies carry many clients' connections).
     pub exempt: Vec<IpNet>,
-    /// When not empty, a peer outside these ranges is closed at accept (the request would get 403
-    /// anyway). Trusted proxies are always let in.
-    pub allow: Vec<IpNet>,
 }
 
 /// The open connections, in total and per source; a [`Slot`] is one of them.
@@ -80,12 +77,6 @@ impl Open {
     /// A slot for a connection from `peer`, or the metrics reason it is refused.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, &'static str> {
         let proxy = self.limits.exempt.iter().any(|n| n.contains(&peer));
-        if !proxy
-            && !self.limits.allow.is_empty()
-            && !self.limits.allow.iter().any(|n| n.contains(&peer))
-        {
-            return Err("forbidden_source");
-        }
         if self.total.load(Ordering::Relaxed) >= self.limits.total {
             return Err("too_many_connections");
         }
@@ -283,14 +274,12 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    fn open(total: usize, per_source: usize, exempt: &[&str], allow: &[&str]) -> Arc<Open> {
-        let nets = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect();
+    fn open(total: usize, per_source: usize, exempt: &[&str]) -> Arc<Open> {
         Arc::new(Open {
             limits: ConnectionLimits {
                 total,
                 per_source,
-                exempt: nets(exempt),
-                allow: nets(allow),
+                exempt: exempt.iter().map(|s| s.parse().unwrap()).collect(),
             },
             by_source: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
@@ -303,7 +292,7 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_source_and_in_total_and_slots_come_back() {
-        let open = open(3, 2, &["10.0.0.1/32"], &[]);
+        let open = open(3, 2, &["10.0.0.1/32"]);
         let a1 = open.admit(ip("1.1.1.1")).unwrap();
         let _a2 = open.admit(ip("1.1.1.1")).unwrap();
         assert_eq!(
@@ -332,11 +321,10 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_proxy_is_held_to_the_total_only_and_strangers_are_closed_when_listed() {
-        let open = open(3, 1, &["10.0.0.1/32"], &["203.0.113.0/24"]);
+    fn a_trusted_proxy_is_held_to_the_total_only() {
+        let open = open(3, 1, &["10.0.0.1/32"]);
         let _p1 = open.admit(ip("10.0.0.1")).unwrap();
         let _p2 = open.admit(ip("10.0.0.1")).unwrap();
-        assert_eq!(open.admit(ip("8.8.8.8")).err(), Some("forbidden_source"));
         let _v = open.admit(ip("203.0.113.5")).unwrap();
         assert_eq!(
             open.admit(ip("10.0.0.1")).err(),
