@@ -365,13 +365,13 @@ impl PeriodicSnapshots {
             // a snapshot with every fee settled.
             _ if !view.unsettled_fees.is_zero() => return Ok(()),
             _ => {
-                let b = super::cash::Baseline::of(&view, total);
+                let b = super::cash::Baseline::of(&view, total)?;
                 Store::set_risk_value(&mut tx, CASH_BASELINE_VENUE, b.venue_total, now).await?;
                 Store::set_risk_value(&mut tx, CASH_BASELINE_OURS, b.ours, now).await?;
                 return tx.commit().await;
             }
         };
-        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance) else {
+        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance)? else {
             *suspect = false;
             return Ok(());
         };
