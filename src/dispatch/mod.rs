@@ -4,7 +4,11 @@
 //! Guarantees: an event is marked processed only together with its effects (a crash in between
 //! replays it, and the effects are idempotent: deterministic `clientOrderId`s, monotonic order
 //! states); a signed but unusable event becomes a dead letter with its reason; a failing event is
-//! retried with backoff and parked after `MAX_ATTEMPTS`.
+//! retried with backoff and parked after `MAX_ATTEMPTS`. Three failures are not the event's turn
+//! to be retried: a venue number that overflows a `Decimal` makes it a dead letter at once
+//! (`arithmetic overflow: ...`); so does a panic while processing it (`processing panicked: ...`;
+//! the loop survives it and goes on with the next event); and a database that cannot commit
+//! makes processing wait for it without counting an attempt.
 //!
 //! Signals go strategy → `risk::decide` → order intent in one transaction that also reads the
 //! trading state, the maintenance calendar and the account's numbers, so nothing can change
@@ -206,7 +210,11 @@ impl Dispatcher {
                         // twice.
                         if end - i == 1 {
                             let reason = format!("processing panicked: {panic}");
-                            self.dead_letter(&batch[i], &reason).await;
+                            if !self.dead_letter(&batch[i], &reason).await
+                                && shutdown.sleep(Duration::from_secs(1)).await
+                            {
+                                return;
+                            }
                         } else {
                             tracing::error!(first = batch[i].seq, last = batch[end - 1].seq, %panic, "processing panicked; applying these events one by one to isolate the cause");
                             one_by_one_through = Some(batch[end - 1].seq);
@@ -360,8 +368,9 @@ impl Dispatcher {
     }
 
     /// Parks an event that can never be processed (its processing panicked: it would again) as a
-    /// dead letter with the reason, and tells the operator; the stream goes on behind it.
-    async fn dead_letter(&self, event: &InboxEvent, reason: &str) {
+    /// dead letter with the reason, and tells the operator; the stream goes on behind it. False
+    /// when that could not be recorded (it stays pending and comes back here).
+    async fn dead_letter(&self, event: &InboxEvent, reason: &str) -> bool {
         tracing::error!(seq = event.seq, event = %event.event_type, %reason, "dead letter: processing this event failed for good");
         let recorded = async {
             let mut tx = self.store.begin().await?;
@@ -371,14 +380,17 @@ impl Dispatcher {
             tx.commit().await
         };
         match recorded.await {
-            Ok(()) => self.notifier.send(Notification::DeadLetter {
-                seq: event.seq,
-                event_type: event.event_type.clone(),
-                reason: reason.to_owned(),
-            }),
-            // It stays pending, is tried again, and lands here again.
+            Ok(()) => {
+                self.notifier.send(Notification::DeadLetter {
+                    seq: event.seq,
+                    event_type: event.event_type.clone(),
+                    reason: reason.to_owned(),
+                });
+                true
+            }
             Err(e) => {
                 tracing::error!(seq = event.seq, error = %e, "cannot record the dead letter");
+                false
             }
         }
     }
