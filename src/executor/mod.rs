@@ -157,8 +157,9 @@ impl Executor {
                 return;
             }
         }
-        // Outcomes learned from the venue that could not be recorded yet: recorded before
-        // anything else is sent, and their orders are never sent again meanwhile.
+        // Outcomes learned from the venue that could not be recorded because the database could
+        // not commit: recorded before anything else is sent, and their orders are never sent
+        // again meanwhile.
         let mut unrecorded: Vec<(OrderRow, Attempt)> = Vec::new();
         loop {
             if !self.store.writable().is_writable() {
@@ -172,17 +173,15 @@ impl Executor {
                 continue;
             }
             if !unrecorded.is_empty() {
-                match self.record(&unrecorded).await {
-                    Ok(()) => unrecorded.clear(),
-                    Err(e) => {
-                        if self
-                            .after_record_failure(e, unrecorded.len(), &mut shutdown)
-                            .await
-                        {
-                            return;
-                        }
-                        continue;
+                let outcomes = std::mem::take(&mut unrecorded);
+                if let Err(e) = self.record(&outcomes).await {
+                    if self
+                        .after_record_failure(e, outcomes, &mut unrecorded, &mut shutdown)
+                        .await
+                    {
+                        return;
                     }
+                    continue;
                 }
             }
             let now = self.clock.now();
@@ -210,9 +209,8 @@ impl Executor {
                 attempts.push((order.clone(), attempt));
             }
             if let Err(e) = self.record(&attempts).await {
-                unrecorded = attempts;
                 if self
-                    .after_record_failure(e, unrecorded.len(), &mut shutdown)
+                    .after_record_failure(e, attempts, &mut unrecorded, &mut shutdown)
                     .await
                 {
                     return;
@@ -235,17 +233,23 @@ impl Executor {
         }
     }
 
-    /// Logs a failed recording and waits before the next round: until the store takes writes
-    /// again when it cannot, else a second. True when shutdown came first (what was learned and
-    /// not recorded is asked of the venue at the next start).
+    /// After `outcomes` could not be recorded: while the store cannot commit they are kept in
+    /// `unrecorded` (the next round waits for the store, then records them first). Any other
+    /// failure (a venue number that overflows) drops them, so one bad answer cannot hold back
+    /// every other order: their orders stay `intent`/`unknown` and the venue is asked again,
+    /// after a second. True when shutdown came first (the next start asks the venue).
     async fn after_record_failure(
         &self,
         e: StoreError,
-        orders: usize,
+        outcomes: Vec<(OrderRow, Attempt)>,
+        unrecorded: &mut Vec<(OrderRow, Attempt)>,
         shutdown: &mut Shutdown,
     ) -> bool {
-        tracing::error!(error = %e, orders, "recording order outcomes failed; kept to record again before anything else is sent");
-        if self.store.writable().noted(e).is_unavailable() {
+        let e = self.store.writable().noted(e);
+        let kept = e.is_unavailable();
+        tracing::error!(error = %e, orders = outcomes.len(), kept, "recording order outcomes failed");
+        if kept {
+            *unrecorded = outcomes;
             return false;
         }
         shutdown.sleep(Duration::from_secs(1)).await
