@@ -8,7 +8,7 @@
 //! the admin listener and the database close. Past the deadline the remaining tasks are aborted:
 //! that is safe, since everything they had not finished is durable and resumes at the next start.
 
-use crate::admin::health::Health;
+use crate::admin::health::{Health, TaskDeath};
 use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::{Config, Credentials, Mode, Secret};
@@ -19,7 +19,9 @@ use crate::notify::Notifier;
 use crate::sim::{SimConfig, Simulator};
 use crate::store::Store;
 use crate::strategy::Strategy;
+use crate::supervise::{self, Lifetime};
 use crate::venue::VenueClient;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,26 +106,57 @@ pub struct RunningBot {
     stages: Vec<Stage>,
 }
 
-/// Tasks that stop together, on their own trigger.
+/// Tasks that stop together, on their own trigger. Each runs supervised (`supervise`): one that
+/// ends before its stage is stopped is reported, by name, to `Health`.
 struct Stage {
     name: &'static str,
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
+    health: Health,
 }
 
 impl Stage {
-    fn new(name: &'static str) -> Self {
+    fn new(name: &'static str, health: &Health) -> Self {
         let (trigger, _) = shutdown_pair();
         Self {
             name,
             trigger,
             tasks: Vec::new(),
+            health: health.clone(),
         }
     }
 
     fn shutdown(&self) -> Shutdown {
         self.trigger.subscribe()
     }
+
+    /// Runs `task` as `name` until this stage stops.
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.adopt(name, Lifetime::UntilShutdown, tokio::spawn(task));
+    }
+
+    /// Supervises a task spawned elsewhere.
+    fn adopt(&mut self, name: &'static str, lifetime: Lifetime, task: JoinHandle<()>) {
+        let stopping = self.shutdown();
+        self.tasks.push(supervise::watch(
+            name,
+            lifetime,
+            stopping,
+            self.health.clone(),
+            task,
+        ));
+    }
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every task finished its work within the deadline.
+    Cleanly,
+    /// Tasks of these stages were still busy at the deadline and were aborted.
+    PastDeadline(Vec<&'static str>),
+    /// A task had died before (or while) stopping: the bot must be restarted.
+    AfterTaskDeath(Vec<TaskDeath>),
 }
 
 impl RunningBot {
@@ -135,8 +168,26 @@ impl RunningBot {
             .unwrap_or_else(|| shutdown_pair().1)
     }
 
+    /// Resolves with the first supervised task that died: `sigex run` then stops the bot and
+    /// exits non-zero.
+    pub async fn died(&self) -> TaskDeath {
+        self.health.wait_for_death().await
+    }
+
+    /// Runs `task` as `name` under the bot's supervision, stopped with its last stage (admin,
+    /// notifiers); `shutdown_handle` is the shutdown it should obey.
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        if let Some(stage) = self.stages.last_mut() {
+            stage.spawn(name, task);
+        }
+    }
+
     /// Graceful shutdown, as the module doc describes; bounded by `[shutdown] deadline_ms`.
-    pub async fn stop(self) {
+    pub async fn stop(self) -> Stopped {
         let started = tokio::time::Instant::now();
         let deadline = started + self.deadline;
         self.health.start_draining();
@@ -154,14 +205,24 @@ impl RunningBot {
             }
         }
         self.store.close().await;
-        if abandoned.is_empty() {
+        let dead = self.health.dead_tasks();
+        if !dead.is_empty() {
+            let tasks: Vec<String> = dead
+                .iter()
+                .map(|d| format!("{} ({})", d.task, d.why))
+                .collect();
+            tracing::error!(took_ms = started.elapsed().as_millis() as u64, tasks = ?tasks, "stopped after a task died; restart sigex");
+            Stopped::AfterTaskDeath(dead)
+        } else if abandoned.is_empty() {
             tracing::info!(
                 took_ms = started.elapsed().as_millis() as u64,
                 "stopped cleanly"
             );
+            Stopped::Cleanly
         } else {
             abandoned.dedup();
             tracing::warn!(deadline_ms = self.deadline.as_millis() as u64, stages = ?abandoned, "shutdown deadline passed; abandoned work resumes at the next start");
+            Stopped::PastDeadline(abandoned)
         }
     }
 }
@@ -194,17 +255,19 @@ pub async fn start(
     let started_at = clock.now();
     let health = Health::new();
     let metrics = Metrics::new();
-    let mut webhooks = Stage::new("webhooks");
-    let mut dispatch = Stage::new("dispatcher");
-    let mut execute = Stage::new("executor");
-    let mut rest = Stage::new("admin, notifiers, paper venue");
+    let mut webhooks = Stage::new("webhooks", &health);
+    let mut dispatch = Stage::new("dispatcher", &health);
+    let mut execute = Stage::new("executor", &health);
+    let mut rest = Stage::new("admin, notifiers, paper venue", &health);
     let (notifier, notify_tasks) = Notifier::start(
         config.notify.clone(),
         metrics.clone(),
         clock.clone(),
         rest.shutdown(),
     );
-    rest.tasks.extend(notify_tasks);
+    for task in notify_tasks {
+        rest.adopt("notifier", Lifetime::UntilShutdown, task);
+    }
 
     let webhook_listener = bind(config.webhook.listen).await?;
     let webhook_addr = local_addr(&webhook_listener, config.webhook.listen)?;
@@ -228,14 +291,8 @@ pub async fn start(
             let deliveries = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
             let deliveries_addr = local_addr(&deliveries, config.webhook.listen)?;
             paper_deliveries = Some(deliveries);
-            let (url, credentials, sim) = start_paper_venue(
-                &config,
-                &store,
-                deliveries_addr,
-                rest.shutdown(),
-                &mut rest.tasks,
-            )
-            .await?;
+            let (url, credentials, sim) =
+                start_paper_venue(&config, &store, deliveries_addr, &mut rest).await?;
             (url, credentials, Some(sim))
         }
     };
@@ -254,46 +311,71 @@ pub async fn start(
 
     let stored = Arc::new(Notify::new());
     let orders_ready = Arc::new(Notify::new());
-    let inbox = Inbox::spawn(store.clone(), stored.clone());
-    rest.tasks.push(tokio::spawn(crate::inbox::prune_task(
+    let (inbox, inbox_writer) = Inbox::new(store.clone(), stored.clone());
+    // The writer ends once the webhook listener has stopped and dropped the last handle.
+    webhooks.spawn("inbox writer", inbox_writer);
+    let prune = crate::inbox::prune_task(
         store.clone(),
         config.inbox.retention,
         clock.clone(),
         rest.shutdown(),
-    )));
+    );
+    rest.spawn("inbox pruning", prune);
 
     let observers = || crate::ingress::Observers {
         health: health.clone(),
         metrics: metrics.clone(),
     };
-    if let Some(listener) = paper_deliveries {
+    let ingress =
+        crate::ingress::router(&config.webhook, inbox.clone(), clock.clone(), observers());
+    let fd_limit = crate::ingress::server::raise_fd_limit();
+    let max_connections =
+        crate::ingress::server::fitting_cap(config.webhook.max_connections, fd_limit);
+    if max_connections < config.webhook.max_connections {
+        tracing::warn!(
+            fd_limit,
+            configured = config.webhook.max_connections,
+            effective = max_connections,
+            "too few file descriptors for [webhook] max_connections; raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    let edge = || crate::ingress::server::Edge {
+        limits: crate::ingress::server::ConnectionLimits {
+            total: max_connections,
+            per_source: config.webhook.max_connections_per_source,
+            exempt: config.webhook.trusted_proxies.clone(),
+        },
+        metrics: metrics.clone(),
+    };
+    let listener = crate::ingress::server::serve(
+        webhook_listener,
+        ingress,
+        tls,
+        config.webhook.header_timeout,
+        edge(),
+        webhooks.shutdown(),
+    );
+    webhooks.spawn("webhook listener", listener);
+    if let Some(deliveries) = paper_deliveries {
+        // The paper venue's own listener: the same ingress, without the allowlist and TLS of the
+        // public one (its deliveries are HMAC-checked like any webhook).
         let internal = crate::config::WebhookConfig {
             allow_sources: Vec::new(),
             trusted_proxies: Vec::new(),
             tls: None,
             ..config.webhook.clone()
         };
-        let router = crate::ingress::router(&internal, inbox.clone(), clock.clone(), observers());
-        webhooks
-            .tasks
-            .push(tokio::spawn(crate::ingress::server::serve(
-                listener,
-                router,
-                None,
-                config.webhook.header_timeout,
-                webhooks.shutdown(),
-            )));
-    }
-    let ingress = crate::ingress::router(&config.webhook, inbox, clock.clone(), observers());
-    webhooks
-        .tasks
-        .push(tokio::spawn(crate::ingress::server::serve(
-            webhook_listener,
-            ingress,
-            tls,
+        let router = crate::ingress::router(&internal, inbox, clock.clone(), observers());
+        let listener = crate::ingress::server::serve(
+            deliveries,
+            router,
+            None,
             config.webhook.header_timeout,
+            edge(),
             webhooks.shutdown(),
-        )));
+        );
+        webhooks.spawn("paper venue webhook listener", listener);
+    }
     let canceller = crate::executor::cancel::Canceller::new(
         store.clone(),
         venue.clone(),
@@ -316,26 +398,36 @@ pub async fn start(
         },
         started_at,
     };
-    rest.tasks.push(serve(
+    let admin = serve(
         admin_listener,
         crate::admin::router(admin_state, config.admin.token.clone()).merge(
             crate::admin::control::router(store.clone(), config.admin.token.clone(), clock.clone()),
         ),
         rest.shutdown(),
-    ));
-    rest.tasks.push(tokio::spawn(crate::notify::watch::run(
+    );
+    rest.adopt("admin listener", Lifetime::UntilShutdown, admin);
+    let state_watch = crate::notify::watch::run(
         store.clone(),
         notifier.clone(),
         metrics.clone(),
         config.trading.maintenance,
         clock.clone(),
         rest.shutdown(),
-    )));
-    rest.tasks.push(tokio::spawn(venue_heartbeat(
-        venue.clone(),
+    );
+    rest.spawn("trading-state watch", state_watch);
+    rest.spawn(
+        "venue heartbeat",
+        venue_heartbeat(venue.clone(), rest.shutdown()),
+    );
+    let store_check = crate::admin::store_check::run(
+        store.clone(),
+        notifier.clone(),
+        clock.clone(),
         rest.shutdown(),
-    )));
-    rest.tasks.push(tokio::spawn(
+    );
+    rest.spawn("store check", store_check);
+    rest.spawn(
+        "pnl sampler",
         crate::admin::pnl::PnlSampler {
             store: store.clone(),
             venue: venue.clone(),
@@ -344,7 +436,7 @@ pub async fn start(
             retention: config.inbox.retention,
         }
         .run(rest.shutdown()),
-    ));
+    );
 
     let timeouts = strategies
         .iter()
@@ -363,9 +455,8 @@ pub async fn start(
     dispatcher.reconciled = Some(health.clone());
     dispatcher.pnl_tolerance = config.reconcile.pnl_tolerance;
     dispatcher.freshness = freshness;
-    dispatch
-        .tasks
-        .push(tokio::spawn(dispatcher.run(dispatch.shutdown())));
+    let stopping = dispatch.shutdown();
+    dispatch.spawn("dispatcher", dispatcher.run(stopping));
     // Maintenance reconciliation, timeouts and protective orders talk to the venue: they stop
     // with the executor.
     let supervisor = crate::reconcile::full::Supervisor {
@@ -381,44 +472,44 @@ pub async fn start(
         canceller,
     };
     // Before any new order: the book must agree with the venue's (readiness waits for it).
-    execute.tasks.push(tokio::spawn(
-        crate::reconcile::snapshot::StartupReconciler {
+    let startup = crate::reconcile::snapshot::StartupReconciler {
+        store: store.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
+        notifier: notifier.clone(),
+        tolerance: config.reconcile.drift_tolerance,
+    }
+    .run(execute.shutdown());
+    execute.adopt(
+        "start-up reconciliation",
+        Lifetime::OneShot,
+        tokio::spawn(startup),
+    );
+    if !config.reconcile.snapshot_interval.is_zero() {
+        let snapshots = crate::reconcile::snapshot::PeriodicSnapshots {
             store: store.clone(),
             venue: venue.clone(),
             clock: clock.clone(),
             health: health.clone(),
             notifier: notifier.clone(),
+            interval: config.reconcile.snapshot_interval,
             tolerance: config.reconcile.drift_tolerance,
+            cash_tolerance: config.reconcile.pnl_tolerance,
         }
-        .run(execute.shutdown()),
-    ));
-    if !config.reconcile.snapshot_interval.is_zero() {
-        execute.tasks.push(tokio::spawn(
-            crate::reconcile::snapshot::PeriodicSnapshots {
-                store: store.clone(),
-                venue: venue.clone(),
-                clock: clock.clone(),
-                health: health.clone(),
-                notifier: notifier.clone(),
-                interval: config.reconcile.snapshot_interval,
-                tolerance: config.reconcile.drift_tolerance,
-                cash_tolerance: config.reconcile.pnl_tolerance,
-            }
-            .run(execute.shutdown()),
-        ));
+        .run(execute.shutdown());
+        execute.spawn("position snapshots", snapshots);
     }
-    execute
-        .tasks
-        .push(tokio::spawn(supervisor.run(execute.shutdown())));
-    execute.tasks.push(tokio::spawn(
-        crate::reconcile::settle::FillSettler {
-            store: store.clone(),
-            venue: venue.clone(),
-            clock: clock.clone(),
-            health: health.clone(),
-        }
-        .run(execute.shutdown()),
-    ));
+    let stopping = execute.shutdown();
+    execute.spawn("order supervisor", supervisor.run(stopping));
+    let settler = crate::reconcile::settle::FillSettler {
+        store: store.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
+    }
+    .run(execute.shutdown());
+    execute.spawn("fill settler", settler);
     let executor = Executor {
         store: store.clone(),
         venue,
@@ -435,9 +526,8 @@ pub async fn start(
         maintenance: config.trading.maintenance,
         max_intent_age: config.venue.max_intent_age,
     };
-    execute
-        .tasks
-        .push(tokio::spawn(executor.run(execute.shutdown())));
+    let stopping = execute.shutdown();
+    execute.spawn("executor", executor.run(stopping));
 
     tracing::info!(
         mode = ?config.mode,
@@ -484,9 +574,9 @@ async fn start_paper_venue(
     config: &Config,
     store: &Store,
     deliveries: SocketAddr,
-    shutdown: Shutdown,
-    tasks: &mut Vec<JoinHandle<()>>,
+    stage: &mut Stage,
 ) -> Result<(String, Credentials, Simulator), StartError> {
+    let shutdown = stage.shutdown();
     let api_key = format!("paper-{}", uuid::Uuid::new_v4().simple());
     let api_secret = uuid::Uuid::new_v4().simple().to_string();
     let mut sim_config = SimConfig::new(
@@ -514,15 +604,15 @@ async fn start_paper_venue(
     let sim_addr = local_addr(&listener, addr)?;
     let runner = sim.clone();
     let mut sim_shutdown = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
+    stage.spawn("paper venue", async move {
         if let Err(e) = runner
             .serve(listener, async move { sim_shutdown.wait().await })
             .await
         {
             tracing::error!(error = %e, "paper venue stopped");
         }
-    }));
-    tasks.push(tokio::spawn({
+    });
+    stage.spawn("paper state saver", {
         let sim = sim.clone();
         let store = store.clone();
         let mut shutdown = shutdown.clone();
@@ -546,14 +636,10 @@ async fn start_paper_venue(
                 }
             }
         }
-    }));
+    });
     if let crate::config::PriceSource::Venue { interval } = paper.price_source {
-        tasks.push(follow_venue_prices(
-            config,
-            sim.clone(),
-            interval,
-            shutdown.clone(),
-        )?);
+        let prices = follow_venue_prices(config, sim.clone(), interval, shutdown.clone())?;
+        stage.adopt("paper prices", Lifetime::UntilShutdown, prices);
     }
     tracing::info!(
         restored,

@@ -23,4 +23,5 @@ pub mod risk;
 pub mod sim;
 pub mod store;
 pub mod strategy;
+pub mod supervise;
 pub mod venue;

@@ -532,10 +532,21 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let (config, strategies) = check(path)?;
     let clock: SharedClock = Arc::new(SystemClock);
     let bot = sigex::app::start(config, strategies, clock).await?;
-    wait_for_signal().await;
-    tracing::info!("signal received: draining and shutting down");
-    bot.stop().await;
-    Ok(())
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("signal received: draining and shutting down"),
+        death = bot.died() => tracing::error!(task = %death.task, why = %death.why, "a task died: draining and shutting down"),
+    }
+    match bot.stop().await {
+        // A non-zero exit: the service manager restarts sigex.
+        sigex::app::Stopped::AfterTaskDeath(dead) => {
+            let dead: Vec<String> = dead
+                .iter()
+                .map(|d| format!("{} {}", d.task, d.why))
+                .collect();
+            anyhow::bail!("stopped because a task died: {}", dead.join("; "))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ pub mod health;
 pub mod metrics;
 pub mod pnl;
 pub mod status;
+pub mod store_check;
 
 use crate::clock::SharedClock;
 use crate::config::Secret;
@@ -105,7 +106,10 @@ async fn observe(s: &AdminState) -> health::Observed {
     let now = s.clock.now();
     health::Observed {
         now,
-        database: s.store.ping().await.map_err(|e| e.to_string()),
+        store: match s.store.ping().await {
+            Ok(()) => store_check::verdict(&s.store, now),
+            Err(e) => Err(format!("a reader does not answer: {e}")),
+        },
         inbox_lag: inbox_lag(s, now).await,
     }
 }

@@ -130,6 +130,10 @@ pub struct WebhookConfig {
     /// An event with effects signed longer ago than this when it arrives is kept as a dead letter
     /// (`stale`) and never applied (`[webhook] max_event_age_secs`).
     pub max_event_age: chrono::Duration,
+    /// Open webhook connections at most, in all and per source address (trusted proxies are held
+    /// to the total only); the excess is closed at accept.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 impl WebhookConfig {
@@ -150,6 +154,8 @@ impl WebhookConfig {
             max_event_age: chrono::Duration::seconds(
                 crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS as i64,
             ),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -328,6 +334,8 @@ struct RawWebhook {
     header_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
     max_event_age_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,6 +381,11 @@ pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 1000;
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 2000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 10_000;
+/// Far more than the venue's deliveries need, far less than `LimitNOFILE` in deploy/sigex.service.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The venue delivers from a few addresses with a few connections each; the load generator of
+/// the benchmarks uses 64 from one.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 pub const DEFAULT_RETENTION_DAYS: i64 = 30;
 /// The venue publishes no rate limit; this keeps a bot that goes wild from flooding it while
 /// staying far above what the strategies place.
@@ -710,6 +723,24 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[admin] pnl_sample_secs = {pnl_sample_secs} is out of range; use 1 to 3600"
         ));
     }
+    let max_connections = raw
+        .webhook
+        .max_connections
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let max_connections_per_source = raw
+        .webhook
+        .max_connections_per_source
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(format!(
+            "[webhook] max_connections = {max_connections} is out of range; use 1 to 1000000"
+        ));
+    }
+    if !(1..=max_connections).contains(&max_connections_per_source) {
+        return Err(format!(
+            "[webhook] max_connections_per_source = {max_connections_per_source} is out of range; use 1 to max_connections ({max_connections})"
+        ));
+    }
     let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
     if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
         return Err("[admin] token is shorter than 16 characters; use a long random token".into());
@@ -773,6 +804,8 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                     .unwrap_or(DEFAULT_READ_TIMEOUT_MS),
             ),
             max_event_age: chrono::Duration::seconds(max_event_age_secs as i64),
+            max_connections,
+            max_connections_per_source,
         },
         inbox: InboxConfig {
             retention: chrono::Duration::days(retention_days),

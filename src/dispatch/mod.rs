@@ -6,7 +6,11 @@
 //! states); a signed but unusable event becomes a dead letter with its reason; a failing event is
 //! retried with backoff and parked after `MAX_ATTEMPTS`; an event outside the freshness window is a
 //! dead letter (`stale`) and never applied; a balance, venue position or maintenance notice older
-//! (by its signed timestamp) than what is held is recorded as processed and not applied.
+//! (by its signed timestamp) than what is held is recorded as processed and not applied. Three
+//! failures are not the event's turn to be retried: a venue number that overflows a `Decimal` makes it a dead letter at once
+//! (`arithmetic overflow: ...`); so does a panic while processing it (`processing panicked: ...`;
+//! the loop survives it and goes on with the next event); and a database that cannot commit
+//! makes processing wait for it without counting an attempt.
 //!
 //! Signals go strategy → `risk::decide` → order intent in one transaction that also reads the
 //! trading state, the maintenance calendar and the account's numbers, so nothing can change
@@ -18,7 +22,7 @@ use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::config::TradingConfig;
 use crate::ingress::events::{self, Event, ParseError};
-use crate::model::{Price, Signal, Symbol};
+use crate::model::{checked, Price, Signal, Symbol};
 use crate::notify::{Notification, Notifier};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
@@ -26,6 +30,7 @@ use crate::risk::state::{SetBy, StateEntry, TradingState};
 use crate::risk::{self, alerts::AlertEffect, limits::Breach, maintenance, state};
 use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError, Tx};
 use crate::strategy::{Evaluation, Strategy};
+use crate::supervise::catch_panic;
 use crate::venue::VenueClient;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use rust_decimal::Decimal;
@@ -33,6 +38,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+pub mod harness;
 
 const MAX_ATTEMPTS: i64 = 5;
 
@@ -76,6 +83,23 @@ const PRICE_TTL: Duration = Duration::from_secs(2);
 const QUOTE_ASSET: &str = "USD";
 const EQUITY_PEAK: &str = "equity_peak";
 
+/// [`events::parse_fresh`], with a panic inside it turned into a parse error: the event becomes a
+/// dead letter with the reason instead of taking the dispatcher down.
+fn parse_isolated(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    freshness: &events::Freshness,
+) -> Result<Event, ParseError> {
+    std::panic::catch_unwind(|| events::parse_fresh(body, received_at, freshness)).unwrap_or_else(
+        |payload| {
+            Err(ParseError::Envelope(format!(
+                "parsing panicked: {}",
+                crate::supervise::panic_message(&*payload)
+            )))
+        },
+    )
+}
+
 /// 00:00 UTC of `now`'s day: the daily realized-loss limit counts from there.
 fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
     now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
@@ -100,6 +124,9 @@ pub struct Dispatcher {
     /// Events with effects outside this window are dead letters (`stale`), never applied.
     pub freshness: events::Freshness,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
+    /// Tests only: processing the event with this seq panics, to prove a panic is isolated.
+    #[cfg(test)]
+    panic_on_seq: Option<i64>,
 }
 
 impl Dispatcher {
@@ -125,12 +152,17 @@ impl Dispatcher {
             pnl_tolerance: crate::config::ReconcileConfig::default().pnl_tolerance,
             freshness: events::Freshness::default(),
             prices: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            panic_on_seq: None,
         }
     }
 
     /// Processes events until `shutdown`; then drains what is already in the inbox (ingress has
     /// stopped by then, so that is finite) and returns. The caller bounds the drain with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
+        // After a panic in a run of several events, events up to this seq are applied one by
+        // one, so the one that panics is found and dead-lettered alone.
+        let mut one_by_one_through: Option<i64> = None;
         loop {
             let batch = match self.store.pending_events(BATCH).await {
                 Ok(b) => b,
@@ -156,7 +188,7 @@ impl Dispatcher {
             }
             let mut parsed: Vec<Option<Result<Event, ParseError>>> = batch
                 .iter()
-                .map(|e| Some(events::parse_fresh(&e.body, e.received_at, &self.freshness)))
+                .map(|e| Some(parse_isolated(&e.body, e.received_at, &self.freshness)))
                 .collect();
             let is_signal =
                 |p: &Option<Result<Event, ParseError>>| matches!(p, Some(Ok(Event::Signal(_))));
@@ -171,7 +203,9 @@ impl Dispatcher {
                 }
                 // The rest of the batch in one transaction (and one fsync), signals included;
                 // while the book is unreconciled, only up to the next signal.
-                let end = if self.is_reconciled() {
+                let end = if one_by_one_through.is_some_and(|through| batch[i].seq <= through) {
+                    i + 1
+                } else if self.is_reconciled() {
                     batch.len()
                 } else {
                     (i + 1..batch.len())
@@ -181,9 +215,39 @@ impl Dispatcher {
                 let run: Vec<_> = (i..end)
                     .map(|k| (&batch[k], parsed[k].take().expect("parsed once")))
                     .collect();
-                let result = self.apply_run(run, i).await;
+                let result = match catch_panic(self.apply_run(run, i)).await {
+                    Ok(result) => result,
+                    Err(panic) => {
+                        // Nothing of the panicked transaction was committed. The inbox is read
+                        // again either way, so nothing committed before the panic is applied
+                        // twice.
+                        if end - i == 1 {
+                            let reason = format!("processing panicked: {panic}");
+                            if !self.dead_letter(&batch[i], &reason).await
+                                && shutdown.sleep(Duration::from_secs(1)).await
+                            {
+                                return;
+                            }
+                        } else {
+                            tracing::error!(first = batch[i].seq, last = batch[end - 1].seq, %panic, "processing panicked; applying these events one by one to isolate the cause");
+                            one_by_one_through = Some(batch[end - 1].seq);
+                        }
+                        break;
+                    }
+                };
                 i = end;
                 if let Err((failed, e)) = result {
+                    if e.is_unavailable() {
+                        // The database cannot take writes: nothing is wrong with the event. It
+                        // waits, its attempt not counted, until a write goes through again.
+                        tracing::warn!(seq = batch[failed].seq, error = %e, "the store cannot commit; processing waits for it");
+                        self.store.writable().noted(e);
+                        tokio::select! {
+                            _ = self.store.writable().wait_writable() => {}
+                            _ = shutdown.wait() => return,
+                        }
+                        break;
+                    }
                     self.record_failure(&batch[failed], &e).await;
                     let backoff = Duration::from_millis(100 << batch[failed].attempts.clamp(0, 6));
                     if shutdown.sleep(backoff).await {
@@ -290,7 +354,7 @@ impl Dispatcher {
                 }
                 Ok(())
             }
-            Err(e) if run.len() == 1 => Err((first, e)),
+            Err(e) if run.len() == 1 || e.is_unavailable() => Err((first, e)),
             Err(e) => {
                 tracing::warn!(error = %e, events = run.len(), "batch failed; applying its events one by one");
                 for (k, (event, parsed)) in run.iter().enumerate() {
@@ -316,8 +380,37 @@ impl Dispatcher {
         }
     }
 
+    /// Parks an event that can never be processed (its processing panicked: it would again) as a
+    /// dead letter with the reason, and tells the operator; the stream goes on behind it. False
+    /// when that could not be recorded (it stays pending and comes back here).
+    async fn dead_letter(&self, event: &InboxEvent, reason: &str) -> bool {
+        tracing::error!(seq = event.seq, event = %event.event_type, %reason, "dead letter: processing this event failed for good");
+        let recorded = async {
+            let mut tx = self.store.begin().await?;
+            let now = self.clock.now();
+            Store::set_event_status(&mut tx, event.seq, EventStatus::Dead, Some(reason), now)
+                .await?;
+            tx.commit().await
+        };
+        match recorded.await {
+            Ok(()) => {
+                self.notifier.send(Notification::DeadLetter {
+                    seq: event.seq,
+                    event_type: event.event_type.clone(),
+                    reason: reason.to_owned(),
+                });
+                true
+            }
+            Err(e) => {
+                tracing::error!(seq = event.seq, error = %e, "cannot record the dead letter");
+                false
+            }
+        }
+    }
+
     async fn record_failure(&self, event: &InboxEvent, e: &StoreError) {
-        let dead = event.attempts + 1 >= MAX_ATTEMPTS;
+        // A number the bot cannot compute with fails the same way every time: dead at once.
+        let dead = event.attempts + 1 >= MAX_ATTEMPTS || matches!(e, StoreError::Overflow(_));
         tracing::error!(seq = event.seq, error = %e, dead, "event processing failed");
         let status = if dead {
             EventStatus::Dead
@@ -370,6 +463,10 @@ impl Dispatcher {
         parsed: &Result<Event, ParseError>,
         now: DateTime<Utc>,
     ) -> Result<Applied, StoreError> {
+        #[cfg(test)]
+        if self.panic_on_seq == Some(event.seq) {
+            panic!("injected for event {}", event.seq);
+        }
         let mut status = EventStatus::Processed;
         let mut note = None;
         let mut tell = None;
@@ -484,7 +581,7 @@ impl Dispatcher {
                         -t.amount
                     };
                     if let Some(peak) = Store::risk_value(&mut *tx, EQUITY_PEAK).await? {
-                        let moved = (peak + signed).max(Decimal::ZERO);
+                        let moved = checked::add(peak, signed)?.max(Decimal::ZERO);
                         Store::set_risk_value(&mut *tx, EQUITY_PEAK, moved, now).await?;
                         tracing::info!(amount = %signed, peak = %moved, "equity peak moved by a transfer");
                     }
@@ -798,7 +895,16 @@ impl Dispatcher {
                     account: &account,
                     now,
                 };
-                match risk::decide(&request) {
+                // Sizing and limits multiply venue numbers (prices, balances, the signal's
+                // levels); one a `Decimal` cannot hold refuses the signal with the reason.
+                let verdict =
+                    std::panic::catch_unwind(|| risk::decide(&request)).unwrap_or_else(|payload| {
+                        Err(format!(
+                            "the order's numbers do not fit a decimal ({})",
+                            crate::supervise::panic_message(&*payload)
+                        ))
+                    });
+                match verdict {
                     Err(reason) => {
                         decision.decision = "refused";
                         decision.reason = reason;
@@ -969,3 +1075,6 @@ impl Dispatcher {
         Ok(price)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -230,6 +230,11 @@ impl Canceller {
     }
 
     async fn attempt(&self, cid: &str, task: &CancelTask) -> Result<CancelResult, StoreError> {
+        if !self.store.writable().is_writable() {
+            // An answer that cannot be recorded must not be sought: no DELETE while the
+            // database cannot commit; the request stays recorded and is driven afterwards.
+            return Ok(CancelResult::Waiting);
+        }
         let Some(order) = self.store.find_order(cid).await? else {
             return Ok(CancelResult::Waiting);
         };

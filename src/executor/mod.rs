@@ -69,6 +69,7 @@ pub fn backoff(attempts: i64, retry_after: Option<Duration>) -> chrono::Duration
 }
 
 /// What one submission attempt learned; recorded with the rest of its round.
+#[derive(Clone)]
 enum Attempt {
     Accepted(Box<OrderResponse>),
     Rejected {
@@ -186,7 +187,33 @@ impl Executor {
                 return;
             }
         }
+        // Outcomes learned from the venue that could not be recorded because the database could
+        // not commit: recorded before anything else is sent, and their orders are never sent
+        // again meanwhile.
+        let mut unrecorded: Vec<(OrderRow, Attempt)> = Vec::new();
         loop {
+            if !self.store.writable().is_writable() {
+                // An outcome that cannot be recorded must not be sought: nothing is sent while
+                // the database cannot commit (the intents stay durable and go out afterwards).
+                tracing::warn!("the store cannot commit; no order is sent until it recovers");
+                tokio::select! {
+                    _ = self.store.writable().wait_writable() => {}
+                    _ = shutdown.wait() => return,
+                }
+                continue;
+            }
+            if !unrecorded.is_empty() {
+                let outcomes = std::mem::take(&mut unrecorded);
+                if let Err(e) = self.record(&outcomes).await {
+                    if self
+                        .after_record_failure(e, outcomes, &mut unrecorded, &mut shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let now = self.clock.now();
             let due = match self.store.orders_to_submit(now, 64).await {
                 Ok(d) => d,
@@ -204,7 +231,12 @@ impl Executor {
             // clientOrderId before sending any again.
             let mut attempts = Vec::with_capacity(due.len());
             let mut view: Option<(SendView, Instant)> = None;
+            let mut stalled = false;
             for order in &due {
+                if !self.store.writable().is_writable() {
+                    // The rest stay due and go out once outcomes can be recorded again.
+                    break;
+                }
                 // The state is read again during a long round (pacing, a slow venue), so a halt
                 // stops the rest of it.
                 if view.as_ref().is_none_or(|(_, at)| at.elapsed() > VIEW_TTL) {
@@ -214,17 +246,24 @@ impl Executor {
                             // Nothing goes out unchecked: this order and the rest of the round
                             // wait for the next one.
                             tracing::error!(error = %e, "cannot read the trading state; sending nothing");
+                            stalled = true;
                             break;
                         }
                     }
                 }
                 let Some((view, _)) = &view else { break };
                 let verdict = self.release(order, view);
-                attempts.push((order, self.attempt(order, verdict).await));
+                let attempt = self.attempt(order, verdict).await;
+                attempts.push((order.clone(), attempt));
             }
-            let stalled = attempts.len() < due.len();
-            if let Err(e) = self.record(attempts).await {
-                tracing::error!(error = %e, orders = due.len(), "recording order outcomes failed; the venue will be asked");
+            if let Err(e) = self.record(&attempts).await {
+                if self
+                    .after_record_failure(e, attempts, &mut unrecorded, &mut shutdown)
+                    .await
+                {
+                    return;
+                }
+                continue;
             }
             if stalled && shutdown.sleep(Duration::from_secs(1)).await {
                 return;
@@ -243,6 +282,28 @@ impl Executor {
                 _ = shutdown.wait() => {}
             }
         }
+    }
+
+    /// After `outcomes` could not be recorded: while the store cannot commit they are kept in
+    /// `unrecorded` (the next round waits for the store, then records them first). Any other
+    /// failure (a venue number that overflows) drops them, so one bad answer cannot hold back
+    /// every other order: their orders stay `intent`/`unknown` and the venue is asked again,
+    /// after a second. True when shutdown came first (the next start asks the venue).
+    async fn after_record_failure(
+        &self,
+        e: StoreError,
+        outcomes: Vec<(OrderRow, Attempt)>,
+        unrecorded: &mut Vec<(OrderRow, Attempt)>,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let e = self.store.writable().noted(e);
+        let kept = e.is_unavailable();
+        tracing::error!(error = %e, orders = outcomes.len(), kept, "recording order outcomes failed");
+        if kept {
+            *unrecorded = outcomes;
+            return false;
+        }
+        shutdown.sleep(Duration::from_secs(1)).await
     }
 
     async fn until_next_retry(&self) -> Duration {
@@ -399,7 +460,7 @@ impl Executor {
     }
 
     /// Records a round's outcomes in one transaction; tells about fills once it has committed.
-    async fn record(&self, attempts: Vec<(&OrderRow, Attempt)>) -> Result<(), StoreError> {
+    async fn record(&self, attempts: &[(OrderRow, Attempt)]) -> Result<(), StoreError> {
         if attempts.is_empty() {
             return Ok(());
         }
@@ -416,20 +477,20 @@ impl Executor {
                         continue;
                     };
                     linked |= current.order_id.is_none();
-                    let news = OrderNews::from(*resp);
+                    let news = OrderNews::from((**resp).clone());
                     fills.extend(reconcile::apply_report(&mut tx, &current, &news, now).await?);
                 }
                 Attempt::Rejected { code, message } => {
-                    Store::mark_rejected(&mut tx, cid, &code, &message, now).await?;
+                    Store::mark_rejected(&mut tx, cid, code, message, now).await?;
                 }
                 Attempt::Unknown { error, retry_at } => {
-                    Store::mark_unknown(&mut tx, cid, &error, retry_at, now).await?;
+                    Store::mark_unknown(&mut tx, cid, error, *retry_at, now).await?;
                 }
                 Attempt::Wait { why, retry_at } => {
-                    Store::mark_waiting(&mut tx, cid, &why, retry_at, now).await?;
+                    Store::mark_waiting(&mut tx, cid, why, *retry_at, now).await?;
                 }
                 Attempt::Dropped { reason } => {
-                    Store::mark_dropped(&mut tx, cid, &reason, now).await?;
+                    Store::mark_dropped(&mut tx, cid, reason, now).await?;
                 }
             }
         }
@@ -461,7 +522,7 @@ impl Executor {
     }
 
     async fn accepted(&self, order: &OrderRow, resp: OrderResponse) -> Result<(), StoreError> {
-        self.record(vec![(order, Attempt::Accepted(Box::new(resp)))])
+        self.record(&[(order.clone(), Attempt::Accepted(Box::new(resp)))])
             .await
     }
 

@@ -38,11 +38,14 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Starts the writer. `stored` is notified after every commit that added events.
-    pub fn spawn(store: Store, stored: Arc<Notify>) -> Self {
+    /// The handle and the writer task to run (supervised, by the caller). `stored` is notified
+    /// after every commit that added events. The writer ends once every handle is dropped.
+    pub fn new(
+        store: Store,
+        stored: Arc<Notify>,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(store, rx, stored));
-        Self { tx }
+        (Self { tx }, writer(store, rx, stored))
     }
 
     /// Stores one event durably; returns once it is committed (or known to be a duplicate).
@@ -58,11 +61,13 @@ impl Inbox {
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Request>, stored: Arc<Notify>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut failing = false;
     // Ends when every `Inbox` handle is dropped, after the last batch is committed.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let events: Vec<NewEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
         match store.insert_events(&events).await {
             Ok(results) => {
+                failing = false;
                 let any_new = results.iter().any(Option::is_some);
                 for ((_, reply), seq) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(seq.map_or(Inserted::Duplicate, Inserted::New)));
@@ -72,7 +77,15 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Request>, stored: Arc<Notif
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, events = batch.len(), "inbox commit failed; the venue will retry");
+                // Nothing of a batch whose commit is not confirmed is acknowledged. Logged loudly
+                // once per run of failures (the store check tells the operator), then quietly.
+                if failing {
+                    tracing::debug!(error = %e, events = batch.len(), "inbox commit failed; the venue will retry");
+                } else {
+                    tracing::error!(error = %e, events = batch.len(), "inbox commit failed; the venue will retry (further failures are logged at debug level until a commit succeeds)");
+                }
+                failing = true;
+                store.writable().noted(e);
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(InboxUnavailable));
                 }

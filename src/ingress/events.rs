@@ -400,10 +400,10 @@ fn non_empty(field: &'static str, s: String) -> Result<String, InvalidValue> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/tests/fixtures/seed-events/{name}.json",
             env!("CARGO_MANIFEST_DIR")
@@ -412,7 +412,7 @@ mod tests {
     }
 
     /// The venue's documented events, one fixture each in tests/fixtures/seed-events.
-    const SEED_EVENTS: [&str; 12] = [
+    pub(crate) const SEED_EVENTS: [&str; 12] = [
         "order.created",
         "order.updated",
         "order.cancelled",
@@ -580,10 +580,10 @@ mod tests {
     }
 
     /// SplitMix64: a tiny seeded generator, so every run tries the same inputs.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -591,7 +591,7 @@ mod tests {
             z ^ (z >> 31)
         }
 
-        fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
     }
@@ -615,10 +615,17 @@ mod tests {
         "3.5",
         "\"BTC/USD\"",
         "[[[[[[[[]]]]]]]]",
+        // Valid decimals at the edge of what a Decimal holds: their sums and products do not fit.
+        "5e28",
+        "-5e28",
+        "79228162514264337593543950335",
+        "1e-28",
+        "0",
+        "1e20",
     ];
 
     /// Replaces one JSON value somewhere in `v` with something nasty.
-    fn mutate(v: &mut serde_json::Value, rng: &mut Rng) {
+    pub(crate) fn mutate(v: &mut serde_json::Value, rng: &mut Rng) {
         let nasty = || {
             NASTY_VALUES
                 .iter()

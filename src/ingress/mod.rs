@@ -27,7 +27,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use guard::RateLimiter;
+use guard::{LogThrottle, RateLimiter};
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ const MAX_EVENT_NAME: usize = 64;
 const UNREADABLE: &str = "(unreadable)";
 /// Longest `X-Webhook-Id` kept for display.
 const MAX_WEBHOOK_ID: usize = 128;
+/// At most one log line this often per kind of refusal a flood can cause (bad signatures, sources
+/// not allowed, connections shed); `sigex_webhooks_rejected_total` counts every one.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct IngressState {
     config: WebhookConfig,
@@ -49,6 +52,8 @@ struct IngressState {
     clock: SharedClock,
     health: Health,
     metrics: Metrics,
+    bad_signature_log: LogThrottle,
+    forbidden_log: LogThrottle,
 }
 
 /// What ingress reports into: draining (read) and counters (written).
@@ -72,6 +77,8 @@ pub fn router(
         clock,
         health: observers.health,
         metrics: observers.metrics,
+        bad_signature_log: LogThrottle::new(REFUSAL_LOG_EVERY),
+        forbidden_log: LogThrottle::new(REFUSAL_LOG_EVERY),
     };
     Router::new()
         .route(&config.path, post(receive))
@@ -99,7 +106,9 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         .and_then(|v| v.to_str().ok());
     let client = guard::client_addr(peer, forwarded, &state.trusted_proxies);
     if !guard::allowed(client, &state.allowlist) {
-        tracing::warn!(%client, "webhook refused: source not in the allowlist");
+        if let Some(held_back) = state.forbidden_log.allow(Instant::now()) {
+            tracing::warn!(%client, held_back, "webhook refused: source not in the allowlist");
+        }
         state.metrics.webhook_rejected("forbidden_source");
         return reply(
             StatusCode::FORBIDDEN,
@@ -137,7 +146,9 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         .get(wire::HEADER_WEBHOOK_SIGNATURE)
         .map(|v| v.as_bytes());
     if let Err(e) = signature::verify(state.config.secret.expose().as_bytes(), &body, signature) {
-        tracing::warn!(%client, reason = e.label(), bytes = body.len(), "webhook refused: bad signature");
+        if let Some(held_back) = state.bad_signature_log.allow(Instant::now()) {
+            tracing::warn!(%client, reason = e.label(), bytes = body.len(), held_back, "webhook refused: bad signature");
+        }
         state.metrics.webhook_rejected(e.label());
         return reply(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
     }

@@ -1,5 +1,5 @@
 //! Outbound notifications to the operator: fills, halts and resumes, drift, dead letters,
-//! maintenance start and end, repeated venue errors. Delivered to a generic JSON webhook or in
+//! maintenance start and end, repeated venue errors, a store that cannot commit and its recovery. Delivered to a generic JSON webhook or in
 //! Slack-, Discord- or Telegram-compatible bodies, per `[[notify]]` target.
 //!
 //! Guarantees: `Notifier::send` never blocks and never fails, so trading never waits on a
@@ -63,6 +63,13 @@ pub enum Notification {
         in_a_row: u32,
         last_error: String,
     },
+    /// The database stopped taking writes (once per outage).
+    StoreFailing {
+        detail: String,
+    },
+    StoreRecovered {
+        detail: String,
+    },
 }
 
 impl Notification {
@@ -77,6 +84,8 @@ impl Notification {
             Self::MaintenanceStarted { .. } => "maintenance_start",
             Self::MaintenanceEnded { .. } => "maintenance_end",
             Self::VenueErrors { .. } => "venue_errors",
+            Self::StoreFailing { .. } => "store_failing",
+            Self::StoreRecovered { .. } => "store_recovered",
         }
     }
 
@@ -110,6 +119,12 @@ impl Notification {
                 in_a_row,
                 last_error,
             } => format!("sigex: {in_a_row} venue errors in a row; last: {last_error}"),
+            Self::StoreFailing { detail } => format!(
+                "sigex: the database cannot commit ({detail}); webhooks get 503 and no order is sent until it recovers"
+            ),
+            Self::StoreRecovered { detail } => {
+                format!("sigex: the database takes writes again: {detail}")
+            }
         }
     }
 }
@@ -124,6 +139,8 @@ pub const EVENTS: &[&str] = &[
     "maintenance_start",
     "maintenance_end",
     "venue_errors",
+    "store_failing",
+    "store_recovered",
 ];
 
 #[derive(Serialize)]
@@ -368,6 +385,8 @@ mod tests {
                 in_a_row: 5,
                 last_error: "timeout".into(),
             },
+            Notification::StoreFailing { detail: "d".into() },
+            Notification::StoreRecovered { detail: "d".into() },
         ];
         for n in &all {
             assert!(EVENTS.contains(&n.event()), "{n:?}");

@@ -86,7 +86,7 @@ pub async fn apply_answer(
     if let Some(current) = Store::order_by_client_id(&mut tx, client_order_id).await? {
         booked = super::apply_report(&mut tx, &current, &news, now).await?;
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(booked)
 }
 
@@ -342,7 +342,7 @@ impl Supervisor {
             ) {
                 Err(reason) => {
                     tracing::debug!(client_order_id = %row.client_order_id, %reason, "protective orders wait");
-                    tx.rollback().await.map_err(StoreError::from)?;
+                    tx.rollback().await?;
                     continue;
                 }
                 Ok(plans) => {
@@ -359,7 +359,7 @@ impl Supervisor {
                     Store::mark_protection_done(&mut tx, &row.client_order_id).await?;
                 }
             }
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
         }
         Ok(())
     }

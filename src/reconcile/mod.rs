@@ -7,6 +7,7 @@
 //! deferred, never dropped.
 
 use crate::ingress::events::OrderNews;
+use crate::model::checked;
 use crate::model::Side;
 use crate::order::{self, OrderStatus};
 use crate::portfolio;
@@ -138,11 +139,16 @@ pub async fn apply_report(
     if !news.fills.is_empty() {
         Store::record_fills(&mut *tx, &order.client_order_id, &news.fills, now).await?;
         // The list is the finer record: it wins when it holds more than the summary says.
-        let listed: Decimal = news.fills.iter().map(|f| f.quantity).sum();
+        let listed = checked::sum(news.fills.iter().map(|f| f.quantity))?;
         if listed > Decimal::ZERO && filled_quantity.is_none_or(|q| listed > q) {
-            let notional: Decimal = news.fills.iter().map(|f| f.quantity * f.price).sum();
+            let notional = checked::sum(
+                news.fills
+                    .iter()
+                    .map(|f| checked::mul(f.quantity, f.price))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?;
             filled_quantity = Some(listed);
-            average_price = Some(notional / listed);
+            average_price = Some(checked::div(notional, listed)?);
         }
     }
     let applied = order::apply(
@@ -150,7 +156,7 @@ pub async fn apply_report(
         seen.unwrap_or(current.status),
         filled_quantity,
         average_price,
-    );
+    )?;
     if applied.conflict {
         tracing::warn!(
             client_order_id = %order.client_order_id,
@@ -195,7 +201,7 @@ pub async fn apply_report(
             column: "side",
             value: order.side.clone(),
         })?;
-        let (updated, closed) = position.book_fill(side.sign() * qty, price);
+        let (updated, closed) = position.book_fill(side.sign() * qty, price)?;
         position = updated;
         last_price = Some(price);
         if let Some(closed) = closed {
@@ -225,23 +231,23 @@ pub async fn apply_report(
     if filled > Decimal::ZERO {
         let recorded = Store::recorded_fills(&mut *tx, &order.client_order_id).await?;
         let rate = Store::fee_bps(&mut *tx, &order.symbol).await?;
-        let notional = filled * applied.progress.average_price.unwrap_or_default();
+        let notional = checked::mul(filled, applied.progress.average_price.unwrap_or_default())?;
         let fees = portfolio::order_fees(
             notional,
             recorded.reported_notional,
             recorded.reported_fees,
             rate,
-        );
-        let delta = fees - order.fees;
+        )?;
+        let delta = checked::sub(fees, order.fees)?;
         if !delta.is_zero() {
-            position.fees += delta;
+            position.fees = checked::add(position.fees, delta)?;
             Store::set_fees_booked(&mut *tx, &order.client_order_id, fees).await?;
         }
     }
     if position != before {
         Store::save_position(&mut *tx, &order.symbol, &position, last_price, now).await?;
         // The daily realized-loss limit sums this ledger: PnL after fees.
-        let realized = position.net_realized() - before.net_realized();
+        let realized = checked::sub(position.net_realized()?, before.net_realized()?)?;
         if !realized.is_zero() {
             Store::record_realized(
                 &mut *tx,

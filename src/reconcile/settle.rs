@@ -106,7 +106,7 @@ impl FillSettler {
             }
             Store::mark_fills_settled(&mut tx, client_order_id, now).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         tracing::debug!(orders = answers.len(), "fills settled");
         Ok(answers.len())
     }

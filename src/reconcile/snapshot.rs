@@ -117,7 +117,7 @@ async fn startup_pass_with(
             super::apply_report(&mut tx, &local, &OrderNews::from(answer), now).await?;
             seen.insert(local.client_order_id);
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
     }
     let unseen: Vec<_> = store
         .working_orders()
@@ -232,7 +232,7 @@ pub async fn record_venue_books(
         };
         Store::save_balance(&mut tx, &report, now).await?;
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok((theirs, balances.len()))
 }
 
@@ -382,13 +382,13 @@ impl PeriodicSnapshots {
             // a snapshot with every fee settled.
             _ if !view.unsettled_fees.is_zero() => return Ok(()),
             _ => {
-                let b = super::cash::Baseline::of(&view, total);
+                let b = super::cash::Baseline::of(&view, total)?;
                 Store::set_risk_value(&mut tx, CASH_BASELINE_VENUE, b.venue_total, now).await?;
                 Store::set_risk_value(&mut tx, CASH_BASELINE_OURS, b.ours, now).await?;
-                return Ok(tx.commit().await?);
+                return tx.commit().await;
             }
         };
-        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance) else {
+        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance)? else {
             *suspect = false;
             return Ok(());
         };

@@ -49,12 +49,19 @@ impl AccountLimits {
         if peak <= Decimal::ZERO || equity >= peak {
             return None;
         }
-        let drawdown = (peak - equity) / peak * Decimal::ONE_HUNDRED;
-        (drawdown >= limit).then(|| {
+        // Venue numbers: a drawdown too large to compute is beyond any limit.
+        let drawdown = peak
+            .checked_sub(equity)
+            .and_then(|d| d.checked_div(peak))
+            .and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED));
+        drawdown.is_none_or(|d| d >= limit).then(|| {
             Breach::Drawdown(format!(
                 "max drawdown {limit}% reached: equity {} USD is {}% below its peak {} USD",
                 equity.round_dp(2),
-                drawdown.round_dp(2),
+                drawdown.map_or_else(
+                    || "far more than 100".to_owned(),
+                    |d| d.round_dp(2).to_string()
+                ),
                 peak.round_dp(2)
             ))
         })

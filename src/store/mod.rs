@@ -4,6 +4,11 @@
 //! one writer connection, so write transactions queue instead of failing with "database is locked",
 //! and a small reader pool for the admin API. Decimals are stored as exact text. Migrations live in
 //! `migrations/sqlite/`; a PostgreSQL dialect gets its own folder beside it.
+//!
+//! The writer connection is never trusted after an error: `writer` explains how SQLite and sqlx
+//! can disagree about an open transaction after a full disk (every later "commit" then commits
+//! nothing), and how a commit is confirmed, a failed connection replaced and the store marked not
+//! [`Writable`] until a write round trip ([`Store::round_trip`]) succeeds again.
 
 use crate::order::{OrderStatus, Progress};
 use crate::portfolio::Position;
@@ -20,12 +25,12 @@ mod cancel;
 mod fills;
 mod pnl;
 mod risk;
+mod writer;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
 pub use pnl::{FillMark, PnlSample, PnlTotals};
 pub use risk::{FilledEntryRow, SendView, SymbolBook, WorkingEntry};
-
-pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+pub use writer::{Failure, Tx, Writable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,12 +40,49 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt value in column {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
+    /// A commit SQLite did not confirm (see `writer`): nothing of it may be acknowledged.
+    #[error("commit not confirmed: {0}")]
+    Unconfirmed(String),
+    /// A write round trip whose row a reader does not see.
+    #[error("a committed write is not visible to readers")]
+    NotVisible,
+    /// A venue number the bot cannot compute with: the event carrying it is a dead letter.
+    #[error(transparent)]
+    Overflow(#[from] crate::model::Overflow),
+}
+
+impl StoreError {
+    /// The database cannot take writes right now (disk full, I/O error, locked past the timeout,
+    /// a connection gone, a commit not confirmed): nothing is wrong with the data being written,
+    /// so it must be retried once the store recovers, never dead-lettered or given up on.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => {
+                let code = e
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff);
+                // SQLITE_BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL.
+                matches!(code, Some(5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15))
+            }
+            Self::Db(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_),
+            ) => true,
+            Self::Unconfirmed(_) | Self::NotVisible => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    writable: Writable,
 }
 
 /// RFC 3339 with milliseconds in UTC: sorts as text in time order.
@@ -59,8 +101,10 @@ impl Store {
             // Decisions outlive the inbox rows they came from (retention prunes those), so the
             // one reference between them is documentation, not a constraint.
             .foreign_keys(false);
+        let writable = Writable::default();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(writer::after_release(writable.clone()))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
@@ -68,11 +112,65 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            writable,
+        })
     }
 
+    /// A write transaction on the writer connection; its commit is confirmed or an error.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.writer.begin().await?)
+        Tx::begin(&self.writer, &self.writable).await
+    }
+
+    /// Whether the store can commit (see `writer`).
+    pub fn writable(&self) -> &Writable {
+        &self.writable
+    }
+
+    /// Proves that a write reaches the database: writes a fresh token through the writer
+    /// connection, with `headroom` bytes of padding, commits, and reads the token back through a
+    /// reader. Success marks the store writable again; failure marks it failing. The padding lets
+    /// a recovering store prove real room: on a nearly full disk a one-row write can fit where a
+    /// batch of webhooks does not.
+    pub async fn round_trip(&self, now: DateTime<Utc>, headroom: u32) -> Result<(), StoreError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let result = async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "INSERT INTO store_probe (id, token, written_at, padding)
+                 VALUES (1, ?, ?, zeroblob(?))
+                 ON CONFLICT (id) DO UPDATE SET token = excluded.token,
+                     written_at = excluded.written_at, padding = excluded.padding",
+            )
+            .bind(&token)
+            .bind(ts(now))
+            .bind(headroom)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let seen: Option<String> =
+                sqlx::query_scalar("SELECT token FROM store_probe WHERE id = 1")
+                    .fetch_optional(&self.reader)
+                    .await?;
+            if seen.as_deref() != Some(token.as_str()) {
+                return Err(StoreError::NotVisible);
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.writable.round_trip_ok(now);
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever the error, a write that did not come back means the store is failing.
+                self.writable.fail(&e.to_string());
+                Err(e)
+            }
+        }
     }
 
     pub async fn close(&self) {
@@ -160,7 +258,7 @@ impl Store {
             .collect()
     }
 
-    /// Once after the upgrade that changed the dedupe rule (migration 0009): gives the events
+    /// Once after the upgrade that changed the dedupe rule (migration 0010): gives the events
     /// stored before it and received since `since` the new dedupe key, keeping the old one as
     /// their identity, so a venue retry of one of them is still a duplicate. Older events need
     /// nothing: a retry of them is past the freshness window and never applied. Newest first, in
@@ -1428,7 +1526,8 @@ mod tests {
         assert!(identities[3].starts_with("json:"));
     }
 
-    async fn store() -> (Store, tempfile::TempDir) {
+    /// A fresh store in a temporary directory (kept alive by the returned handle).
+    pub(super) async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         (Store::open(&url).await.unwrap(), dir)

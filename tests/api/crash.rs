@@ -31,6 +31,31 @@ pub(crate) struct Bot {
     pub(crate) child: Option<Child>,
 }
 
+/// Starts `sigex run --config config` through `command` (the binary itself, or a launcher in
+/// front of it) with the rig's secrets (`crash-key`, `crash-secret`), its log appended to `log`.
+pub(crate) fn start_sigex(mut command: Command, config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SIGEX_WEBHOOK__SECRET", WEBHOOK_SECRET)
+        .env("SIGEX_VENUE__API_KEY", "crash-key")
+        .env("SIGEX_VENUE__API_SECRET", "crash-secret")
+        .env("RUST_LOG", "warn")
+        // Variables sigex must leave alone (README recipes set them in the same shell).
+        .env("SIGEX_ADMIN_URL", "http://127.0.0.1:9")
+        .env("SIGEX_SIM_API_KEY", "not-a-config-key")
+        .env("SIGEX_CHAOS_SEED", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the sigex binary starts")
+}
+
 impl Bot {
     /// A bot process on `config`, logging to `dir/bot.log`, started.
     pub(crate) fn started(config: std::path::PathBuf, dir: &Path) -> Arc<Mutex<Bot>> {
@@ -44,27 +69,11 @@ impl Bot {
     }
 
     pub(crate) fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sigex"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("SIGEX_WEBHOOK__SECRET", WEBHOOK_SECRET)
-            .env("SIGEX_VENUE__API_KEY", "crash-key")
-            .env("SIGEX_VENUE__API_SECRET", "crash-secret")
-            .env("RUST_LOG", "warn")
-            // Variables sigex must leave alone (README recipes set them in the same shell).
-            .env("SIGEX_ADMIN_URL", "http://127.0.0.1:9")
-            .env("SIGEX_SIM_API_KEY", "not-a-config-key")
-            .env("SIGEX_CHAOS_SEED", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the sigex binary starts");
-        self.child = Some(child);
+        self.child = Some(start_sigex(
+            Command::new(env!("CARGO_BIN_EXE_sigex")),
+            &self.config,
+            &self.log,
+        ));
     }
 
     pub(crate) fn kill(&mut self) {

@@ -447,7 +447,7 @@ impl TestApp {
     /// Stops the bot only (the simulator keeps running), so a test can change its database.
     pub async fn stop_bot(&mut self) {
         if let Some(bot) = self.bot.take() {
-            bot.stop().await;
+            stopped_without_a_death(bot).await;
         }
     }
 
@@ -476,7 +476,7 @@ impl TestApp {
     /// Stops the bot and hands back its data directory, for a restart on the same database.
     pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(bot) = self.bot.take() {
-            bot.stop().await;
+            stopped_without_a_death(bot).await;
         }
         self.sim_stop.trigger();
         self._dir
@@ -485,6 +485,15 @@ impl TestApp {
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self._dir.path().join("test.db").display())
     }
+}
+
+/// Stops `bot`; every test that stops a bot also checks that none of its tasks died meanwhile.
+async fn stopped_without_a_death(bot: RunningBot) {
+    let stopped = bot.stop().await;
+    assert!(
+        !matches!(stopped, sigex::app::Stopped::AfterTaskDeath(_)),
+        "a task died during the test: {stopped:?}"
+    );
 }
 
 /// What a local notification receiver got: `(path, JSON body)` per request it answered 200.
