@@ -1,6 +1,7 @@
-//! Micro-benchmarks of the hot pure functions: webhook signature verification, payload parsing,
-//! and one risk decision. `cargo bench --bench micro` (`-- --smoke` for a quick pass). Each is timed
-//! in 5 repetitions; the median and the spread are printed in nanoseconds per operation.
+//! Micro-benchmarks of the hot pure functions: webhook signature verification, the dedupe key,
+//! payload parsing, and one risk decision. `cargo bench --bench micro` (`-- --smoke` for a quick
+//! pass). Each is timed in 5 repetitions; the median and the spread are printed in nanoseconds
+//! per operation.
 
 use rust_decimal::Decimal;
 use sigex::ingress::{events, signature};
@@ -74,6 +75,13 @@ fn main() {
         budget,
         || {
             black_box(events::parse(black_box(body), now)).unwrap();
+        },
+    );
+    time_it(
+        "dedupe key: canonical JSON + SHA-256 (380 B)",
+        budget,
+        || {
+            black_box(sigex::inbox::dedupe_key(black_box(body)));
         },
     );
     let strategy = sigex::strategy::parse(

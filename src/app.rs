@@ -240,6 +240,18 @@ pub async fn start(
     };
     let store = Store::open(&config.storage.database_url).await?;
     store.set_fee_rates(&config.trading.fee_rates()).await?;
+    // Before any webhook is accepted: events stored under the previous dedupe rule that the
+    // venue may still retry get the new key, so a retry is a duplicate.
+    let freshness = crate::ingress::events::Freshness::new(config.webhook.max_event_age);
+    let rekeyed = store
+        .rekey_legacy_events(clock.now() - freshness.max_age * 2)
+        .await?;
+    if rekeyed > 0 {
+        tracing::info!(
+            rekeyed,
+            "recent events rekeyed under the signed-bytes dedupe rule"
+        );
+    }
     let started_at = clock.now();
     let health = Health::new();
     let metrics = Metrics::new();
@@ -262,6 +274,7 @@ pub async fn start(
     let admin_listener = bind(config.admin.listen).await?;
     let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
 
+    let mut paper_deliveries = None;
     let (venue_url, credentials, paper_venue) = match config.mode {
         Mode::Live => {
             let credentials = config
@@ -272,8 +285,14 @@ pub async fn start(
             (config.venue.base_url.clone(), credentials, None)
         }
         Mode::Paper => {
+            // The paper venue delivers its events to a listener of its own, on loopback and
+            // plain HTTP, so `allow_sources`, TLS or a non-loopback `listen` on the public one
+            // cannot shut it out. Its deliveries are still signed and verified like any other.
+            let deliveries = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let deliveries_addr = local_addr(&deliveries, config.webhook.listen)?;
+            paper_deliveries = Some(deliveries);
             let (url, credentials, sim) =
-                start_paper_venue(&config, &store, webhook_addr, &mut rest).await?;
+                start_paper_venue(&config, &store, deliveries_addr, &mut rest).await?;
             (url, credentials, Some(sim))
         }
     };
@@ -303,15 +322,12 @@ pub async fn start(
     );
     rest.spawn("inbox pruning", prune);
 
-    let ingress = crate::ingress::router(
-        &config.webhook,
-        inbox,
-        clock.clone(),
-        crate::ingress::Observers {
-            health: health.clone(),
-            metrics: metrics.clone(),
-        },
-    );
+    let observers = || crate::ingress::Observers {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
+    let ingress =
+        crate::ingress::router(&config.webhook, inbox.clone(), clock.clone(), observers());
     let fd_limit = crate::ingress::server::raise_fd_limit();
     let max_connections =
         crate::ingress::server::fitting_cap(config.webhook.max_connections, fd_limit);
@@ -323,7 +339,7 @@ pub async fn start(
             "too few file descriptors for [webhook] max_connections; raise LimitNOFILE (ulimit -n)"
         );
     }
-    let edge = crate::ingress::server::Edge {
+    let edge = || crate::ingress::server::Edge {
         limits: crate::ingress::server::ConnectionLimits {
             total: max_connections,
             per_source: config.webhook.max_connections_per_source,
@@ -336,10 +352,30 @@ pub async fn start(
         ingress,
         tls,
         config.webhook.header_timeout,
-        edge,
+        edge(),
         webhooks.shutdown(),
     );
     webhooks.spawn("webhook listener", listener);
+    if let Some(deliveries) = paper_deliveries {
+        // The paper venue's own listener: the same ingress, without the allowlist and TLS of the
+        // public one (its deliveries are HMAC-checked like any webhook).
+        let internal = crate::config::WebhookConfig {
+            allow_sources: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
+            ..config.webhook.clone()
+        };
+        let router = crate::ingress::router(&internal, inbox, clock.clone(), observers());
+        let listener = crate::ingress::server::serve(
+            deliveries,
+            router,
+            None,
+            config.webhook.header_timeout,
+            edge(),
+            webhooks.shutdown(),
+        );
+        webhooks.spawn("paper venue webhook listener", listener);
+    }
     let canceller = crate::executor::cancel::Canceller::new(
         store.clone(),
         venue.clone(),
@@ -418,6 +454,7 @@ pub async fn start(
     dispatcher.notifier = notifier.clone();
     dispatcher.reconciled = Some(health.clone());
     dispatcher.pnl_tolerance = config.reconcile.pnl_tolerance;
+    dispatcher.freshness = freshness;
     let stopping = dispatch.shutdown();
     dispatch.spawn("dispatcher", dispatcher.run(stopping));
     // Maintenance reconciliation, timeouts and protective orders talk to the venue: they stop
@@ -486,6 +523,8 @@ pub async fn start(
             std::time::Instant::now(),
         )),
         health: health.clone(),
+        maintenance: config.trading.maintenance,
+        max_intent_age: config.venue.max_intent_age,
     };
     let stopping = execute.shutdown();
     execute.spawn("executor", executor.run(stopping));
@@ -527,13 +566,14 @@ async fn venue_heartbeat(venue: VenueClient, mut shutdown: Shutdown) {
 }
 
 /// Paper mode: an in-process simulator on loopback plays the venue. It issues its own
-/// credentials and sends its `order.*` events back to our webhook endpoint, signed with our
-/// webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
+/// credentials and sends its `order.*` events to `deliveries` (the bot's internal loopback
+/// webhook listener: the same ingress, without the allowlist or TLS of the public one), signed
+/// with our webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
 /// balances, prices) is restored from the database at start and saved after every change.
 async fn start_paper_venue(
     config: &Config,
     store: &Store,
-    webhook_addr: SocketAddr,
+    deliveries: SocketAddr,
     stage: &mut Stage,
 ) -> Result<(String, Credentials, Simulator), StartError> {
     let shutdown = stage.shutdown();
@@ -544,8 +584,7 @@ async fn start_paper_venue(
         api_secret.clone(),
         config.webhook.secret.expose().to_owned(),
     );
-    let loopback = SocketAddr::from(([127, 0, 0, 1], webhook_addr.port()));
-    sim_config.webhook_url = Some(format!("http://{loopback}{}", config.webhook.path));
+    sim_config.webhook_url = Some(format!("http://{deliveries}{}", config.webhook.path));
     let paper = &config.paper;
     sim_config.seed = paper.seed;
     sim_config.starting_balance = paper.starting_balance;

@@ -298,6 +298,9 @@ struct SimVenueArgs {
     /// An order request is processed (order booked, or cancelled), then answered 500.
     #[arg(long, default_value = "0")]
     fault_processed_5xx: sigex::sim::Probability,
+    /// An order request is processed, then answered only after the --fault-timeout delay (30 s).
+    #[arg(long, default_value = "0")]
+    fault_slow_response: sigex::sim::Probability,
     /// Which requests REST faults strike: orders (POST /orders), cancels (DELETE /orders/{id}),
     /// order-requests (both) or all.
     #[arg(long, default_value = "orders", conflicts_with = "fault_all_routes")]
@@ -360,6 +363,7 @@ impl SimVenueArgs {
             rest_timeout: self.fault_timeout,
             order_lost_response: self.fault_lost_response,
             processed_5xx: self.fault_processed_5xx,
+            order_slow_response: self.fault_slow_response,
             rest_routes: if self.fault_all_routes {
                 sigex::sim::RestRoutes::All
             } else {

@@ -99,6 +99,9 @@ pub struct VenueConfig {
     pub request_timeout: Duration,
     /// Client-side limit on order submissions per second (a burst of one second's worth); 0 = off.
     pub max_orders_per_second: u32,
+    /// An order that would open or grow a position and was decided longer ago than this is
+    /// dropped at send time, not sent late (`[venue] max_intent_age_secs`).
+    pub max_intent_age: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +127,9 @@ pub struct WebhookConfig {
     pub rate_limit_burst: u32,
     pub header_timeout: Duration,
     pub read_timeout: Duration,
+    /// An event with effects signed longer ago than this when it arrives is kept as a dead letter
+    /// (`stale`) and never applied (`[webhook] max_event_age_secs`).
+    pub max_event_age: chrono::Duration,
     /// Open webhook connections at most, in all and per source address (trusted proxies are held
     /// to the total only); the excess is closed at accept.
     pub max_connections: usize,
@@ -145,6 +151,9 @@ impl WebhookConfig {
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
             header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             read_timeout: Duration::from_millis(DEFAULT_READ_TIMEOUT_MS),
+            max_event_age: chrono::Duration::seconds(
+                crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS as i64,
+            ),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
@@ -303,6 +312,7 @@ struct RawVenue {
     api_secret_file: Option<PathBuf>,
     request_timeout_ms: Option<u64>,
     max_orders_per_second: Option<u32>,
+    max_intent_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,6 +333,7 @@ struct RawWebhook {
     rate_limit_burst: Option<u32>,
     header_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
+    max_event_age_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
 }
@@ -379,6 +390,9 @@ pub const DEFAULT_RETENTION_DAYS: i64 = 30;
 /// The venue publishes no rate limit; this keeps a bot that goes wild from flooding it while
 /// staying far above what the strategies place.
 pub const DEFAULT_MAX_ORDERS_PER_SECOND: u32 = 50;
+/// An intent normally leaves within milliseconds; one still waiting after two minutes (a venue
+/// outage, a restart) was decided on a market that has moved on.
+pub const DEFAULT_MAX_INTENT_AGE: chrono::Duration = chrono::Duration::seconds(120);
 
 impl Config {
     /// Reads `path`, applies `SIGEX_*` overrides from `env`, resolves secrets and validates.
@@ -666,6 +680,37 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[inbox] retention_days = {retention_days} is out of range; use 1 to 3650"
         ));
     }
+    let max_event_age_secs = raw
+        .webhook
+        .max_event_age_secs
+        .unwrap_or(crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS);
+    if !(60..=7 * 86_400).contains(&max_event_age_secs) {
+        return Err(format!(
+            "[webhook] max_event_age_secs = {max_event_age_secs} is out of range; use 60 to 604800 \
+             (the venue's retries must fit inside it)"
+        ));
+    }
+    // Dedupe records must outlive the freshness window: a replay older than retention is then
+    // always stale, and one younger is always a duplicate.
+    let horizon = max_event_age_secs as i64 + crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS;
+    if retention_days * 86_400 <= horizon {
+        return Err(format!(
+            "[inbox] retention_days = {retention_days} must be longer than [webhook] \
+             max_event_age_secs = {max_event_age_secs} (plus {} s of clock skew): an event pruned \
+             before it is stale could be replayed and applied again. Raise [inbox] retention_days \
+             or lower [webhook] max_event_age_secs",
+            crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS
+        ));
+    }
+    let max_intent_age = match raw.venue.max_intent_age_secs {
+        None => DEFAULT_MAX_INTENT_AGE,
+        Some(secs @ 1..=86_400) => chrono::Duration::seconds(secs as i64),
+        Some(secs) => {
+            return Err(format!(
+                "[venue] max_intent_age_secs = {secs} is out of range; use 1 to 86400"
+            ))
+        }
+    };
     let max_body_bytes = raw.webhook.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(format!(
@@ -707,6 +752,11 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         symbols: raw.symbols,
         symbol_defaults: raw.symbol_defaults,
     })?;
+    let paper = paper::resolve(raw.paper, base_dir)?;
+    // Wherever the venue's address is called with the API key, it must be https (or loopback).
+    if mode == Mode::Live || matches!(paper.price_source, PriceSource::Venue { .. }) {
+        crate::venue::check_base_url(&base_url)?;
+    }
     let notify = raw
         .notify
         .into_iter()
@@ -725,6 +775,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                 .venue
                 .max_orders_per_second
                 .unwrap_or(DEFAULT_MAX_ORDERS_PER_SECOND),
+            max_intent_age,
         },
         webhook: WebhookConfig {
             listen: parse_addr("webhook", "listen", raw.webhook.listen, "0.0.0.0:8080")?,
@@ -752,6 +803,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                     .read_timeout_ms
                     .unwrap_or(DEFAULT_READ_TIMEOUT_MS),
             ),
+            max_event_age: chrono::Duration::seconds(max_event_age_secs as i64),
             max_connections,
             max_connections_per_source,
         },
@@ -776,7 +828,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .dir
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
-        paper: paper::resolve(raw.paper, base_dir)?,
+        paper,
         notify,
         shutdown_deadline: raw
             .shutdown
@@ -1126,6 +1178,32 @@ lot_step = 0.001
     }
 
     #[test]
+    fn a_retention_not_longer_than_the_freshness_window_is_refused_naming_both_keys() {
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", env(SECRET_ENV)).unwrap();
+        assert_eq!(c.webhook.max_event_age, chrono::Duration::hours(1));
+        let text = "mode = \"paper\"\n[webhook]\nmax_event_age_secs = 86400\n[inbox]\nretention_days = 1\n";
+        let err = Config::from_toml(text, "c.toml", env(SECRET_ENV))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[inbox] retention_days = 1")
+                && err.contains("[webhook] max_event_age_secs = 86400"),
+            "{err}"
+        );
+        let text = "mode = \"paper\"\n[webhook]\nmax_event_age_secs = 86000\n[inbox]\nretention_days = 2\n";
+        let c = Config::from_toml(text, "c.toml", env(SECRET_ENV)).unwrap();
+        assert_eq!(c.webhook.max_event_age, chrono::Duration::seconds(86000));
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_WEBHOOK__MAX_EVENT_AGE_SECS".into(), "10".into()));
+        let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_event_age_secs = 10 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn sigex_variables_that_are_not_config_keys_change_nothing() {
         let mut e = env(SECRET_ENV);
         for (name, value) in [
@@ -1232,6 +1310,48 @@ lot_step = 0.001
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn live_mode_refuses_a_plain_http_venue_except_on_loopback() {
+        let live = |url: &str| {
+            Config::from_toml(
+                &format!("mode = \"live\"\n[venue]\nbase_url = \"{url}\"\n"),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+        };
+        for url in [
+            "http://api.vibetrading.tech/api/v1",
+            "http://10.0.0.5:8080/api/v1",
+            "ftp://api.vibetrading.tech/api/v1",
+        ] {
+            let err = live(url).unwrap_err().to_string();
+            assert!(
+                err.starts_with("c.toml:3: ") && err.contains("must start with https://"),
+                "{url}: {err}"
+            );
+        }
+        for url in [
+            "https://api.vibetrading.tech/api/v1",
+            "http://127.0.0.1:9090/api/v1",
+            "http://localhost:9090/api/v1",
+            "http://[::1]:9090/api/v1",
+        ] {
+            assert!(live(url).is_ok(), "{url}");
+        }
+        // Paper mode never calls it, unless it follows the venue's prices.
+        let paper = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "mode = \"paper\"\n[venue]\nbase_url = \"http://10.0.0.5/api/v1\"\n{extra}"
+                ),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+        };
+        assert!(paper("").is_ok());
+        assert!(paper("[paper]\nprice_source = \"venue\"\n").is_err());
     }
 
     #[test]

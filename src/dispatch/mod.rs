@@ -4,8 +4,10 @@
 //! Guarantees: an event is marked processed only together with its effects (a crash in between
 //! replays it, and the effects are idempotent: deterministic `clientOrderId`s, monotonic order
 //! states); a signed but unusable event becomes a dead letter with its reason; a failing event is
-//! retried with backoff and parked after `MAX_ATTEMPTS`. Three failures are not the event's turn
-//! to be retried: a venue number that overflows a `Decimal` makes it a dead letter at once
+//! retried with backoff and parked after `MAX_ATTEMPTS`; an event outside the freshness window is a
+//! dead letter (`stale`) and never applied; a balance, venue position or maintenance notice older
+//! (by its signed timestamp) than what is held is recorded as processed and not applied. Three
+//! failures are not the event's turn to be retried: a venue number that overflows a `Decimal` makes it a dead letter at once
 //! (`arithmetic overflow: ...`); so does a panic while processing it (`processing panicked: ...`;
 //! the loop survives it and goes on with the next event); and a database that cannot commit
 //! makes processing wait for it without counting an attempt.
@@ -68,6 +70,9 @@ struct Prepared<'a> {
     other_prices: HashMap<String, Decimal>,
 }
 
+/// The note on a processed report that was not applied because newer state is held.
+const OLDER_THAN_HELD: &str = "older than what is held (by the event's timestamp); not applied";
+
 /// How long a `position.closed` waits for our closing fill before it is reported as unmatched.
 const CLOSED_MATCH_WAIT: ChronoDuration = ChronoDuration::minutes(10);
 
@@ -78,15 +83,21 @@ const PRICE_TTL: Duration = Duration::from_secs(2);
 const QUOTE_ASSET: &str = "USD";
 const EQUITY_PEAK: &str = "equity_peak";
 
-/// [`events::parse`], with a panic inside it turned into a parse error: the event becomes a dead
-/// letter with the reason instead of taking the dispatcher down.
-fn parse_isolated(body: &[u8], now: DateTime<Utc>) -> Result<Event, ParseError> {
-    std::panic::catch_unwind(|| events::parse(body, now)).unwrap_or_else(|payload| {
-        Err(ParseError::Envelope(format!(
-            "parsing panicked: {}",
-            crate::supervise::panic_message(&*payload)
-        )))
-    })
+/// [`events::parse_fresh`], with a panic inside it turned into a parse error: the event becomes a
+/// dead letter with the reason instead of taking the dispatcher down.
+fn parse_isolated(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    freshness: &events::Freshness,
+) -> Result<Event, ParseError> {
+    std::panic::catch_unwind(|| events::parse_fresh(body, received_at, freshness)).unwrap_or_else(
+        |payload| {
+            Err(ParseError::Envelope(format!(
+                "parsing panicked: {}",
+                crate::supervise::panic_message(&*payload)
+            )))
+        },
+    )
 }
 
 /// 00:00 UTC of `now`'s day: the daily realized-loss limit counts from there.
@@ -110,6 +121,8 @@ pub struct Dispatcher {
     pub reconciled: Option<crate::admin::health::Health>,
     /// A closed position whose realized PnL differs from the venue's by more than this is drift.
     pub pnl_tolerance: Decimal,
+    /// Events with effects outside this window are dead letters (`stale`), never applied.
+    pub freshness: events::Freshness,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
     /// Tests only: processing the event with this seq panics, to prove a panic is isolated.
     #[cfg(test)]
@@ -137,6 +150,7 @@ impl Dispatcher {
             notifier: Notifier::disabled(),
             reconciled: None,
             pnl_tolerance: crate::config::ReconcileConfig::default().pnl_tolerance,
+            freshness: events::Freshness::default(),
             prices: Mutex::new(HashMap::new()),
             #[cfg(test)]
             panic_on_seq: None,
@@ -172,10 +186,9 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let now = self.clock.now();
             let mut parsed: Vec<Option<Result<Event, ParseError>>> = batch
                 .iter()
-                .map(|e| Some(parse_isolated(&e.body, now)))
+                .map(|e| Some(parse_isolated(&e.body, e.received_at, &self.freshness)))
                 .collect();
             let is_signal =
                 |p: &Option<Result<Event, ParseError>>| matches!(p, Some(Ok(Event::Signal(_))));
@@ -485,11 +498,15 @@ impl Dispatcher {
                 NewsOutcome::Foreign => {}
             },
             Ok(Event::Position(p)) => {
-                Store::save_venue_position(&mut *tx, p, now).await?;
-                if let Some(ratio) = p.margin_ratio {
-                    Store::save_margin_ratio(&mut *tx, &p.symbol, ratio).await?;
+                if Store::save_venue_position(&mut *tx, p, now).await? {
+                    if let Some(ratio) = p.margin_ratio {
+                        Store::save_margin_ratio(&mut *tx, &p.symbol, ratio).await?;
+                    }
+                    self.apply_margin_rule(tx, now).await?;
+                } else {
+                    tracing::info!(seq = event.seq, symbol = %p.symbol, "position report older than the one held; not applied");
+                    note = Some(OLDER_THAN_HELD.to_owned());
                 }
-                self.apply_margin_rule(tx, now).await?;
                 if let (true, Some(venue_realized)) = (p.closed, p.realized_pnl) {
                     match self
                         .check_closed(tx, event.seq, p, venue_realized, now)
@@ -508,17 +525,29 @@ impl Dispatcher {
                 available,
                 locked,
                 total,
+                at,
             }) => {
-                Store::save_balance(&mut *tx, asset, *available, *locked, *total, now).await?;
-                if asset == QUOTE_ASSET {
+                let report = crate::store::BalanceReport {
+                    asset,
+                    available: *available,
+                    locked: *locked,
+                    total: *total,
+                    as_of: *at,
+                };
+                if !Store::save_balance(&mut *tx, &report, now).await? {
+                    // A late or replayed report must not move the balance, the equity peak or
+                    // the breakers backwards.
+                    tracing::info!(seq = event.seq, %asset, "balance report older than the one held; not applied");
+                    note = Some(OLDER_THAN_HELD.to_owned());
+                } else if asset == QUOTE_ASSET {
                     let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
                     if peak.is_none_or(|p| *total > p) {
                         Store::set_risk_value(&mut *tx, EQUITY_PEAK, *total, now).await?;
                     }
+                    self.apply_breakers(tx, now).await?;
                 }
-                self.apply_breakers(tx, now).await?;
             }
-            Ok(Event::Maintenance(window)) => {
+            Ok(Event::Maintenance { window, noticed_at }) => {
                 let settings = &self.trading.maintenance;
                 let mut window = window.clone();
                 if !window.affects_trading() {
@@ -530,7 +559,10 @@ impl Dispatcher {
                 } else {
                     tracing::warn!(seq = event.seq, window = %window.key, start = %window.start, end = %window.end, "maintenance window scheduled: no new orders from start - lead until end + settle and a reconciliation");
                 }
-                Store::upsert_window(&mut *tx, &window, now).await?;
+                if !Store::upsert_window(&mut *tx, &window, *noticed_at, now).await? {
+                    tracing::warn!(seq = event.seq, window = %window.key, "maintenance notice older than the one held for its window; not applied");
+                    note = Some(OLDER_THAN_HELD.to_owned());
+                }
             }
             Ok(Event::Alert {
                 level,
@@ -879,7 +911,7 @@ impl Dispatcher {
                     }
                     Ok(approved) => {
                         client_order_id =
-                            order::client_order_id(&strategy.name, &event.dedupe_key, "entry");
+                            order::client_order_id(&strategy.name, &event.identity, "entry");
                         Store::insert_intent(
                             &mut *tx,
                             &approved,

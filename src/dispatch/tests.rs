@@ -45,6 +45,7 @@ async fn insert(store: &Store, bodies: &[String]) -> Vec<i64> {
             event_type: "t".into(),
             received_at: Utc::now(),
             body: axum::body::Bytes::from(b.clone()),
+            webhook_id: None,
         })
         .collect();
     store
@@ -108,22 +109,20 @@ async fn a_panic_while_processing_one_event_dead_letters_it_and_the_rest_go_on()
 #[tokio::test]
 async fn two_deposits_of_5e28_become_a_dead_letter_with_the_reason_not_a_panic() {
     let (store, _dir) = store().await;
+    let now = crate::store::ts(Utc::now());
     let deposit = |id: &str| {
         format!(
-            r#"{{"event":"account.deposit_received","timestamp":"2026-11-27T12:00:00Z",
+            r#"{{"event":"account.deposit_received","timestamp":"{now}",
                 "data":{{"transactionId":"{id}","asset":"USD","amount":5e28,"status":"completed"}}}}"#
         )
     };
-    let balance = r#"{"event":"account.balance_updated","timestamp":"2026-11-27T12:00:00Z",
-        "data":{"asset":"USD","available":100,"locked":0,"total":100}}"#;
+    let balance = format!(
+        r#"{{"event":"account.balance_updated","timestamp":"{now}",
+        "data":{{"asset":"USD","available":100,"locked":0,"total":100}}}}"#
+    );
     let seqs = insert(
         &store,
-        &[
-            balance.to_owned(),
-            deposit("tx-1"),
-            deposit("tx-2"),
-            test_event(1),
-        ],
+        &[balance, deposit("tx-1"), deposit("tx-2"), test_event(1)],
     )
     .await;
     drain(dispatcher(&store), &store).await;

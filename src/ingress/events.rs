@@ -1,5 +1,10 @@
 //! Stored webhook bodies → typed domain events. This is where a signed but unusable event is
 //! recognised (and becomes a dead letter with the reason), and where venue values are validated.
+//!
+//! Freshness ([`parse_fresh`]): an event with effects whose signed envelope `timestamp` is older
+//! than `[webhook] max_event_age_secs` when it was received, dated more than
+//! `WEBHOOK_MAX_FUTURE_SKEW_SECS` ahead, or undated, is [`ParseError::Stale`]: acknowledged, kept
+//! as a dead letter, never applied. So a captured webhook replayed later changes nothing.
 
 use crate::model::{InvalidValue, Recommendation, Signal, Symbol, TechnicalAnalysis};
 use crate::store::VenuePosition;
@@ -20,9 +25,16 @@ pub enum Event {
         available: Decimal,
         locked: Decimal,
         total: Decimal,
+        /// When the venue said it (the envelope's timestamp): an older report never overwrites
+        /// a newer one.
+        at: DateTime<Utc>,
     },
-    /// `system.maintenance`: a validated window.
-    Maintenance(crate::risk::maintenance::Window),
+    /// `system.maintenance`: a validated window, and when the venue sent the notice (an older
+    /// notice never overwrites a newer one about the same window).
+    Maintenance {
+        window: crate::risk::maintenance::Window,
+        noticed_at: DateTime<Utc>,
+    },
     /// `system.alert`.
     Alert {
         level: String,
@@ -108,9 +120,114 @@ pub enum ParseError {
     Envelope(String),
     #[error("{event}: {message}")]
     Data { event: String, message: String },
+    /// Outside the freshness window (or undated): acknowledged and kept, never applied.
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
+/// **[decided]** how old (by its signed envelope `timestamp`, against when ingress received it)
+/// an event with effects may be and still be applied, and how far in the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// `[webhook] max_event_age_secs`.
+    pub max_age: chrono::Duration,
+    /// Clock difference tolerated for an event dated in the future.
+    pub max_skew: chrono::Duration,
+}
+
+impl Freshness {
+    pub fn new(max_age: chrono::Duration) -> Self {
+        Self {
+            max_age,
+            max_skew: chrono::Duration::seconds(wire::WEBHOOK_MAX_FUTURE_SKEW_SECS),
+        }
+    }
+
+    /// `Err` with the reason when an event signed at `signed_at` (`None`: no readable
+    /// timestamp) and received at `received_at` must not be applied.
+    pub fn check(
+        &self,
+        signed_at: Option<DateTime<Utc>>,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let Some(signed_at) = signed_at else {
+            return Err(
+                "the envelope carries no readable timestamp, so its age cannot be checked".into(),
+            );
+        };
+        let age = received_at - signed_at;
+        if age > self.max_age {
+            return Err(format!(
+                "signed at {}, received {} later; events older than {} s are not applied",
+                crate::store::ts(signed_at),
+                human(age),
+                self.max_age.num_seconds()
+            ));
+        }
+        if -age > self.max_skew {
+            return Err(format!(
+                "signed at {}, {} after it was received; events dated more than {} s ahead of \
+                 our clock are not applied",
+                crate::store::ts(signed_at),
+                human(-age),
+                self.max_skew.num_seconds()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self::new(chrono::Duration::seconds(
+            wire::DEFAULT_MAX_EVENT_AGE_SECS as i64,
+        ))
+    }
+}
+
+fn human(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        ..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+impl Event {
+    /// Whether applying it changes anything (`test` and unknown events only get recorded).
+    pub fn has_effects(&self) -> bool {
+        !matches!(self, Event::Recorded { .. } | Event::Unknown { .. })
+    }
+}
+
+/// [`parse`], then the freshness rule: an event with effects that is older than `freshness`
+/// allows, dated too far in the future, or undated, is [`ParseError::Stale`].
+pub fn parse_fresh(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    freshness: &Freshness,
+) -> Result<Event, ParseError> {
+    let (event, signed_at) = parse_dated(body, received_at)?;
+    if event.has_effects() {
+        freshness
+            .check(signed_at, received_at)
+            .map_err(ParseError::Stale)?;
+    }
+    Ok(event)
+}
+
+/// Parses a stored body without the freshness rule; an undated event counts as sent at
+/// `received_at`.
 pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseError> {
+    parse_dated(body, received_at).map(|(event, _)| event)
+}
+
+/// The event, and its signed envelope timestamp when readable.
+fn parse_dated(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<(Event, Option<DateTime<Utc>>), ParseError> {
     let env: Envelope =
         serde_json::from_slice(body).map_err(|e| ParseError::Envelope(e.to_string()))?;
     let event = env.event.clone();
@@ -119,17 +236,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
         message,
     };
     let invalid = |e: InvalidValue| data_err(e.to_string());
-    let timestamp = env
-        .timestamp
-        .as_deref()
-        .and_then(wire::parse_timestamp)
-        .unwrap_or(received_at);
+    let signed_at = env.timestamp.as_deref().and_then(wire::parse_timestamp);
+    let timestamp = signed_at.unwrap_or(received_at);
     macro_rules! data {
         ($t:ty) => {
             serde_json::from_value::<$t>(env.data.clone()).map_err(|e| data_err(e.to_string()))?
         };
     }
-    Ok(match env.event.as_str() {
+    let event = match env.event.as_str() {
         "signal.generated" => {
             let d = data!(wire::SignalData);
             let confidence = d.confidence.as_i64().ok_or_else(|| {
@@ -222,13 +336,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 available: d.available,
                 locked: d.locked,
                 total: d.total,
+                at: timestamp,
             }
         }
         "system.maintenance" => {
             let d = data!(wire::MaintenanceData);
             let id = d.id.as_ref().and_then(wire::id_text);
-            Event::Maintenance(
-                crate::risk::maintenance::Window::from_notice(
+            Event::Maintenance {
+                window: crate::risk::maintenance::Window::from_notice(
                     id.as_deref(),
                     d.start_time.as_deref(),
                     d.end_time.as_deref(),
@@ -236,7 +351,8 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                     d.description,
                 )
                 .map_err(data_err)?,
-            )
+                noticed_at: timestamp,
+            }
         }
         "system.alert" => {
             let d = data!(wire::AlertData);
@@ -271,7 +387,8 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
         }
         "test" => Event::Recorded { event: env.event },
         _ => Event::Unknown { event: env.event },
-    })
+    };
+    Ok((event, signed_at))
 }
 
 fn non_empty(field: &'static str, s: String) -> Result<String, InvalidValue> {
@@ -367,6 +484,90 @@ pub(crate) mod tests {
                 parse(body.as_bytes(), Utc::now()).is_err(),
                 "{name} was accepted"
             );
+        }
+    }
+
+    fn dated(event: &str, at: DateTime<Utc>, data: &str) -> Vec<u8> {
+        format!(
+            r#"{{"event":"{event}","timestamp":"{}","data":{data}}}"#,
+            crate::store::ts(at)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_event_outside_the_freshness_window_is_stale_and_harmless_ones_are_not_checked() {
+        let received = Utc::now();
+        let window = Freshness::new(chrono::Duration::seconds(3600));
+        let alert = r#"{"level":"critical","title":"t","affectedSymbols":[]}"#;
+        let cases: &[(&str, Vec<u8>, bool)] = &[
+            (
+                "fresh",
+                dated(
+                    "system.alert",
+                    received - chrono::Duration::seconds(3599),
+                    alert,
+                ),
+                true,
+            ),
+            (
+                "an hour and a second old",
+                dated(
+                    "system.alert",
+                    received - chrono::Duration::seconds(3601),
+                    alert,
+                ),
+                false,
+            ),
+            (
+                "two days old",
+                dated("system.alert", received - chrono::Duration::days(2), alert),
+                false,
+            ),
+            (
+                "59 s ahead",
+                dated(
+                    "system.alert",
+                    received + chrono::Duration::seconds(59),
+                    alert,
+                ),
+                true,
+            ),
+            (
+                "61 s ahead",
+                dated(
+                    "system.alert",
+                    received + chrono::Duration::seconds(61),
+                    alert,
+                ),
+                false,
+            ),
+            (
+                "undated",
+                format!(r#"{{"event":"system.alert","data":{alert}}}"#).into_bytes(),
+                false,
+            ),
+            (
+                "an old test event has no effect",
+                dated(
+                    "test",
+                    received - chrono::Duration::days(2),
+                    r#"{"message":"m"}"#,
+                ),
+                true,
+            ),
+            (
+                "an undated unknown event has no effect",
+                br#"{"event":"shiny.new","data":{}}"#.to_vec(),
+                true,
+            ),
+        ];
+        for (name, body, applied) in cases {
+            match parse_fresh(body, received, &window) {
+                Ok(_) => assert!(applied, "{name}: applied"),
+                Err(ParseError::Stale(why)) => assert!(!applied, "{name}: stale ({why})"),
+                Err(e) => panic!("{name}: {e}"),
+            }
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Checks, cheapest first: draining for shutdown (503), source allowlist (403), per-source rate
 //! limit (429), content type (415), body size (413) and read time (408), then the HMAC over the raw
-//! bytes (401). Only a signed body is stored; it gets 200 once committed (or when already stored:
-//! a duplicate), 503 if the inbox cannot commit (the venue retries). A signed body that is not a
+//! bytes (401). Only a signed body is stored, under a dedupe key from its signed bytes alone; it
+//! gets 200 once committed (or when already stored: a duplicate), 503 if the inbox cannot commit
+//! (the venue retries). A signed body that is not a
 //! usable event is stored too and becomes a dead letter the operator can see. Every refusal is
 //! counted by reason in the metrics.
 
@@ -17,7 +18,7 @@ use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::WebhookConfig;
-use crate::inbox::{dedupe_key, Inbox, Inserted};
+use crate::inbox::{self, Inbox, Inserted};
 use crate::store::NewEvent;
 use crate::venue::wire;
 use axum::body::{Body, Bytes};
@@ -34,6 +35,10 @@ use std::time::{Duration, Instant};
 
 /// Longest event name stored as is; longer ones are cut (the raw body keeps the original).
 const MAX_EVENT_NAME: usize = 64;
+/// The event type recorded for a signed body with no readable event name.
+const UNREADABLE: &str = "(unreadable)";
+/// Longest `X-Webhook-Id` kept for display.
+const MAX_WEBHOOK_ID: usize = 128;
 /// At most one log line this often per kind of refusal a flood can cause (bad signatures, sources
 /// not allowed, connections shed); `sigex_webhooks_rejected_total` counts every one.
 pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -147,23 +152,25 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
         state.metrics.webhook_rejected(e.label());
         return reply(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
     }
-    let (event_type, data_id) = match serde_json::from_slice::<wire::EnvelopePeek>(&body) {
-        Ok(env) => (
-            env.event.chars().take(MAX_EVENT_NAME).collect(),
-            env.data_id(),
+    // One parse: the event name for the metrics, and the dedupe key from the signed bytes.
+    let (event_type, dedupe_key) = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(value) => (
+            value
+                .get("event")
+                .and_then(serde_json::Value::as_str)
+                .map(|e| e.chars().take(MAX_EVENT_NAME).collect())
+                .unwrap_or_else(|| UNREADABLE.to_owned()),
+            inbox::dedupe_key_of(&value),
         ),
         // Signed but unreadable: stored anyway, so the operator sees it as a dead letter.
-        Err(_) => ("(unreadable)".to_owned(), None),
+        Err(_) => (UNREADABLE.to_owned(), inbox::dedupe_key(&body)),
     };
-    let header_id = parts
-        .headers
-        .get(wire::HEADER_WEBHOOK_ID)
-        .and_then(|v| v.to_str().ok());
     let event = NewEvent {
-        dedupe_key: dedupe_key(header_id, data_id.as_deref(), &body),
+        dedupe_key,
         event_type: event_type.clone(),
         received_at: state.clock.now(),
         body,
+        webhook_id: webhook_id(&parts.headers),
     };
     match state.inbox.store(event).await {
         Ok(Inserted::New(seq)) => {
@@ -184,6 +191,13 @@ async fn receive(State(state): State<Arc<IngressState>>, request: Request) -> Re
             )
         }
     }
+}
+
+/// The unsigned `X-Webhook-Id` header, printable and cut to a display length: shown with the
+/// event, never used as a key.
+fn webhook_id(headers: &HeaderMap) -> Option<String> {
+    let id = headers.get(wire::HEADER_WEBHOOK_ID)?.to_str().ok()?.trim();
+    (!id.is_empty()).then(|| id.chars().take(MAX_WEBHOOK_ID).collect())
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

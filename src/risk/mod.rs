@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod limits;
 pub mod maintenance;
 pub mod protect;
+pub mod release;
 pub mod sizing;
 pub mod state;
 
@@ -71,6 +72,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The stored form back; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "entry" => Self::Entry,
+            "stop_loss" => Self::StopLoss,
+            "take_profit" => Self::TakeProfit,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Entry => "entry",

@@ -29,7 +29,7 @@ mod writer;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
 pub use pnl::{FillMark, PnlSample, PnlTotals};
-pub use risk::{FilledEntryRow, SymbolBook};
+pub use risk::{FilledEntryRow, SendView, SymbolBook, WorkingEntry};
 pub use writer::{Failure, Tx, Writable};
 
 #[derive(Debug, thiserror::Error)]
@@ -186,12 +186,18 @@ impl Store {
     pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
         let mut out = Vec::with_capacity(events.len());
         let mut tx = self.begin().await?;
-        // SQLite allows 32766 bound values; 4 per row.
+        // SQLite allows 32766 bound values; 5 per row.
         for chunk in events.chunks(4096) {
-            let mut sql = String::with_capacity(120 + chunk.len() * 14);
-            sql.push_str("INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES ");
+            let mut sql = String::with_capacity(140 + chunk.len() * 16);
+            sql.push_str(
+                "INSERT INTO inbox (dedupe_key, event_type, received_at, body, webhook_id) VALUES ",
+            );
             for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+                sql.push_str(if i == 0 {
+                    "(?,?,?,?,?)"
+                } else {
+                    ",(?,?,?,?,?)"
+                });
             }
             sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING seq, dedupe_key");
             let mut query = sqlx::query(&sql);
@@ -200,7 +206,8 @@ impl Store {
                     .bind(&e.dedupe_key)
                     .bind(&e.event_type)
                     .bind(ts(e.received_at))
-                    .bind(&e.body[..]);
+                    .bind(&e.body[..])
+                    .bind(e.webhook_id.as_deref());
             }
             let inserted: std::collections::HashMap<String, i64> = query
                 .fetch_all(&mut *tx)
@@ -224,22 +231,88 @@ impl Store {
 
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, dedupe_key, event_type, body, attempts FROM inbox
-             WHERE status = 'pending' ORDER BY seq LIMIT ?",
+            "SELECT seq, COALESCE(legacy_key, dedupe_key) AS identity, event_type, body, attempts,
+                    received_at
+             FROM inbox WHERE status = 'pending' ORDER BY seq LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.writer)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxEvent {
-                seq: r.get("seq"),
-                dedupe_key: r.get("dedupe_key"),
-                event_type: r.get("event_type"),
-                body: r.get("body"),
-                attempts: r.get("attempts"),
+        rows.into_iter()
+            .map(|r| {
+                let received_at: String = r.get("received_at");
+                Ok(InboxEvent {
+                    seq: r.get("seq"),
+                    identity: r.get("identity"),
+                    event_type: r.get("event_type"),
+                    body: r.get("body"),
+                    attempts: r.get("attempts"),
+                    received_at: crate::venue::wire::parse_timestamp(&received_at).ok_or(
+                        StoreError::Corrupt {
+                            column: "received_at",
+                            value: received_at,
+                        },
+                    )?,
+                })
             })
-            .collect())
+            .collect()
+    }
+
+    /// Once after the upgrade that changed the dedupe rule (migration 0010): gives the events
+    /// stored before it and received since `since` the new dedupe key, keeping the old one as
+    /// their identity, so a venue retry of one of them is still a duplicate. Older events need
+    /// nothing: a retry of them is past the freshness window and never applied. Newest first, in
+    /// small transactions; a row whose new key another row already holds (the same event stored
+    /// twice under the old rule) keeps its old key. Returns how many rows were rekeyed.
+    pub async fn rekey_legacy_events(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        const BATCH: i64 = 500;
+        let through: Option<i64> = sqlx::query_scalar("SELECT MAX(through_seq) FROM inbox_rekey")
+            .fetch_one(&self.writer)
+            .await?;
+        let Some(mut through) = through else {
+            return Ok(0);
+        };
+        let since = ts(since);
+        let mut rekeyed = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, body, received_at FROM inbox WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
+            )
+            .bind(through)
+            .bind(BATCH)
+            .fetch_all(&self.writer)
+            .await?;
+            let mut tx = self.begin().await?;
+            let mut done = rows.len() < BATCH as usize;
+            for r in &rows {
+                let seq: i64 = r.get("seq");
+                through = seq - 1;
+                if r.get::<String, _>("received_at") < since {
+                    done = true;
+                    break;
+                }
+                let key = crate::inbox::dedupe_key(&r.get::<Vec<u8>, _>("body"));
+                rekeyed += sqlx::query(
+                    "UPDATE inbox SET legacy_key = dedupe_key, dedupe_key = ?1
+                     WHERE seq = ?2 AND legacy_key IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key = ?1)",
+                )
+                .bind(&key)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if done {
+                sqlx::query("DELETE FROM inbox_rekey")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            if done {
+                return Ok(rekeyed);
+            }
+        }
     }
 
     pub async fn set_event_status(
@@ -341,7 +414,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key
+            "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key,
+                    webhook_id
              FROM inbox WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2",
         )
         .bind(status)
@@ -355,7 +429,7 @@ impl Store {
     pub async fn event(&self, seq: i64) -> Result<Option<(EventSummary, Vec<u8>)>, StoreError> {
         let row = sqlx::query(
             "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key,
-                    body
+                    webhook_id, body
              FROM inbox WHERE seq = ?",
         )
         .bind(seq)
@@ -615,7 +689,7 @@ impl Store {
         Ok(())
     }
 
-    /// Orders to send now: new intents, and unknown outcomes whose retry time has come.
+    /// Orders to send now: intents, and unknown outcomes, whose (retry) time has come.
     /// Read through the reader pool: a WAL reader sees every committed intent, and the executor's
     /// pick-up then does not queue behind write transactions and their fsyncs on the one writer.
     pub async fn orders_to_submit(
@@ -625,8 +699,9 @@ impl Store {
     ) -> Result<Vec<OrderRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE status = 'intent' OR (status = 'unknown' AND next_attempt_at <= ?)
-             ORDER BY created_at, client_order_id LIMIT ?"
+             WHERE (status = 'intent' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
+                OR (status = 'unknown' AND next_attempt_at <= ?1)
+             ORDER BY created_at, client_order_id LIMIT ?2"
         ))
         .bind(ts(now))
         .bind(limit)
@@ -635,13 +710,55 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
-    /// The earliest time an unknown order is due for another look.
+    /// The earliest time an unknown (or waiting) order is due for another look.
     pub async fn next_retry_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM orders WHERE status = 'unknown'")
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM orders WHERE status IN ('intent', 'unknown')",
         )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    /// An order that may not be sent now: looked at again at `retry_at`, its status unchanged.
+    pub async fn mark_waiting(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+        why: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET last_error = ?, next_attempt_at = ?, updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(why)
+        .bind(ts(retry_at))
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// An order that will never be sent (the venue has confirmed it does not have it): it ends
+    /// `cancelled` with the reason.
+    pub async fn mark_dropped(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET status = 'cancelled', dropped_reason = ?, next_attempt_at = NULL,
+                 updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(reason)
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     pub async fn order_by_client_id(
@@ -894,22 +1011,25 @@ impl Store {
             .collect()
     }
 
+    /// Records the venue's view of a position, unless what is held is newer (by `reported_at`).
+    /// Returns whether it was recorded.
     pub async fn save_venue_position(
         tx: &mut SqliteConnection,
         v: &VenuePosition,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO venue_positions (symbol, side, quantity, average_price, unrealized_pnl,
-                 mark_price, realized_pnl, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 mark_price, realized_pnl, updated_at, as_of)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (symbol) DO UPDATE SET side = COALESCE(excluded.side, side),
                  quantity = excluded.quantity,
                  average_price = COALESCE(excluded.average_price, average_price),
                  unrealized_pnl = COALESCE(excluded.unrealized_pnl, unrealized_pnl),
                  mark_price = COALESCE(excluded.mark_price, mark_price),
                  realized_pnl = COALESCE(excluded.realized_pnl, realized_pnl),
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, as_of = excluded.as_of
+             WHERE venue_positions.as_of IS NULL OR excluded.as_of >= venue_positions.as_of",
         )
         .bind(&v.symbol)
         .bind(&v.side)
@@ -919,32 +1039,36 @@ impl Store {
         .bind(v.mark_price.map(|d| d.to_string()))
         .bind(v.realized_pnl.map(|d| d.to_string()))
         .bind(ts(now))
+        .bind(ts(v.reported_at))
         .execute(tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
+    /// Records a balance as the venue reported it `as_of`, unless the balance held is newer.
+    /// Returns whether it was recorded.
     pub async fn save_balance(
         tx: &mut SqliteConnection,
-        asset: &str,
-        available: Decimal,
-        locked: Decimal,
-        total: Decimal,
+        balance: &BalanceReport<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO balances (asset, available, locked, total, updated_at) VALUES (?, ?, ?, ?, ?)
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO balances (asset, available, locked, total, updated_at, as_of)
+             VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (asset) DO UPDATE SET available = excluded.available,
-                 locked = excluded.locked, total = excluded.total, updated_at = excluded.updated_at",
+                 locked = excluded.locked, total = excluded.total, updated_at = excluded.updated_at,
+                 as_of = excluded.as_of
+             WHERE balances.as_of IS NULL OR excluded.as_of >= balances.as_of",
         )
-        .bind(asset)
-        .bind(available.to_string())
-        .bind(locked.to_string())
-        .bind(total.to_string())
+        .bind(balance.asset)
+        .bind(balance.available.to_string())
+        .bind(balance.locked.to_string())
+        .bind(balance.total.to_string())
         .bind(ts(now))
+        .bind(ts(balance.as_of))
         .execute(tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn list_balances(&self) -> Result<Vec<BalanceView>, StoreError> {
@@ -1022,7 +1146,7 @@ const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, 
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
     reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
     parent_client_order_id, stop_price, fees_booked, cancel_state, cancel_reason,
-    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at";
+    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at, dropped_reason";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -1052,19 +1176,27 @@ pub struct EventView {
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// From the signed bytes only (`crate::inbox::dedupe_key`).
     pub dedupe_key: String,
     pub event_type: String,
     pub received_at: DateTime<Utc>,
     pub body: axum::body::Bytes,
+    /// The unsigned `X-Webhook-Id` header, kept for display only.
+    pub webhook_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct InboxEvent {
     pub seq: i64,
-    pub dedupe_key: String,
+    /// What identities derived from this event (a signal's `clientOrderId`s) are computed from:
+    /// its dedupe key, or for an event stored before the dedupe rule changed, the key it was
+    /// first decided under (so processing it again derives the same ids).
+    pub identity: String,
     pub event_type: String,
     pub body: Vec<u8>,
     pub attempts: i64,
+    /// When ingress committed it: an event's age is measured against this.
+    pub received_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1078,6 +1210,8 @@ pub struct EventSummary {
     pub processed_at: Option<String>,
     pub error: Option<String>,
     pub dedupe_key: String,
+    /// The venue's `X-Webhook-Id` header, if it sent one: shown, never a key (it is not signed).
+    pub webhook_id: Option<String>,
 }
 
 impl EventSummary {
@@ -1091,6 +1225,7 @@ impl EventSummary {
             processed_at: r.get("processed_at"),
             error: r.get("error"),
             dedupe_key: r.get("dedupe_key"),
+            webhook_id: r.get("webhook_id"),
         }
     }
 }
@@ -1187,6 +1322,9 @@ pub struct OrderRow {
     pub fees: Decimal,
     /// The order's cancel request, if one was ever made.
     pub cancel: Option<CancelView>,
+    /// Why it was never sent (it is `cancelled`): a halt, maintenance or the reducing state at
+    /// send time, or an opening order grown too old to send.
+    pub dropped_reason: Option<String>,
 }
 
 impl OrderRow {
@@ -1216,6 +1354,7 @@ impl OrderRow {
             stop_price: opt_dec(r, "stop_price")?,
             fees: dec(r, "fees_booked")?,
             cancel: CancelView::from_row(r),
+            dropped_reason: r.get("dropped_reason"),
         })
     }
 
@@ -1274,6 +1413,16 @@ pub struct VenuePosition {
     pub reported_at: DateTime<Utc>,
 }
 
+/// One asset's balance as the venue reported it at `as_of`.
+#[derive(Debug, Clone, Copy)]
+pub struct BalanceReport<'a> {
+    pub asset: &'a str,
+    pub available: Decimal,
+    pub locked: Decimal,
+    pub total: Decimal,
+    pub as_of: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceView {
@@ -1294,7 +1443,87 @@ mod tests {
             event_type: "test".to_owned(),
             received_at: at,
             body: axum::body::Bytes::from(format!("{{\"k\":\"{key}\"}}")),
+            webhook_id: None,
         }
+    }
+
+    #[tokio::test]
+    async fn events_stored_under_the_old_dedupe_rule_keep_their_identity_and_recent_ones_dedupe_by_body(
+    ) {
+        let (store, _dir) = store().await;
+        let now = Utc::now();
+        // What a database written by the previous version holds: keys from an unsigned header,
+        // `data.id` and the raw body; one event too old for the venue to still retry.
+        let legacy = [
+            (
+                "hdr:w-2",
+                r#"{"event":"signal.generated","data":{"n":2}}"#,
+                now - chrono::Duration::days(3),
+            ),
+            (
+                "hdr:w-1",
+                r#"{"event":"signal.generated","data":{"n":1}}"#,
+                now,
+            ),
+            (
+                "id:m-1",
+                r#"{"event":"system.maintenance","data":{"id":"m-1"}}"#,
+                now,
+            ),
+        ];
+        for (key, body, at) in legacy {
+            sqlx::query("INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES (?, 't', ?, ?)")
+                .bind(key)
+                .bind(ts(at))
+                .bind(body.as_bytes())
+                .execute(&store.writer)
+                .await
+                .unwrap();
+        }
+        sqlx::query("INSERT INTO inbox_rekey (through_seq) VALUES (3)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+
+        let rekeyed = store
+            .rekey_legacy_events(now - chrono::Duration::hours(2))
+            .await
+            .unwrap();
+        assert_eq!(rekeyed, 2, "the two recent events");
+        assert_eq!(
+            store.rekey_legacy_events(now).await.unwrap(),
+            0,
+            "once only"
+        );
+
+        // A venue retry of a recent one, re-serialised, is a duplicate; of the old one it is new
+        // (and the freshness rule keeps it from being applied).
+        let retry = |body: &str| NewEvent {
+            dedupe_key: crate::inbox::dedupe_key(body.as_bytes()),
+            event_type: "t".into(),
+            received_at: now,
+            body: axum::body::Bytes::from(body.to_owned()),
+            webhook_id: Some("w-9".into()),
+        };
+        let stored = store
+            .insert_events(&[
+                retry(r#"{ "data": {"n": 1}, "event": "signal.generated" }"#),
+                retry(r#"{"event":"signal.generated","data":{"n":2}}"#),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(stored[0], None);
+        assert!(stored[1].is_some());
+        // Identities stay what the old version decided under, so clientOrderIds do too.
+        let identities: Vec<String> = store
+            .pending_events(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.identity)
+            .collect();
+        assert_eq!(identities[..3], ["hdr:w-2", "hdr:w-1", "id:m-1"]);
+        assert!(identities[3].starts_with("json:"));
     }
 
     /// A fresh store in a temporary directory (kept alive by the returned handle).

@@ -301,6 +301,7 @@ mod tests {
             event_type: "test".to_owned(),
             received_at: Utc::now(),
             body: axum::body::Bytes::from(format!("{{\"k\":\"{key}\"}}")),
+            webhook_id: None,
         }
     }
 

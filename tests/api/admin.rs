@@ -88,6 +88,44 @@ async fn mutations_are_disabled_without_a_token_and_refused_without_the_right_on
     app.stop().await;
 }
 
+/// RFC 7235: the scheme of `Authorization: Bearer <token>` is case-insensitive, on every
+/// protected endpoint.
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let app = spawn_app_with_token().await;
+    let post = |path: &'static str, authorization: String, body: &'static str| {
+        app.http
+            .post(format!("{}{path}", app.admin_url))
+            .header("Authorization", authorization)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let r = post(
+            "/api/events/999/replay",
+            format!("{scheme} {ADMIN_TOKEN}"),
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 409, "{scheme}: past authentication");
+        let r = post(
+            "/api/admin/resume",
+            format!("{scheme} {ADMIN_TOKEN}"),
+            r#"{"reason": "checked"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}: trading-state change");
+    }
+    let r = post("/api/admin/resume", format!("Basic {ADMIN_TOKEN}"), "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_operator_cancel_sends_a_signed_delete_and_records_the_cancelled_order() {
     let app = spawn_app_with_token().await;

@@ -3,9 +3,8 @@
 //! got a 200 must be processed exactly once, and every order intent must exist exactly once at the
 //! venue.
 
-use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
-use sha2::{Digest, Sha256};
-use sigex::sim::{SimConfig, Simulator};
+use crate::helpers::{post_signed_to, sign, signal_body, WEBHOOK_SECRET};
+use sigex::sim::{Faults, Probability, SimConfig, Simulator};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -358,7 +357,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
             .collect();
         let mut signal_seqs = HashSet::new();
         for (body, kind) in &acked {
-            let key = format!("sha256:{}", hex::encode(Sha256::digest(body.as_bytes())));
+            let key = sigex::inbox::dedupe_key(body.as_bytes());
             let (seq, status) = stored
                 .get(&key)
                 .unwrap_or_else(|| panic!("acknowledged but lost: {body}"));
@@ -427,4 +426,197 @@ async fn a_bot_process_that_dies_fails_its_test_at_once_with_its_log() {
         why.contains("[webhook] listen"),
         "the bot's own error: {why}"
     );
+}
+
+/// GETs an admin API URL as JSON; `None` while the bot does not answer.
+pub(crate) async fn admin_json(http: reqwest::Client, url: String) -> Option<serde_json::Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, failing (with the bot's log) when the bot
+/// dies or `what` takes longer than 30 s.
+pub(crate) async fn until<T, F, Fut>(bot: &mut Bot, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(why) = bot.died() {
+            panic!("{why}");
+        }
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log: {}",
+            std::fs::read_to_string(&bot.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The venue books and fills an order but answers slowly; the bot dies while the POST is in
+/// flight, its order still an `intent`. After the restart the intent is found by its
+/// `clientOrderId` before positions are compared: one venue order, and no drift halt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_killed_during_a_slow_post_restarts_with_one_venue_order_and_no_drift_halt() {
+    let mut stuck = SlowPost::start("", &[(1, "BTC/USD")]).await;
+    stuck.bot.kill();
+    assert_eq!(
+        stuck.sim.stats().slow_responses,
+        1,
+        "the POST was still unanswered"
+    );
+    stuck.bot.start();
+    stuck.ready().await;
+    let orders = stuck.settled().await;
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(orders[0]["status"], "filled", "{orders:?}");
+    let at_venue = stuck.sim.orders();
+    assert_eq!(at_venue.len(), 1, "exactly one venue order");
+    assert_eq!(
+        at_venue[0].client_order_id.as_deref(),
+        orders[0]["clientOrderId"].as_str()
+    );
+    let state = admin_json(
+        stuck.http.clone(),
+        format!("{}/api/trading-state", stuck.admin_url),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state["state"], "active", "{state}");
+    assert!(
+        state["states"].as_array().unwrap().is_empty(),
+        "no drift halt: {state}"
+    );
+    stuck.stop();
+}
+
+/// The admin token a [`SlowPost`] bot is configured with.
+pub(crate) const ADMIN_TOKEN: &str = "slow-post-admin-token-0123456789";
+
+/// The real binary (with an admin token) against a simulator that books, fills and answers the
+/// bot's first order only after a minute, sends no callbacks (what the bot learns, it learns by
+/// asking), after `signals` (`(nonce, symbol)` buys) were sent and decided: the first order's POST
+/// is in flight, the others are `intent` behind it.
+pub(crate) struct SlowPost {
+    _dir: tempfile::TempDir,
+    pub sim: Simulator,
+    sim_stop: sigex::app::ShutdownTrigger,
+    pub admin_url: String,
+    pub bot: Bot,
+    pub http: reqwest::Client,
+}
+
+impl SlowPost {
+    pub(crate) async fn start(extra_venue_config: &str, signals: &[(u32, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim_config = SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET);
+        sim_config.faults = Faults {
+            order_slow_response: Probability::ALWAYS,
+            rest_timeout_after: Duration::from_secs(60),
+            rest_fault_limit: Some(1),
+            // What the bot learns about its orders, it learns by asking.
+            webhook_drop: Probability::ALWAYS,
+            ..Faults::default()
+        };
+        let Rig {
+            sim,
+            sim_stop,
+            webhook_url,
+            admin_url,
+            config,
+        } = rig(dir.path(), sim_config).await;
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(
+                "request_timeout_ms = 2000",
+                &format!("request_timeout_ms = 120000\n{extra_venue_config}"),
+            )
+            .replace(
+                "[admin]\n",
+                &format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()),
+            );
+        std::fs::write(&config, text).unwrap();
+        let mut bot = Bot {
+            config,
+            log: dir.path().join("bot.log"),
+            child: None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        bot.start();
+        let mut stuck = Self {
+            _dir: dir,
+            sim,
+            sim_stop,
+            admin_url,
+            bot,
+            http,
+        };
+        stuck.ready().await;
+        for (i, &(n, symbol)) in signals.iter().enumerate() {
+            let body = signal_body(symbol, "buy", 90, n);
+            assert_eq!(
+                post_signed_to(&stuck.http, &webhook_url, &body)
+                    .await
+                    .status(),
+                200
+            );
+            if i == 0 {
+                let sim = stuck.sim.clone();
+                until(
+                    &mut stuck.bot,
+                    "the venue to fill the first order",
+                    || async { (sim.positions().len() == 1).then_some(()) },
+                )
+                .await;
+            }
+        }
+        let (http, admin) = (stuck.http.clone(), stuck.admin_url.clone());
+        until(&mut stuck.bot, "every order decided", || async {
+            let orders = admin_json(http.clone(), format!("{admin}/api/orders")).await?;
+            (orders.as_array()?.len() == signals.len()).then_some(())
+        })
+        .await;
+        stuck
+    }
+
+    pub(crate) async fn ready(&mut self) {
+        let (http, admin) = (self.http.clone(), self.admin_url.clone());
+        until(&mut self.bot, "the bot to be ready", || async {
+            let r = http.get(format!("{admin}/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// After a restart: waits until no order is `intent`/`unknown` any more; returns them.
+    pub(crate) async fn settled(&mut self) -> Vec<serde_json::Value> {
+        let (http, admin) = (self.http.clone(), self.admin_url.clone());
+        until(&mut self.bot, "every order to be resolved", || async {
+            let orders = admin_json(http.clone(), format!("{admin}/api/orders")).await?;
+            let orders = orders.as_array()?.clone();
+            orders
+                .iter()
+                .all(|o| o["status"] != "intent" && o["status"] != "unknown")
+                .then_some(orders)
+        })
+        .await
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.bot.log).unwrap_or_default()
+    }
+
+    pub(crate) fn stop(mut self) {
+        self.bot.kill();
+        self.sim_stop.trigger();
+    }
 }

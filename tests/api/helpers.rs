@@ -204,6 +204,7 @@ fn test_config(
             credentials,
             request_timeout: Duration::from_secs(5),
             max_orders_per_second: sigex::config::DEFAULT_MAX_ORDERS_PER_SECOND,
+            max_intent_age: sigex::config::DEFAULT_MAX_INTENT_AGE,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
         inbox: InboxConfig::default(),
@@ -274,11 +275,27 @@ pub fn sign(body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct.
+/// The time test webhooks are dated at: fixed for the whole test process, so a body built twice is
+/// byte-identical (a duplicate), and recent, so the freshness rule lets it be applied.
+pub fn epoch() -> chrono::DateTime<chrono::Utc> {
+    static EPOCH: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = chrono::Utc::now();
+        now - chrono::Duration::milliseconds(i64::from(now.timestamp_subsec_millis()))
+    })
+}
+
+/// [`epoch`] as an envelope `timestamp`.
+pub fn epoch_iso() -> String {
+    sigex::store::ts(epoch())
+}
+
+/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct (it dates the
+/// signal `nonce` milliseconds before [`epoch`]).
 pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u32) -> String {
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": format!("2026-11-27T12:00:{:02}.{:03}Z", nonce % 60, nonce % 1000),
+        "timestamp": sigex::store::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
         "data": {
             "symbol": symbol,
             "recommendation": recommendation,
@@ -290,6 +307,17 @@ pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u
         }
     })
     .to_string()
+}
+
+/// POSTs `body`, signed with the webhook secret, to `url`.
+pub async fn post_signed_to(http: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header("X-Webhook-Signature", sign(body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("webhook endpoint reachable")
 }
 
 impl TestApp {
@@ -505,4 +533,55 @@ pub async fn spawn_receiver(fail_first: usize) -> (String, Received) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     (format!("http://{addr}"), received)
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made by `openssl` in `dir`: the
+/// `(certificate, key)` PEM files.
+pub fn test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "keyUsage=digitalSignature",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// A client that trusts `cert` and reaches `localhost` on 127.0.0.1.
+pub fn https_client(cert: &std::path::Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap(),
+        )
+        .resolve("localhost", "127.0.0.1:0".parse().unwrap())
+        .build()
+        .unwrap()
 }

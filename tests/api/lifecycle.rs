@@ -48,7 +48,7 @@ fn signal(n: u32) -> String {
     };
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": "2026-11-27T12:00:00Z",
+        "timestamp": crate::helpers::epoch_iso(),
         "data": {"symbol": symbol, "recommendation": rec, "confidence": 90, "nonce": n}
     })
     .to_string()
@@ -234,7 +234,7 @@ url_env = "LIFECYCLE_TEST_SLACK_URL"
         .await
         .unwrap();
     for body in &acknowledged {
-        let key = sigex::inbox::dedupe_key(None, None, body.as_bytes());
+        let key = sigex::inbox::dedupe_key(body.as_bytes());
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM inbox WHERE dedupe_key = ?")
                 .bind(&key)
