@@ -45,6 +45,43 @@ fn a_bad_strategy_file_stops_startup_naming_the_file_line_and_fix() {
     }
 }
 
+/// `RUST_BACKTRACE=1` is common in a shell (and set on many servers): a start-up error must still
+/// read as its message and causes, not as thirty frames of backtrace after them.
+#[test]
+fn a_start_up_error_is_its_message_and_causes_without_a_backtrace_even_under_rust_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sigex.toml"),
+        "mode = \"paper\"\n[webhook]\nlisten = \"not an address\"\n",
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigex"))
+            .args([command, "--config", "sigex.toml"])
+            .current_dir(dir.path())
+            .env("SIGEX_WEBHOOK__SECRET", "whsec_0123456789abcdef")
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.starts_with("Error: ") && stderr.contains("[webhook] listen"),
+            "{command}: the message first: {stderr}"
+        );
+        assert!(
+            !stderr.to_lowercase().contains("backtrace"),
+            "{command}: a backtrace after the message: {stderr}"
+        );
+        assert!(
+            stderr.lines().count() < 10,
+            "{command}: {} lines for one error: {stderr}",
+            stderr.lines().count()
+        );
+    }
+}
+
 #[test]
 fn events_can_be_listed_shown_and_replayed_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
