@@ -153,7 +153,7 @@ async fn an_operator_cancel_sends_a_signed_delete_and_records_the_cancelled_orde
     let sigex::venue::SubmitOutcome::Accepted(placed) = venue.place_order(&request).await else {
         panic!("the simulator refused the limit order");
     };
-    let now = sigex::store::ts(chrono::Utc::now());
+    let now = sigex::clock::ts(chrono::Utc::now());
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database_path().display()))
         .await
         .unwrap();

@@ -155,7 +155,7 @@ impl Drop for Bot {
 /// (written under `dir`): what the tests that run the real binary start from.
 pub(crate) struct Rig {
     pub sim: Simulator,
-    pub sim_stop: sigex::app::ShutdownTrigger,
+    pub sim_stop: sigex::shutdown::ShutdownTrigger,
     pub webhook_url: String,
     pub admin_url: String,
     pub config: std::path::PathBuf,
@@ -165,7 +165,7 @@ pub(crate) async fn rig(dir: &Path, sim_config: SimConfig) -> Rig {
     let sim = Simulator::new(sim_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
+    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { sim_shutdown.wait().await }),
@@ -504,7 +504,7 @@ pub(crate) const ADMIN_TOKEN: &str = "slow-post-admin-token-0123456789";
 pub(crate) struct SlowPost {
     _dir: tempfile::TempDir,
     pub sim: Simulator,
-    sim_stop: sigex::app::ShutdownTrigger,
+    sim_stop: sigex::shutdown::ShutdownTrigger,
     pub admin_url: String,
     pub bot: Bot,
     pub http: reqwest::Client,

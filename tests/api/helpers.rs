@@ -1,12 +1,13 @@
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sigex::app::{self, RunningBot, ShutdownTrigger};
+use sigex::app::RunningBot;
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
     AdminConfig, Config, Credentials, InboxConfig, Mode, PaperConfig, Secret, StorageConfig,
     TradingConfig, VenueConfig, WebhookConfig,
 };
+use sigex::shutdown::ShutdownTrigger;
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,7 +124,7 @@ pub async fn spawn_app_unreconciled(
     let sim = Simulator::new(sim_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_addr = listener.local_addr().unwrap();
-    let (sim_stop, mut sim_shutdown) = app::shutdown_pair();
+    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { sim_shutdown.wait().await }),
@@ -168,7 +169,7 @@ pub async fn spawn_paper_app_with(
 ) -> TestApp {
     let mut config = test_config(&dir, Mode::Paper, None, live_url);
     configure(&mut config);
-    let (sim_stop, _) = app::shutdown_pair();
+    let (sim_stop, _) = sigex::shutdown::shutdown_pair();
     let bot = sigex::app::start(config, strategies(), clock())
         .await
         .unwrap();
@@ -287,7 +288,7 @@ pub fn epoch() -> chrono::DateTime<chrono::Utc> {
 
 /// [`epoch`] as an envelope `timestamp`.
 pub fn epoch_iso() -> String {
-    sigex::store::ts(epoch())
+    sigex::clock::ts(epoch())
 }
 
 /// A `signal.generated` body; `nonce` makes otherwise equal signals distinct (it dates the
@@ -295,7 +296,7 @@ pub fn epoch_iso() -> String {
 pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u32) -> String {
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": sigex::store::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
+        "timestamp": sigex::clock::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
         "data": {
             "symbol": symbol,
             "recommendation": recommendation,

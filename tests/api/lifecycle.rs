@@ -82,7 +82,7 @@ async fn sigterm_mid_stream_loses_no_acknowledged_webhook_and_no_secret_reaches_
     let sim = Simulator::new(SimConfig::new(API_KEY, API_SECRET, WEBHOOK_SECRET));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_addr = listener.local_addr().unwrap();
-    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
+    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { sim_shutdown.wait().await }),

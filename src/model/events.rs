@@ -7,10 +7,27 @@
 //! as a dead letter, never applied. So a captured webhook replayed later changes nothing.
 
 use crate::model::{InvalidValue, Recommendation, Signal, Symbol, TechnicalAnalysis};
-use crate::store::VenuePosition;
 use crate::venue::wire::{self, Envelope};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+
+/// A position as the venue reported it (`position.*` events, `GET /positions`).
+#[derive(Debug, Clone)]
+pub struct VenuePosition {
+    pub symbol: String,
+    pub side: Option<String>,
+    pub quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub unrealized_pnl: Option<Decimal>,
+    pub mark_price: Option<Decimal>,
+    pub realized_pnl: Option<Decimal>,
+    /// `marginRatio` from `position.updated`, when the venue sends it.
+    pub margin_ratio: Option<Decimal>,
+    /// A `position.closed`: `realized_pnl` is the closed position's, to compare with ours.
+    pub closed: bool,
+    /// When the venue said it (the envelope's timestamp).
+    pub reported_at: DateTime<Utc>,
+}
 
 /// What a webhook means to the bot.
 #[derive(Debug, Clone)]
@@ -159,7 +176,7 @@ impl Freshness {
         if age > self.max_age {
             return Err(format!(
                 "signed at {}, received {} later; events older than {} s are not applied",
-                crate::store::ts(signed_at),
+                crate::clock::ts(signed_at),
                 human(age),
                 self.max_age.num_seconds()
             ));
@@ -168,7 +185,7 @@ impl Freshness {
             return Err(format!(
                 "signed at {}, {} after it was received; events dated more than {} s ahead of \
                  our clock are not applied",
-                crate::store::ts(signed_at),
+                crate::clock::ts(signed_at),
                 human(-age),
                 self.max_skew.num_seconds()
             ));
@@ -490,7 +507,7 @@ pub(crate) mod tests {
     fn dated(event: &str, at: DateTime<Utc>, data: &str) -> Vec<u8> {
         format!(
             r#"{{"event":"{event}","timestamp":"{}","data":{data}}}"#,
-            crate::store::ts(at)
+            crate::clock::ts(at)
         )
         .into_bytes()
     }
