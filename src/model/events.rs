@@ -257,7 +257,7 @@ fn parse_dated(
     let timestamp = signed_at.unwrap_or(received_at);
     macro_rules! data {
         ($t:ty) => {
-            serde_json::from_value::<$t>(env.data.clone()).map_err(|e| data_err(e.to_string()))?
+            serde_json::from_str::<$t>(env.data_text()).map_err(|e| data_err(e.to_string()))?
         };
     }
     let event = match env.event.as_str() {
@@ -460,6 +460,25 @@ pub(crate) mod tests {
         assert_eq!(s.confidence, 87);
         assert_eq!(s.technical.support, Some("48500.0".parse().unwrap()));
         assert_eq!(s.technical.macd.as_deref(), Some("bullish"));
+    }
+
+    #[test]
+    fn an_integer_beyond_64_bits_that_a_decimal_holds_is_read_exactly() {
+        let body = br#"{"event":"account.balance_updated","timestamp":"2026-11-27T12:00:00Z",
+            "data":{"asset":"USD","available":79228162514264337593543950335,
+                    "locked":-18446744073709551616,"total":18446744073709551616}}"#;
+        let Event::Balance {
+            available,
+            locked,
+            total,
+            ..
+        } = parse(body, Utc::now()).unwrap()
+        else {
+            panic!("not a balance")
+        };
+        assert_eq!(available, Decimal::MAX);
+        assert_eq!(locked, "-18446744073709551616".parse().unwrap());
+        assert_eq!(total, "18446744073709551616".parse().unwrap());
     }
 
     #[test]

@@ -96,8 +96,19 @@ pub struct Envelope {
     pub event: String,
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Kept as its text and read straight into each event's typed data: a detour through
+    /// `serde_json::Value` cannot hand a `Decimal` an integer beyond 64 bits.
     #[serde(default)]
-    pub data: serde_json::Value,
+    pub data: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl Envelope {
+    /// The `data` object's JSON text (`null` when absent).
+    pub fn data_text(&self) -> &str {
+        self.data
+            .as_deref()
+            .map_or("null", serde_json::value::RawValue::get)
+    }
 }
 
 /// An `id` as text: a non-empty string, or a number's digits; anything else is no id.
