@@ -4,7 +4,8 @@
 //! per operation.
 
 use rust_decimal::Decimal;
-use sigex::ingress::{events, signature};
+use sigex::ingress::signature;
+use sigex::model::events;
 use sigex::model::Price;
 use sigex::risk::limits::AccountLimits;
 use sigex::risk::sizing::SymbolSpec;

@@ -8,68 +8,27 @@
 //! the admin listener and the database close. Past the deadline the remaining tasks are aborted:
 //! that is safe, since everything they had not finished is durable and resumes at the next start.
 
-use crate::admin::health::{Health, TaskDeath};
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::{Config, Credentials, Mode, Secret};
 use crate::dispatch::Dispatcher;
 use crate::executor::Executor;
 use crate::inbox::Inbox;
 use crate::notify::Notifier;
+use crate::shutdown::{shutdown_pair, Shutdown, ShutdownTrigger};
 use crate::sim::{SimConfig, Simulator};
 use crate::store::Store;
 use crate::strategy::Strategy;
 use crate::supervise::{self, Lifetime};
+use crate::telemetry::health::{Health, TaskDeath};
+use crate::telemetry::metrics::Metrics;
 use crate::venue::VenueClient;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-
-/// A shutdown signal every long-running task takes as a parameter, so a test can fire it.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// Fires a `Shutdown`.
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger(tx), Shutdown(rx))
-}
-
-impl ShutdownTrigger {
-    pub fn trigger(&self) {
-        // `send_replace` stores the value even when no one listens yet.
-        self.0.send_replace(true);
-    }
-
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown(self.0.subscribe())
-    }
-}
-
-impl Shutdown {
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once shutdown is triggered (or the trigger is gone).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-
-    /// Sleeps for `d`; returns true when shutdown came first.
-    pub async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            _ = self.wait() => true,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -242,9 +201,12 @@ pub async fn start(
     store.set_fee_rates(&config.trading.fee_rates()).await?;
     // Before any webhook is accepted: events stored under the previous dedupe rule that the
     // venue may still retry get the new key, so a retry is a duplicate.
-    let freshness = crate::ingress::events::Freshness::new(config.webhook.max_event_age);
+    let freshness = crate::model::events::Freshness::new(config.webhook.max_event_age);
     let rekeyed = store
-        .rekey_legacy_events(clock.now() - freshness.max_age * 2)
+        .rekey_legacy_events(
+            clock.now() - freshness.max_age * 2,
+            crate::inbox::dedupe_key,
+        )
         .await?;
     if rekeyed > 0 {
         tracing::info!(

@@ -163,7 +163,7 @@ fn bot_config(
 pub struct Demo {
     pub bot: app::RunningBot,
     pub sim: Simulator,
-    sim_stop: app::ShutdownTrigger,
+    sim_stop: crate::shutdown::ShutdownTrigger,
     sim_task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     sim_addr: SocketAddr,
     data_dir: PathBuf,
@@ -193,7 +193,7 @@ impl Demo {
         let sim = Simulator::new(sim_config(opts, &secrets));
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sim_addr = sim_listener.local_addr()?;
-        let (sim_stop, mut sim_shutdown) = app::shutdown_pair();
+        let (sim_stop, mut sim_shutdown) = crate::shutdown::shutdown_pair();
         let sim_task = tokio::spawn(
             sim.clone()
                 .serve(sim_listener, async move { sim_shutdown.wait().await }),

@@ -9,8 +9,8 @@
 //! - [`catch_panic`] runs one unit of work (one event) so that its panic becomes a value the caller
 //!   can record (a dead letter with the reason) instead of unwinding through the loop.
 
-use crate::admin::health::{Health, TaskDeath};
-use crate::app::Shutdown;
+use crate::shutdown::Shutdown;
+use crate::telemetry::health::{Health, TaskDeath};
 use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -113,7 +113,7 @@ impl<F: Future> Future for CatchPanic<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::shutdown_pair;
+    use crate::shutdown::shutdown_pair;
     use std::time::Duration;
 
     async fn death_of(health: &Health) -> TaskDeath {

@@ -10,8 +10,6 @@
 pub mod control;
 
 pub mod auth;
-pub mod health;
-pub mod metrics;
 pub mod pnl;
 pub mod status;
 pub mod store_check;
@@ -21,14 +19,14 @@ use crate::config::Secret;
 use crate::executor::cancel::CancelResult;
 use crate::notify::Notifier;
 use crate::store::{OrderRow, Store, StoreError};
+use crate::telemetry::health::{self, Health};
+use crate::telemetry::metrics::{self, Metrics};
 use crate::venue::VenueClient;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use health::Health;
-use metrics::Metrics;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -197,11 +195,11 @@ async fn summary(State(s): State<AdminState>) -> Response {
         let (positions, totals) = pnl::positions(&s.store).await?;
         Ok(Summary {
             mode: s.mode,
-            started_at: crate::store::ts(s.started_at),
-            now: crate::store::ts(seen.now),
+            started_at: crate::clock::ts(s.started_at),
+            now: crate::clock::ts(seen.now),
             ready: failing.is_empty(),
             failing,
-            venue_last_ok_at: s.health.venue_ok_at().map(crate::store::ts),
+            venue_last_ok_at: s.health.venue_ok_at().map(crate::clock::ts),
             inbox: s.store.event_counts().await?.into_iter().collect(),
             inbox_lag_ms: seen.inbox_lag.map(|d| d.num_milliseconds()),
             orders: s.store.order_counts().await?.into_iter().collect(),

@@ -7,8 +7,8 @@
 //! else our last fill price. Realized PnL and fees are our own books (from our fills). Totals
 //! count every symbol, closed ones included; the position list shows open positions only.
 
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
+use crate::shutdown::Shutdown;
 use crate::store::{PnlTotals, PositionView, Store, StoreError};
 use crate::venue::VenueClient;
 use rust_decimal::Decimal;

@@ -9,9 +9,9 @@
 //! the store has stayed writable for [`RECOVERED_AFTER`], so a store that flaps does not flood the
 //! operator.
 
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::notify::{Notification, Notifier};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ pub fn verdict(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<(), 
     if let Some(f) = store.writable().failure() {
         return Err(format!(
             "cannot commit since {}: {}",
-            crate::store::ts(f.since),
+            crate::clock::ts(f.since),
             f.error
         ));
     }
@@ -64,7 +64,7 @@ pub async fn run(store: Store, notifier: Notifier, clock: SharedClock, mut shutd
         let writable = store.writable();
         match (writable.failure(), told) {
             (Some(f), None) => {
-                tracing::error!(since = %crate::store::ts(f.since), error = %f.error, "the database cannot commit: webhooks get 503 and no order is sent until it recovers");
+                tracing::error!(since = %crate::clock::ts(f.since), error = %f.error, "the database cannot commit: webhooks get 503 and no order is sent until it recovers");
                 notifier.send(Notification::StoreFailing {
                     detail: f.error.clone(),
                 });
@@ -75,8 +75,8 @@ pub async fn run(store: Store, notifier: Notifier, clock: SharedClock, mut shutd
                 if writable.is_steady(now, RECOVERED_AFTER) {
                     let detail = format!(
                         "writes failed from {} to {}",
-                        crate::store::ts(since),
-                        crate::store::ts(ok_since)
+                        crate::clock::ts(since),
+                        crate::clock::ts(ok_since)
                     );
                     tracing::warn!(%detail, "the database takes writes again");
                     notifier.send(Notification::StoreRecovered { detail });

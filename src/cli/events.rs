@@ -32,7 +32,7 @@ pub(super) enum EventsCommand {
 }
 
 pub(super) async fn run(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
-    let config = super::load_config(&path)?;
+    let config = super::config_arg::load_config(&path)?;
     let store = crate::store::Store::open(&config.storage.database_url).await?;
     match command {
         EventsCommand::List {

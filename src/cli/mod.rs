@@ -7,6 +7,7 @@
 //! never with a backtrace (even under `RUST_BACKTRACE=1`): the message is the fix, the frames
 //! are noise to an operator. Logs go to stderr; stdout carries only command output.
 
+mod config_arg;
 mod events;
 mod paper;
 mod run;
@@ -16,6 +17,7 @@ mod webhooks;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use config_arg::ConfigArg;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,15 +45,6 @@ enum LogFormat {
     Human,
     /// One JSON object per line, for log shippers.
     Json,
-}
-
-/// `--config FILE`, shared by every command that reads the config file.
-#[derive(clap::Args)]
-struct ConfigArg {
-    /// The sigex config file (TOML; see sigex.example.toml). Any key can be overridden by an
-    /// environment variable SIGEX_<SECTION>__<KEY>.
-    #[arg(long, short, value_name = "FILE")]
-    config: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -265,42 +258,6 @@ fn init_logging(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Loads the config file with the environment's overrides, and says which `SIGEX_*` variables it
-/// ignored (neither a config key nor one sigex reads elsewhere: often a typo).
-fn load_config(path: &std::path::Path) -> anyhow::Result<crate::config::Config> {
-    let config = crate::config::Config::load(path, std::env::vars())?;
-    for name in crate::config::Config::stray_variables(std::env::vars()) {
-        tracing::warn!(
-            variable = %name,
-            "ignored: not a config key (overrides are SIGEX_<SECTION>__<KEY>, e.g. SIGEX_WEBHOOK__LISTEN)"
-        );
-    }
-    Ok(config)
-}
-
-/// Resolves on Ctrl-C or (on Unix) SIGTERM: what `run` and `sim` stop on.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

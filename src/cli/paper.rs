@@ -9,14 +9,14 @@ pub(super) enum PaperAction {
     /// next start begins again from `[paper] starting_balance`. Stop the bot first.
     Reset {
         #[command(flatten)]
-        config: super::ConfigArg,
+        config: super::config_arg::ConfigArg,
     },
 }
 
 pub(super) async fn run(action: PaperAction) -> anyhow::Result<()> {
     let PaperAction::Reset { config } = action;
     let path = config.config;
-    let config = super::load_config(&path)?;
+    let config = super::config_arg::load_config(&path)?;
     if config.mode != crate::config::Mode::Paper {
         anyhow::bail!(
             "{}: mode is {:?}; `paper reset` only touches a paper-mode database",

@@ -1,6 +1,7 @@
 //! `sigex check` and `sigex run`: the config and every strategy file are validated first (a
 //! mistake stops start-up naming the file, the line and the fix); `run` then runs the bot until
-//! Ctrl-C or SIGTERM, and fails (so a service manager restarts it) when one of its tasks died.
+//! Ctrl-C or SIGTERM (also what stops `sim`), and fails (so a service manager restarts it) when
+//! one of its tasks died.
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub(super) fn check(path: PathBuf) -> anyhow::Result<(Config, Vec<Strategy>)> {
-    let config = super::load_config(&path)?;
+    let config = super::config_arg::load_config(&path)?;
     let strategies = crate::strategy::load_dir(&config.strategies_dir)?;
     println!(
         "{}: ok ({:?} mode, {} strateg{}: {})",
@@ -31,7 +32,7 @@ pub(super) async fn run(path: PathBuf) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let bot = crate::app::start(config, strategies, clock).await?;
     tokio::select! {
-        _ = super::wait_for_signal() => tracing::info!("signal received: draining and shutting down"),
+        _ = wait_for_signal() => tracing::info!("signal received: draining and shutting down"),
         death = bot.died() => tracing::error!(task = %death.task, why = %death.why, "a task died: draining and shutting down"),
     }
     match bot.stop().await {
@@ -44,5 +45,28 @@ pub(super) async fn run(path: PathBuf) -> anyhow::Result<()> {
             anyhow::bail!("stopped because a task died: {}", dead.join("; "))
         }
         _ => Ok(()),
+    }
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM: what `run` and `sim` stop on.
+pub(super) async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

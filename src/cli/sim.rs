@@ -173,7 +173,7 @@ pub(super) async fn run(
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "simulator listening");
     crate::sim::Simulator::new(cfg)
-        .serve(listener, super::wait_for_signal())
+        .serve(listener, super::run::wait_for_signal())
         .await?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub(super) enum WebhooksCommand {
 }
 
 pub(super) async fn run(path: PathBuf, command: WebhooksCommand) -> anyhow::Result<()> {
-    let config = super::load_config(&path)?;
+    let config = super::config_arg::load_config(&path)?;
     let credentials = config.venue.credentials.clone().context(
         "webhook management signs requests with the venue API key: set SIGEX_VENUE__API_KEY and \
          SIGEX_VENUE__API_SECRET",

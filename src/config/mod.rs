@@ -20,6 +20,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Every event name a target may subscribe to.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "fill",
+    "halt",
+    "resume",
+    "drift",
+    "dead_letter",
+    "maintenance_start",
+    "maintenance_end",
+    "venue_errors",
+    "store_failing",
+    "store_recovered",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -217,7 +231,7 @@ pub struct NotifyTarget {
     pub url: Secret,
     /// Telegram's chat id.
     pub chat_id: Option<String>,
-    /// Subscribed event names (`crate::notify::EVENTS`); `None` = all.
+    /// Subscribed event names (`NOTIFY_EVENTS`); `None` = all.
     pub events: Option<Vec<String>>,
 }
 
@@ -755,7 +769,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
     let paper = paper::resolve(raw.paper, base_dir)?;
     // Wherever the venue's address is called with the API key, it must be https (or loopback).
     if mode == Mode::Live || matches!(paper.price_source, PriceSource::Venue { .. }) {
-        crate::venue::check_base_url(&base_url)?;
+        crate::venue::wire::check_base_url(&base_url)?;
     }
     let notify = raw
         .notify
@@ -902,13 +916,10 @@ fn resolve_notify(i: usize, n: RawNotify, base_dir: &Path) -> Result<NotifyTarge
         return Err(format!("{at}: telegram needs chat_id"));
     }
     if let Some(events) = &n.events {
-        if let Some(bad) = events
-            .iter()
-            .find(|e| !crate::notify::EVENTS.contains(&e.as_str()))
-        {
+        if let Some(bad) = events.iter().find(|e| !NOTIFY_EVENTS.contains(&e.as_str())) {
             return Err(format!(
                 "{at}: unknown event {bad:?}; known: {}",
-                crate::notify::EVENTS.join(", ")
+                NOTIFY_EVENTS.join(", ")
             ));
         }
     }

@@ -10,10 +10,10 @@
 //! `clientOrderId`, so mutated order news can reach a real order, its fills and its position.
 
 use super::Dispatcher;
-use crate::app::{shutdown_pair, ShutdownTrigger};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Credentials, Secret, TradingConfig};
 use crate::risk::limits::AccountLimits;
+use crate::shutdown::{shutdown_pair, ShutdownTrigger};
 use crate::store::{NewEvent, Store};
 use crate::strategy::Strategy;
 use crate::venue::VenueClient;
@@ -203,7 +203,7 @@ impl Harness {
         // Whatever a body's date, it is applied: the fuzzer is after what applying does (the
         // freshness check itself still runs on every body, and has its own tests).
         let century = chrono::Duration::days(36_500);
-        dispatcher.freshness = crate::ingress::events::Freshness {
+        dispatcher.freshness = crate::model::events::Freshness {
             max_age: century,
             max_skew: century,
         };

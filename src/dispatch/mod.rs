@@ -18,16 +18,16 @@
 //! `system.alert` effects, the margin ratio from `position.*` and the circuit breakers (after fills
 //! and balance updates) are persisted here, in the same transaction as their event.
 
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::config::TradingConfig;
-use crate::ingress::events::{self, Event, ParseError};
+use crate::model::events::{self, Event, ParseError};
 use crate::model::{checked, Price, Signal, Symbol};
 use crate::notify::{Notification, Notifier};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
 use crate::risk::state::{SetBy, StateEntry, TradingState};
 use crate::risk::{self, alerts::AlertEffect, limits::Breach, maintenance, state};
+use crate::shutdown::Shutdown;
 use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError, Tx};
 use crate::strategy::{Evaluation, Strategy};
 use crate::supervise::catch_panic;
@@ -118,7 +118,7 @@ pub struct Dispatcher {
     /// Told about fills and dead letters.
     pub notifier: Notifier,
     /// When set, signals are refused until it says the start-up reconciliation succeeded.
-    pub reconciled: Option<crate::admin::health::Health>,
+    pub reconciled: Option<crate::telemetry::health::Health>,
     /// A closed position whose realized PnL differs from the venue's by more than this is drift.
     pub pnl_tolerance: Decimal,
     /// Events with effects outside this window are dead letters (`stale`), never applied.
@@ -606,7 +606,7 @@ impl Dispatcher {
         &self,
         tx: &mut Tx,
         seq: i64,
-        p: &crate::store::VenuePosition,
+        p: &crate::model::events::VenuePosition,
         venue_realized: Decimal,
         now: DateTime<Utc>,
     ) -> Result<ClosedCheck, StoreError> {

@@ -1,9 +1,9 @@
 //! The dispatcher loop against a real store: one event's failure never takes the stream down.
 
 use super::*;
-use crate::app::shutdown_pair;
 use crate::clock::SystemClock;
 use crate::config::{Credentials, Secret};
+use crate::shutdown::shutdown_pair;
 use crate::store::NewEvent;
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -109,7 +109,7 @@ async fn a_panic_while_processing_one_event_dead_letters_it_and_the_rest_go_on()
 #[tokio::test]
 async fn two_deposits_of_5e28_become_a_dead_letter_with_the_reason_not_a_panic() {
     let (store, _dir) = store().await;
-    let now = crate::store::ts(Utc::now());
+    let now = crate::clock::ts(Utc::now());
     let deposit = |id: &str| {
         format!(
             r#"{{"event":"account.deposit_received","timestamp":"{now}",
@@ -151,7 +151,7 @@ async fn two_deposits_of_5e28_become_a_dead_letter_with_the_reason_not_a_panic()
 #[tokio::test]
 async fn parse_and_apply_never_panics_on_any_input() {
     use crate::dispatch::harness::{Harness, PANICKED};
-    use crate::ingress::events::tests::{fixture, mutate, Rng, SEED_EVENTS};
+    use crate::model::events::tests::{fixture, mutate, Rng, SEED_EVENTS};
     let iterations: usize = std::env::var("SIGEX_FUZZ_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -230,7 +230,7 @@ async fn parse_and_apply_never_panics_on_any_input() {
 }
 
 /// Replaces one number in `v` with a valid decimal at the edge of what a `Decimal` holds.
-fn extreme_number(v: &mut serde_json::Value, rng: &mut crate::ingress::events::tests::Rng) {
+fn extreme_number(v: &mut serde_json::Value, rng: &mut crate::model::events::tests::Rng) {
     const EXTREMES: &[&str] = &[
         "5e28",
         "-5e28",

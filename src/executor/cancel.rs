@@ -18,12 +18,12 @@
 //!   request may meet).
 
 use super::backoff;
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::notify::Notifier;
 use crate::order::OrderStatus;
-use crate::reconcile::full::apply_answer;
+use crate::reconcile::apply_answer;
 use crate::store::{CancelState, CancelTask, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::venue::wire::OrderResponse;
 use crate::venue::{OrderOutcome, VenueClient};
 use std::collections::HashSet;

@@ -20,17 +20,17 @@
 
 pub mod cancel;
 
-use crate::admin::metrics::Metrics;
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
-use crate::ingress::events::OrderNews;
+use crate::model::events::OrderNews;
 use crate::model::Side;
 use crate::notify::Notifier;
 use crate::reconcile;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::release::{Outgoing, Release};
 use crate::risk::{state, Gate, Role};
+use crate::shutdown::Shutdown;
 use crate::store::{OrderRow, SendView, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::venue::wire::{OrderResponse, PlaceOrderRequest};
 use crate::venue::{SubmitOutcome, VenueClient};
 use chrono::{DateTime, Utc};
@@ -169,7 +169,7 @@ pub struct Executor {
     /// Paces order POSTs; see the module doc.
     pub pacer: Mutex<OrderPacer>,
     /// Nothing is sent before the start-up reconciliation has succeeded.
-    pub health: crate::admin::health::Health,
+    pub health: crate::telemetry::health::Health,
     /// Maintenance lead and settle times, for the check at send time.
     pub maintenance: MaintenanceSettings,
     /// An opening order decided longer ago than this is dropped, not sent late.

@@ -100,7 +100,7 @@ pub async fn prune_task(
     store: Store,
     retention: chrono::Duration,
     clock: crate::clock::SharedClock,
-    mut shutdown: crate::app::Shutdown,
+    mut shutdown: crate::shutdown::Shutdown,
 ) {
     const BATCH: i64 = 1000;
     loop {

@@ -9,17 +9,16 @@
 //! usable event is stored too and becomes a dead letter the operator can see. Every refusal is
 //! counted by reason in the metrics.
 
-pub mod events;
 pub mod guard;
 pub mod server;
 pub mod signature;
 
-use crate::admin::health::Health;
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::WebhookConfig;
 use crate::inbox::{self, Inbox, Inserted};
 use crate::store::NewEvent;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 use crate::venue::wire;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};

@@ -10,7 +10,7 @@
 
 use super::guard::LogThrottle;
 use super::REFUSAL_LOG_EVERY;
-use crate::admin::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -168,7 +168,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
     edge: Edge,
-    mut shutdown: crate::app::Shutdown,
+    mut shutdown: crate::shutdown::Shutdown,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();

@@ -5,6 +5,7 @@
 //! empty, a `Signal` never has a confidence above 100. Money and quantities are `Decimal`, never floats.
 
 pub mod checked;
+pub mod events;
 mod signal;
 
 pub use checked::Overflow;

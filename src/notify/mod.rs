@@ -10,10 +10,10 @@
 
 pub mod watch;
 
-use crate::admin::metrics::Metrics;
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::config::{NotifyKind, NotifyTarget};
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -129,20 +129,6 @@ impl Notification {
     }
 }
 
-/// Every event name a target may subscribe to.
-pub const EVENTS: &[&str] = &[
-    "fill",
-    "halt",
-    "resume",
-    "drift",
-    "dead_letter",
-    "maintenance_start",
-    "maintenance_end",
-    "venue_errors",
-    "store_failing",
-    "store_recovered",
-];
-
 #[derive(Serialize)]
 struct GenericBody<'a> {
     event: &'a str,
@@ -162,7 +148,7 @@ pub fn body(
         NotifyKind::Webhook => serde_json::to_value(GenericBody {
             event: n.event(),
             text,
-            at: crate::store::ts(at),
+            at: crate::clock::ts(at),
         })
         .unwrap_or_default(),
         NotifyKind::Slack => serde_json::json!({ "text": text }),
@@ -389,8 +375,8 @@ mod tests {
             Notification::StoreRecovered { detail: "d".into() },
         ];
         for n in &all {
-            assert!(EVENTS.contains(&n.event()), "{n:?}");
+            assert!(crate::config::NOTIFY_EVENTS.contains(&n.event()), "{n:?}");
         }
-        assert_eq!(all.len(), EVENTS.len());
+        assert_eq!(all.len(), crate::config::NOTIFY_EVENTS.len());
     }
 }

@@ -6,8 +6,8 @@
 //! transaction, and there is a single writer). Reports about orders we do not know yet are
 //! deferred, never dropped.
 
-use crate::ingress::events::OrderNews;
 use crate::model::checked;
+use crate::model::events::OrderNews;
 use crate::model::Side;
 use crate::order::{self, OrderStatus};
 use crate::portfolio;
@@ -35,6 +35,14 @@ pub enum NewsOutcome {
     Deferred,
     /// About an order that is not ours (another client id): recorded, nothing to do.
     Foreign,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("venue: {0}")]
+    Venue(#[from] crate::venue::VenueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Applies a report about an order, matched by venue id, then by our `clientOrderId`.
@@ -83,6 +91,24 @@ impl BookedFill {
 }
 
 const CLIENT_ID_PREFIX: &str = "sx-";
+
+/// Applies a REST answer about one order in its own transaction, re-reading the order inside it
+/// (a callback may have moved it meanwhile). Returns the fill it booked, if any.
+pub async fn apply_answer(
+    store: &Store,
+    client_order_id: &str,
+    answer: crate::venue::wire::OrderResponse,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<BookedFill>, StoreError> {
+    let news = OrderNews::from(answer);
+    let mut tx = store.begin().await?;
+    let mut booked = None;
+    if let Some(current) = Store::order_by_client_id(&mut tx, client_order_id).await? {
+        booked = apply_report(&mut tx, &current, &news, now).await?;
+    }
+    tx.commit().await?;
+    Ok(booked)
+}
 
 /// Halts `symbol` for drift found by reconciliation (its reason shows both views), unless it is
 /// halted already. Never lifted automatically: a person looks first.
@@ -265,7 +291,7 @@ pub async fn apply_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::events::Fill;
+    use crate::model::events::Fill;
     use crate::venue::wire::OrderResponse;
 
     fn d(s: &str) -> Decimal {

@@ -18,13 +18,14 @@
 //! A drift halt is never lifted automatically: a person looks first.
 
 use super::drift::{position_drift, Drift};
-use super::full::PassError;
-use crate::admin::health::Health;
-use crate::app::Shutdown;
+use super::PassError;
 use crate::clock::SharedClock;
-use crate::ingress::events::OrderNews;
+use crate::model::events::OrderNews;
+use crate::model::events::VenuePosition;
 use crate::notify::{Notification, Notifier};
-use crate::store::{Store, StoreError, VenuePosition};
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+use crate::telemetry::health::Health;
 use crate::venue::VenueClient;
 use chrono::{DateTime, Utc};
 use rand::Rng;

@@ -1,9 +1,10 @@
 //! Fills by fill id, fees, the configured fee rates and closed positions (ours beside the
 //! venue's `position.closed`). No business rules.
 
-use super::{dec, opt_dec, ts, Store, StoreError};
-use crate::ingress::events::Fill;
+use super::{dec, opt_dec, Store, StoreError};
+use crate::clock::ts;
 use crate::model::checked;
+use crate::model::events::Fill;
 use crate::portfolio::ClosedPosition;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -10,10 +10,12 @@
 //! nothing), and how a commit is confirmed, a failed connection replaced and the store marked not
 //! [`Writable`] until a write round trip ([`Store::round_trip`]) succeeds again.
 
+use crate::clock::ts;
+use crate::model::events::VenuePosition;
 use crate::order::{OrderStatus, Progress};
 use crate::portfolio::Position;
 use crate::risk::{OrderPlan, RiskApproved};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -83,11 +85,6 @@ pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     writable: Writable,
-}
-
-/// RFC 3339 with milliseconds in UTC: sorts as text in time order.
-pub fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl Store {
@@ -264,7 +261,11 @@ impl Store {
     /// nothing: a retry of them is past the freshness window and never applied. Newest first, in
     /// small transactions; a row whose new key another row already holds (the same event stored
     /// twice under the old rule) keeps its old key. Returns how many rows were rekeyed.
-    pub async fn rekey_legacy_events(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub async fn rekey_legacy_events(
+        &self,
+        since: DateTime<Utc>,
+        key_of: impl Fn(&[u8]) -> String,
+    ) -> Result<u64, StoreError> {
         const BATCH: i64 = 500;
         let through: Option<i64> = sqlx::query_scalar("SELECT MAX(through_seq) FROM inbox_rekey")
             .fetch_one(&self.writer)
@@ -291,7 +292,7 @@ impl Store {
                     done = true;
                     break;
                 }
-                let key = crate::inbox::dedupe_key(&r.get::<Vec<u8>, _>("body"));
+                let key = key_of(&r.get::<Vec<u8>, _>("body"));
                 rekeyed += sqlx::query(
                     "UPDATE inbox SET legacy_key = dedupe_key, dedupe_key = ?1
                      WHERE seq = ?2 AND legacy_key IS NULL
@@ -492,7 +493,7 @@ impl Store {
     /// reports only update its status).
     pub async fn save_transaction(
         tx: &mut SqliteConnection,
-        t: &crate::ingress::events::AccountTransaction,
+        t: &crate::model::events::AccountTransaction,
         event_seq: i64,
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
@@ -1396,23 +1397,6 @@ pub struct PositionView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct VenuePosition {
-    pub symbol: String,
-    pub side: Option<String>,
-    pub quantity: Decimal,
-    pub average_price: Option<Decimal>,
-    pub unrealized_pnl: Option<Decimal>,
-    pub mark_price: Option<Decimal>,
-    pub realized_pnl: Option<Decimal>,
-    /// `marginRatio` from `position.updated`, when the venue sends it.
-    pub margin_ratio: Option<Decimal>,
-    /// A `position.closed`: `realized_pnl` is the closed position's, to compare with ours.
-    pub closed: bool,
-    /// When the venue said it (the envelope's timestamp).
-    pub reported_at: DateTime<Utc>,
-}
-
 /// One asset's balance as the venue reported it at `as_of`.
 #[derive(Debug, Clone, Copy)]
 pub struct BalanceReport<'a> {
@@ -1486,12 +1470,15 @@ mod tests {
             .unwrap();
 
         let rekeyed = store
-            .rekey_legacy_events(now - chrono::Duration::hours(2))
+            .rekey_legacy_events(now - chrono::Duration::hours(2), crate::inbox::dedupe_key)
             .await
             .unwrap();
         assert_eq!(rekeyed, 2, "the two recent events");
         assert_eq!(
-            store.rekey_legacy_events(now).await.unwrap(),
+            store
+                .rekey_legacy_events(now, crate::inbox::dedupe_key)
+                .await
+                .unwrap(),
             0,
             "once only"
         );

@@ -2,7 +2,8 @@
 //! PnL totals it took at regular times (the dashboard's curve). Plain rows; the arithmetic is in
 //! `portfolio` and `admin::pnl`.
 
-use super::{dec, ts, Store, StoreError};
+use super::{dec, Store, StoreError};
+use crate::clock::ts;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;

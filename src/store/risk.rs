@@ -1,7 +1,8 @@
 //! The risk manager's tables: trading state, maintenance windows, alert size scales, the realized
 //! PnL ledger and the equity peak, plus the account numbers a decision needs. No business rules.
 
-use super::{dec, opt_dec, ts, OrderRow, Store, StoreError, ORDER_COLUMNS};
+use super::{dec, opt_dec, OrderRow, Store, StoreError, ORDER_COLUMNS};
+use crate::clock::ts;
 use crate::risk::maintenance::Window;
 use crate::risk::state::{SetBy, StateEntry, TradingState};
 use crate::risk::Exposure;

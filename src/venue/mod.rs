@@ -8,11 +8,11 @@
 pub mod sign;
 pub mod wire;
 
-use crate::admin::health::Health;
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::Credentials;
 use crate::notify::{Notification, Notifier};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use wire::{ErrorResponse, Listed, OrderResponse, PlaceOrderRequest, PriceResponse};
@@ -165,7 +165,7 @@ impl VenueClient {
         timeout: Duration,
         clock: SharedClock,
     ) -> Result<Self, String> {
-        check_base_url(base_url)?;
+        wire::check_base_url(base_url)?;
         let url = reqwest::Url::parse(base_url).map_err(|e| format!("venue base_url: {e}"))?;
         let http = reqwest::Client::builder()
             // A redirect would carry X-API-Key and a signed request to another address.
@@ -441,30 +441,6 @@ impl VenueClient {
     }
 }
 
-/// The venue's address must be `https://`: every request carries the API key and a signed
-/// order. Plain `http://` is accepted only for a loopback address (the simulator, in tests and
-/// `sigex demo`, where nothing crosses a network).
-pub fn check_base_url(base_url: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(base_url)
-        .map_err(|e| format!("[venue] base_url {base_url:?} is not a URL ({e})"))?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "[venue] base_url {base_url:?} must start with https://: the API key and signed \
-             orders must not cross a network in clear text (http:// is accepted only for a \
-             loopback address such as the simulator's)"
-        )),
-    }
-}
-
 /// 4xx other than 408 and 429 means the venue looked at the order and said no.
 fn is_definite_refusal(status: StatusCode) -> bool {
     status.is_client_error()
@@ -640,7 +616,7 @@ mod tests {
             "http://localhost:9/api/v1",
             "http://[::1]:9/api/v1",
         ] {
-            assert!(check_base_url(ok).is_ok(), "{ok}");
+            assert!(wire::check_base_url(ok).is_ok(), "{ok}");
         }
         for bad in [
             "http://api.vibetrading.tech/api/v1",
@@ -648,7 +624,7 @@ mod tests {
             "http://localhost.example.com/api/v1",
             "ws://127.0.0.1/api/v1",
         ] {
-            assert!(check_base_url(bad).is_err(), "{bad}");
+            assert!(wire::check_base_url(bad).is_err(), "{bad}");
         }
     }
 }

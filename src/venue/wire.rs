@@ -96,8 +96,19 @@ pub struct Envelope {
     pub event: String,
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Kept as its text and read straight into each event's typed data: a detour through
+    /// `serde_json::Value` cannot hand a `Decimal` an integer beyond 64 bits.
     #[serde(default)]
-    pub data: serde_json::Value,
+    pub data: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl Envelope {
+    /// The `data` object's JSON text (`null` when absent).
+    pub fn data_text(&self) -> &str {
+        self.data
+            .as_deref()
+            .map_or("null", serde_json::value::RawValue::get)
+    }
 }
 
 /// An `id` as text: a non-empty string, or a number's digits; anything else is no id.
@@ -494,6 +505,30 @@ pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(
 pub fn parse_retry_after(value: &str) -> Option<std::time::Duration> {
     let secs: u64 = value.trim().parse().ok()?;
     Some(std::time::Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// The venue's address must be `https://`: every request carries the API key and a signed
+/// order. Plain `http://` is accepted only for a loopback address (the simulator, in tests and
+/// `sigex demo`, where nothing crosses a network).
+pub fn check_base_url(base_url: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(base_url)
+        .map_err(|e| format!("[venue] base_url {base_url:?} is not a URL ({e})"))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "[venue] base_url {base_url:?} must start with https://: the API key and signed \
+             orders must not cross a network in clear text (http:// is accepted only for a \
+             loopback address such as the simulator's)"
+        )),
+    }
 }
 
 #[cfg(test)]

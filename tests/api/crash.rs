@@ -247,7 +247,7 @@ async fn a_bot_killed_during_a_slow_post_restarts_with_one_venue_order_and_no_dr
 pub(crate) struct SlowPost {
     _dir: tempfile::TempDir,
     pub sim: Simulator,
-    sim_stop: sigex::app::ShutdownTrigger,
+    sim_stop: sigex::shutdown::ShutdownTrigger,
     pub admin_url: String,
     pub bot: Bot,
     pub http: reqwest::Client,

@@ -339,7 +339,7 @@ async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
     // The bot stops while a DELETE's outcome is unknown (as if it died right after sending it).
     app.stop_bot().await;
     let db = app.database().connect().await;
-    let now = sigex::store::ts(chrono::Utc::now());
+    let now = sigex::clock::ts(chrono::Utc::now());
     sqlx::query(
         "UPDATE orders SET cancel_state = 'unknown', cancel_reason = 'unfilled_timeout',
              cancel_requested_at = ?, cancel_attempts = 1, cancel_next_at = ?,

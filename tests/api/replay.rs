@@ -16,7 +16,7 @@ impl TestApp {
 
     /// A signed `{"event", "timestamp", "data"}` dated `at`.
     async fn deliver_dated(&self, event: &str, at: chrono::DateTime<Utc>, data: Value) {
-        let body = json!({"event": event, "timestamp": sigex::store::ts(at), "data": data});
+        let body = json!({"event": event, "timestamp": sigex::clock::ts(at), "data": data});
         let (status, _) = self.deliver(&body.to_string(), &[]).await;
         assert_eq!(status, 200, "{event} refused");
     }
@@ -121,7 +121,7 @@ async fn stale_signed_signals_alerts_and_balances_are_dead_letters_and_change_no
     // Two days old, as in a captured-and-replayed attack; and one dated well in the future.
     let old = now - Duration::days(2);
     let mut signal: Value = serde_json::from_str(&signal_body("BTC/USD", "buy", 90, 1)).unwrap();
-    signal["timestamp"] = sigex::store::ts(old).into();
+    signal["timestamp"] = sigex::clock::ts(old).into();
     let (status, _) = app.deliver(&signal.to_string(), &[]).await;
     assert_eq!(status, 200, "acknowledged, so the venue stops retrying");
     let halt_all =

@@ -61,7 +61,7 @@ async fn every_seed_event_is_accepted_and_its_effect_is_visible() {
         // balance dated before the start-up snapshot would rightly be older than the one held).
         let mut event: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        event["timestamp"] = sigex::store::ts(chrono::Utc::now()).into();
+        event["timestamp"] = sigex::clock::ts(chrono::Utc::now()).into();
         let body = event.to_string();
         let r = app.post_signed(&body).await;
         assert_eq!(r.status(), 200, "{}", path.display());

@@ -8,12 +8,13 @@ use super::{
     WEBHOOK_PATH, WEBHOOK_SECRET,
 };
 use serde_json::Value;
-use sigex::app::{RunningBot, ShutdownTrigger};
+use sigex::app::RunningBot;
 use sigex::clock::{ManualClock, SharedClock, SystemClock};
 use sigex::config::{
     AdminConfig, Config, Credentials, InboxConfig, Mode, PaperConfig, Secret, StorageConfig,
     TradingConfig, VenueConfig, WebhookConfig,
 };
+use sigex::shutdown::ShutdownTrigger;
 use sigex::sim::{Faults, Probability, SimConfig, Simulator};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,7 +172,7 @@ impl<'a> TestAppBuilder<'a> {
             Mode::Paper => {
                 assert!(self.sim.is_empty(), "paper mode has no simulator to set up");
                 let url = self.live_url.unwrap_or_else(|| UNROUTABLE_VENUE.into());
-                (None, sigex::app::shutdown_pair().0, url, None)
+                (None, sigex::shutdown::shutdown_pair().0, url, None)
             }
         };
         let mut config = test_config(&data.database, self.mode, credentials, base_url.clone());

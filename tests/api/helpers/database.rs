@@ -48,7 +48,7 @@ impl TestDatabase {
         request: &sigex::venue::wire::PlaceOrderRequest,
         venue_order_id: &str,
     ) {
-        let now = sigex::store::ts(chrono::Utc::now());
+        let now = sigex::clock::ts(chrono::Utc::now());
         let db = self.connect().await;
         sqlx::query(
             "INSERT INTO orders (client_order_id, venue_order_id, strategy, symbol, side,

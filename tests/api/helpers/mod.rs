@@ -118,7 +118,7 @@ pub fn epoch() -> chrono::DateTime<chrono::Utc> {
 
 /// [`epoch`] as an envelope `timestamp`.
 pub fn epoch_iso() -> String {
-    sigex::store::ts(epoch())
+    sigex::clock::ts(epoch())
 }
 
 /// A `signal.generated` body; `nonce` makes otherwise equal signals distinct (it dates the
@@ -126,7 +126,7 @@ pub fn epoch_iso() -> String {
 pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u32) -> String {
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": sigex::store::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
+        "timestamp": sigex::clock::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
         "data": {
             "symbol": symbol,
             "recommendation": recommendation,
@@ -143,7 +143,7 @@ pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u
 /// A simulator serving on a loopback port until `stop` is triggered.
 pub struct RunningSim {
     pub sim: Simulator,
-    pub stop: sigex::app::ShutdownTrigger,
+    pub stop: sigex::shutdown::ShutdownTrigger,
     /// The REST API's base URL (`http://127.0.0.1:PORT/api/v1`): a bot's `[venue] base_url`.
     pub url: String,
 }
@@ -153,7 +153,7 @@ pub async fn start_sim(config: SimConfig) -> RunningSim {
     let sim = Simulator::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let (stop, mut shutdown) = sigex::app::shutdown_pair();
+    let (stop, mut shutdown) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { shutdown.wait().await }),

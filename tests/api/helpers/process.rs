@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
 /// (written under `dir`): what the tests that run the real binary start from.
 pub struct Rig {
     pub sim: Simulator,
-    pub sim_stop: sigex::app::ShutdownTrigger,
+    pub sim_stop: sigex::shutdown::ShutdownTrigger,
     pub webhook_url: String,
     pub admin_url: String,
     pub config: PathBuf,

@@ -7,10 +7,27 @@
 //! as a dead letter, never applied. So a captured webhook replayed later changes nothing.
 
 use crate::model::{InvalidValue, Recommendation, Signal, Symbol, TechnicalAnalysis};
-use crate::store::VenuePosition;
 use crate::venue::wire::{self, Envelope};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+
+/// A position as the venue reported it (`position.*` events, `GET /positions`).
+#[derive(Debug, Clone)]
+pub struct VenuePosition {
+    pub symbol: String,
+    pub side: Option<String>,
+    pub quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub unrealized_pnl: Option<Decimal>,
+    pub mark_price: Option<Decimal>,
+    pub realized_pnl: Option<Decimal>,
+    /// `marginRatio` from `position.updated`, when the venue sends it.
+    pub margin_ratio: Option<Decimal>,
+    /// A `position.closed`: `realized_pnl` is the closed position's, to compare with ours.
+    pub closed: bool,
+    /// When the venue said it (the envelope's timestamp).
+    pub reported_at: DateTime<Utc>,
+}
 
 /// What a webhook means to the bot.
 #[derive(Debug, Clone)]
@@ -159,7 +176,7 @@ impl Freshness {
         if age > self.max_age {
             return Err(format!(
                 "signed at {}, received {} later; events older than {} s are not applied",
-                crate::store::ts(signed_at),
+                crate::clock::ts(signed_at),
                 human(age),
                 self.max_age.num_seconds()
             ));
@@ -168,7 +185,7 @@ impl Freshness {
             return Err(format!(
                 "signed at {}, {} after it was received; events dated more than {} s ahead of \
                  our clock are not applied",
-                crate::store::ts(signed_at),
+                crate::clock::ts(signed_at),
                 human(-age),
                 self.max_skew.num_seconds()
             ));
@@ -240,7 +257,7 @@ fn parse_dated(
     let timestamp = signed_at.unwrap_or(received_at);
     macro_rules! data {
         ($t:ty) => {
-            serde_json::from_value::<$t>(env.data.clone()).map_err(|e| data_err(e.to_string()))?
+            serde_json::from_str::<$t>(env.data_text()).map_err(|e| data_err(e.to_string()))?
         };
     }
     let event = match env.event.as_str() {
@@ -446,6 +463,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_integer_beyond_64_bits_that_a_decimal_holds_is_read_exactly() {
+        let body = br#"{"event":"account.balance_updated","timestamp":"2026-11-27T12:00:00Z",
+            "data":{"asset":"USD","available":79228162514264337593543950335,
+                    "locked":-18446744073709551616,"total":18446744073709551616}}"#;
+        let Event::Balance {
+            available,
+            locked,
+            total,
+            ..
+        } = parse(body, Utc::now()).unwrap()
+        else {
+            panic!("not a balance")
+        };
+        assert_eq!(available, Decimal::MAX);
+        assert_eq!(locked, "-18446744073709551616".parse().unwrap());
+        assert_eq!(total, "18446744073709551616".parse().unwrap());
+    }
+
+    #[test]
     fn unusable_signed_events_are_errors_not_panics() {
         let cases: &[(&str, &str)] = &[
             ("not json", "{"),
@@ -490,7 +526,7 @@ pub(crate) mod tests {
     fn dated(event: &str, at: DateTime<Utc>, data: &str) -> Vec<u8> {
         format!(
             r#"{{"event":"{event}","timestamp":"{}","data":{data}}}"#,
-            crate::store::ts(at)
+            crate::clock::ts(at)
         )
         .into_bytes()
     }
