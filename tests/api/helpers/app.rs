@@ -33,6 +33,8 @@ pub struct TestData {
 }
 
 impl TestData {
+    /// A new directory and database. Which engine and where is [`TestDatabase::fresh`]'s choice
+    /// alone: an engine option (or variable) goes there, and every test and rig follows it.
     fn fresh() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database = TestDatabase::fresh(dir.path());
