@@ -316,6 +316,17 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, Refusal> {
 
     let e = r.account.exposure;
     let reverse = r.strategy.exits.reverse_on_opposite;
+    let long_only = || {
+        Refusal::new(
+            Rule::LongOnly,
+            format!(
+                "long-only: no long {symbol} position left to sell (position {}, working sells \
+                 {}); set allow_short = true to open shorts",
+                e.position.normalize(),
+                e.working_sell.normalize()
+            ),
+        )
+    };
     let long_left = (e.position - e.working_sell).max(Decimal::ZERO);
     let short_left = (-e.position - e.working_buy).max(Decimal::ZERO);
     // (side, quantity that closes, whether to open beyond it)
@@ -333,17 +344,7 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, Refusal> {
         Direction::Sell if e.position > Decimal::ZERO => {
             (Side::Sell, long_left, reverse && r.strategy.allow_short)
         }
-        Direction::Sell if !r.strategy.allow_short => {
-            return Err(Refusal::new(
-                Rule::LongOnly,
-                format!(
-                    "long-only: no long {symbol} position left to sell (position {}, working \
-                     sells {}); set allow_short = true to open shorts",
-                    e.position.normalize(),
-                    e.working_sell.normalize()
-                ),
-            ))
-        }
+        Direction::Sell if !r.strategy.allow_short => return Err(long_only()),
         Direction::Sell => (Side::Sell, Decimal::ZERO, true),
     };
     let open = open && reducing.is_none();
@@ -358,15 +359,7 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, Refusal> {
                     ),
                 )
             }
-            (_, Side::Sell) if !r.strategy.allow_short => Refusal::new(
-                Rule::LongOnly,
-                format!(
-                    "long-only: no long {symbol} position left to sell (position {}, working \
-                     sells {}); set allow_short = true to open shorts",
-                    e.position.normalize(),
-                    e.working_sell.normalize()
-                ),
-            ),
+            (_, Side::Sell) if !r.strategy.allow_short => long_only(),
             _ => Refusal::new(
                 Rule::NothingToClose,
                 format!(
