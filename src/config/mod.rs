@@ -8,7 +8,7 @@ mod paper;
 mod secret;
 mod trading;
 
-pub use paper::{parse_candles, PaperConfig, PriceSource};
+pub use paper::{parse_candle_line, parse_candles, PaperConfig, PriceSource};
 pub use secret::Secret;
 pub use trading::TradingConfig;
 
@@ -392,42 +392,149 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: origin.to_owned(),
-            message,
-        };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
-        for (section, key) in SECRET_KEYS {
-            if table.get(*section).and_then(|s| s.get(*key)).is_some() {
-                return Err(invalid(format!(
-                    "[{section}] {key} must not be written in the config file; set the environment \
-                     variable SIGEX_{}__{} or point [{section}] {key}_file at a file holding it",
-                    section.to_uppercase(),
-                    key.to_uppercase()
-                )));
-            }
+        let raw = raw_from_toml(text, origin, env)?;
+        resolve(raw, origin).map_err(|m| invalid_at(text, origin, m))
+    }
+}
+
+/// What `sigex backtest` takes from a config file: the trading rules (`[limits]`, `[symbols]`,
+/// `[maintenance]`, `[alerts]`), the paper venue's engine, account and candles (`[paper]`), and
+/// the venue's URL and credentials for `--prices venue`. The file is read as strictly as for
+/// `run`, but the secrets only a running bot needs are not required.
+#[derive(Debug, Clone)]
+pub struct BacktestSettings {
+    pub trading: TradingConfig,
+    pub paper: PaperConfig,
+    pub venue_base_url: String,
+    /// From `SIGEX_VENUE__API_KEY` / `SIGEX_VENUE__API_SECRET` (or the `*_file` keys) when set.
+    pub credentials: Option<Credentials>,
+    pub request_timeout: Duration,
+}
+
+impl Default for BacktestSettings {
+    /// No config file: the default limits (none), alert policy, symbol specs and paper venue.
+    fn default() -> Self {
+        Self {
+            trading: TradingConfig::default(),
+            paper: PaperConfig::default(),
+            venue_base_url: crate::venue::wire::DEFAULT_BASE_URL.to_owned(),
+            credentials: None,
+            request_timeout: Duration::from_millis(10_000),
         }
-        apply_env_overrides(&mut table, env).map_err(invalid)?;
-        // Errors name the line where the file has one: the table has lost the spans, so a shape
-        // error is looked up again in the text, and a validation error by its "[section] key".
-        let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
+    }
+}
+
+impl BacktestSettings {
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        let raw = raw_from_toml(&text, &origin, env)?;
+        resolve_backtest(raw, &origin).map_err(|m| invalid_at(&text, &origin, m))
+    }
+}
+
+fn resolve_backtest(raw: RawConfig, origin: &str) -> Result<BacktestSettings, String> {
+    let base_dir = Path::new(origin).parent().unwrap_or(Path::new("."));
+    let api_key = read_secret(
+        "venue",
+        "api_key",
+        raw.venue.api_key,
+        raw.venue.api_key_file,
+        base_dir,
+    )?;
+    let api_secret = read_secret(
+        "venue",
+        "api_secret",
+        raw.venue.api_secret,
+        raw.venue.api_secret_file,
+        base_dir,
+    )?;
+    let credentials = match (api_key, api_secret) {
+        (Some(api_key), Some(api_secret)) => Some(Credentials {
+            api_key,
+            api_secret,
+        }),
+        _ => None,
+    };
+    Ok(BacktestSettings {
+        trading: trading::resolve(trading::RawTrading {
+            limits: raw.limits,
+            maintenance: raw.maintenance,
+            alerts: raw.alerts,
+            symbols: raw.symbols,
+            symbol_defaults: raw.symbol_defaults,
+        })?,
+        paper: paper::resolve(raw.paper, base_dir)?,
+        venue_base_url: raw
+            .venue
+            .base_url
+            .unwrap_or_else(|| crate::venue::wire::DEFAULT_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned(),
+        credentials,
+        request_timeout: Duration::from_millis(raw.venue.request_timeout_ms.unwrap_or(10_000)),
+    })
+}
+
+/// A validation message as a config error, pointing at the line of its `[section] key` when the
+/// file has one.
+fn invalid_at(text: &str, origin: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: match locate(text, &message) {
+            Some(l) => format!("{origin}:{l}"),
+            None => origin.to_owned(),
+        },
+        message,
+    }
+}
+
+/// The file's text with its `SIGEX_*` overrides applied, in the file's shape: refused (naming the
+/// line) when it holds a secret, an unknown key or a value of the wrong type.
+fn raw_from_toml(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: origin.to_owned(),
+        message,
+    };
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    for (section, key) in SECRET_KEYS {
+        if table.get(*section).and_then(|s| s.get(*key)).is_some() {
+            return Err(invalid(format!(
+                "[{section}] {key} must not be written in the config file; set the environment \
+                 variable SIGEX_{}__{} or point [{section}] {key}_file at a file holding it",
+                section.to_uppercase(),
+                key.to_uppercase()
+            )));
+        }
+    }
+    apply_env_overrides(&mut table, env).map_err(invalid)?;
+    // Errors name the line where the file has one: the table has lost the spans, so a shape
+    // error is looked up again in the text (and a validation error by its "[section] key", in
+    // `invalid_at`).
+    table.try_into().map_err(|e: toml::de::Error| {
+        let line = toml::from_str::<RawConfig>(text).err().and_then(|e| {
+            e.span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        });
+        ConfigError::Invalid {
             path: match line {
                 Some(l) => format!("{origin}:{l}"),
                 None => origin.to_owned(),
             },
-            message,
-        };
-        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| {
-            let line = toml::from_str::<RawConfig>(text).err().and_then(|e| {
-                e.span()
-                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            });
-            at_line(line, e.message().to_owned())
-        })?;
-        resolve(raw, origin).map_err(|m| at_line(locate(text, &m), m))
-    }
+            message: e.message().to_owned(),
+        }
+    })
 }
 
 /// The line of the `[section] key` a validation message starts with, when the file has it.

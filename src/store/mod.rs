@@ -18,9 +18,11 @@ use std::time::Duration;
 
 mod cancel;
 mod fills;
+mod recorded;
 mod risk;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
+pub use recorded::{RecordedEvent, RecordedFilter, Recording};
 pub use risk::{FilledEntryRow, SymbolBook};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;

@@ -1,0 +1,308 @@
+//! Where a backtest's prices come from, as one stream of price ticks per symbol.
+//!
+//! Sources: candles CSV files (the paper venue's format, `timestamp,open,high,low,close,volume`),
+//! the venue's `GET /market/candles/{symbol}` fetched once into an on-disk cache of the same
+//! format (see [`venue`]), or the paper venue's seeded random walk.
+//!
+//! A bar is walked as the paper venue replays candles: open, the extreme nearer the open, the
+//! other extreme, close ([`Candle::path`]), one tick at each quarter of the bar's interval; the
+//! interval is the distance between a file's first two bars (one minute for a file of one bar).
+//! A file is read as the replay advances, never held whole in memory. The random walk steps every
+//! 200 ms, as the paper venue's does, with [`Walk::next_mid`], from the `[paper.symbols]` prices.
+//!
+//! Guarantees: ticks come in time order (a file whose bars do not is an error naming the line);
+//! a feed knows the range it covers, so a signal outside it is an error naming both.
+
+pub mod venue;
+
+use super::BacktestError;
+use crate::config::parse_candle_line;
+use crate::sim::{Candle, Walk};
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+/// `--prices` as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriceSource {
+    /// `SYMBOL=FILE`, once per symbol.
+    Files(Vec<(String, PathBuf)>),
+    /// `candles`: the config's `[paper.candles]`.
+    ConfigCandles,
+    /// `venue`: fetched from the venue's candles endpoint and cached.
+    Venue,
+    /// `random-walk[:SEED]`; without a seed, `[paper] seed`.
+    RandomWalk { seed: Option<u64> },
+}
+
+impl PriceSource {
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let usage = "--prices takes SYMBOL=FILE.csv (repeatable), candles, venue or \
+                     random-walk[:SEED]";
+        match args {
+            [] => Err(usage.into()),
+            [one] if one == "venue" => Ok(Self::Venue),
+            [one] if one == "candles" => Ok(Self::ConfigCandles),
+            [one] if one == "random-walk" => Ok(Self::RandomWalk { seed: None }),
+            [one] if one.starts_with("random-walk:") => {
+                let seed = &one["random-walk:".len()..];
+                seed.parse()
+                    .map(|s| Self::RandomWalk { seed: Some(s) })
+                    .map_err(|_| format!("random-walk:{seed}: the seed must be a whole number"))
+            }
+            many => {
+                let mut files = Vec::new();
+                for arg in many.iter().flat_map(|a| a.split(',')) {
+                    let (symbol, file) = arg
+                        .split_once('=')
+                        .ok_or_else(|| format!("{arg:?} is not SYMBOL=FILE.csv; {usage}"))?;
+                    crate::model::Symbol::parse(symbol.trim())
+                        .map_err(|e| format!("--prices {arg}: {e}"))?;
+                    if files.iter().any(|(s, _)| s == symbol.trim()) {
+                        return Err(format!("--prices names {symbol} twice"));
+                    }
+                    files.push((symbol.trim().to_owned(), PathBuf::from(file.trim())));
+                }
+                Ok(Self::Files(files))
+            }
+        }
+    }
+}
+
+/// The interval assumed for a candles file of a single bar.
+const LONE_BAR: i64 = 60;
+/// The paper venue's price tick.
+const WALK_TICK_MS: i64 = 200;
+
+/// One symbol's price ticks.
+pub struct Feed {
+    pub symbol: String,
+    /// Where the prices come from, for messages and the report.
+    pub origin: String,
+    ticks: Ticks,
+    next: Option<(DateTime<Utc>, Decimal)>,
+    /// The first instant covered.
+    pub start: DateTime<Utc>,
+    /// The price at `start`.
+    pub first_price: Decimal,
+}
+
+enum Ticks {
+    Candles(Box<CandleReader>),
+    Walk {
+        walk: Walk,
+        rng: Box<StdRng>,
+        at: DateTime<Utc>,
+        mid: Decimal,
+    },
+}
+
+impl Feed {
+    /// A feed over candles files read in order (bars must ascend across them too).
+    pub fn candles(
+        symbol: &str,
+        origin: String,
+        files: Vec<PathBuf>,
+    ) -> Result<Feed, BacktestError> {
+        let mut reader = CandleReader::new(files)?;
+        let first = reader.next_tick()?.ok_or_else(|| BacktestError::Input {
+            at: origin.clone(),
+            message: format!("no candles for {symbol}"),
+        })?;
+        Ok(Feed {
+            symbol: symbol.to_owned(),
+            origin,
+            ticks: Ticks::Candles(Box::new(reader)),
+            next: Some(first),
+            start: first.0,
+            first_price: first.1,
+        })
+    }
+
+    /// The paper venue's random walk from `mid` at `start`, seeded from `seed` and the symbol
+    /// (so a symbol's path does not depend on which others are traded).
+    pub fn random_walk(
+        symbol: &str,
+        mid: Decimal,
+        walk: Walk,
+        seed: u64,
+        start: DateTime<Utc>,
+    ) -> Feed {
+        let digest = Sha256::digest(symbol.as_bytes());
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&digest[..8]);
+        let rng = StdRng::seed_from_u64(seed ^ u64::from_be_bytes(salt));
+        let mid = crate::sim::book::round_price(mid);
+        Feed {
+            symbol: symbol.to_owned(),
+            origin: format!("random walk (seed {seed})"),
+            ticks: Ticks::Walk {
+                walk,
+                rng: Box::new(rng),
+                at: start,
+                mid,
+            },
+            next: Some((start, mid)),
+            start,
+            first_price: mid,
+        }
+    }
+
+    /// When the next tick is, if there is one.
+    pub fn peek(&self) -> Option<DateTime<Utc>> {
+        self.next.map(|n| n.0)
+    }
+
+    /// Takes the next tick.
+    pub fn pop(&mut self) -> Result<Option<(DateTime<Utc>, Decimal)>, BacktestError> {
+        let Some(tick) = self.next else {
+            return Ok(None);
+        };
+        self.next = match &mut self.ticks {
+            Ticks::Candles(reader) => reader.next_tick()?,
+            Ticks::Walk { walk, rng, at, mid } => {
+                *at += Duration::milliseconds(WALK_TICK_MS);
+                *mid = walk.next_mid(*mid, rng.as_mut());
+                Some((*at, *mid))
+            }
+        };
+        Ok(Some(tick))
+    }
+
+    /// Whether prices reach `at`: at or after the first bar, and not past the end of the last
+    /// (known once the feed is exhausted). `Err` says which range the feed covers.
+    pub fn covers(&self, at: DateTime<Utc>) -> Result<(), String> {
+        let end = match &self.ticks {
+            Ticks::Candles(r) if self.next.is_none() => r.end,
+            _ => None,
+        };
+        let range = |end: Option<DateTime<Utc>>| {
+            format!(
+                "{} from {}{}",
+                self.origin,
+                crate::store::ts(self.start),
+                end.map(|e| format!(" to {}", crate::store::ts(e)))
+                    .unwrap_or_default()
+            )
+        };
+        if at < self.start || end.is_some_and(|e| at > e) {
+            return Err(range(end));
+        }
+        Ok(())
+    }
+}
+
+/// Reads bars from candles files as the replay needs them.
+struct CandleReader {
+    files: VecDeque<PathBuf>,
+    current: Option<(
+        String,
+        std::io::Lines<std::io::BufReader<std::fs::File>>,
+        usize,
+    )>,
+    /// The bar read ahead (the interval is only known from the next bar's time).
+    ahead: Option<Candle>,
+    interval: Option<Duration>,
+    pending: VecDeque<(DateTime<Utc>, Decimal)>,
+    /// The end of the last bar, once the files are exhausted.
+    end: Option<DateTime<Utc>>,
+    last_start: Option<(DateTime<Utc>, String)>,
+}
+
+impl CandleReader {
+    fn new(files: Vec<PathBuf>) -> Result<Self, BacktestError> {
+        let mut r = Self {
+            files: files.into(),
+            current: None,
+            ahead: None,
+            interval: None,
+            pending: VecDeque::new(),
+            end: None,
+            last_start: None,
+        };
+        r.ahead = r.read_bar()?;
+        Ok(r)
+    }
+
+    /// The next bar of the files, checked to come after the one before.
+    fn read_bar(&mut self) -> Result<Option<Candle>, BacktestError> {
+        loop {
+            if self.current.is_none() {
+                let Some(path) = self.files.pop_front() else {
+                    return Ok(None);
+                };
+                let file = std::fs::File::open(&path).map_err(|e| BacktestError::io(&path, e))?;
+                let lines = std::io::BufReader::with_capacity(1 << 16, file).lines();
+                self.current = Some((path.display().to_string(), lines, 0));
+            }
+            let (shown, lines, n) = self.current.as_mut().expect("a file is open");
+            let Some(line) = lines.next() else {
+                self.current = None;
+                continue;
+            };
+            *n += 1;
+            let at = format!("{shown}:{n}");
+            let line = line.map_err(|e| BacktestError::Input {
+                at: at.clone(),
+                message: format!("cannot read the line: {e}"),
+            })?;
+            let Some(candle) =
+                parse_candle_line(&line).map_err(|message| BacktestError::Input {
+                    at: at.clone(),
+                    message,
+                })?
+            else {
+                continue;
+            };
+            if let Some((last, last_at)) = &self.last_start {
+                if candle.timestamp <= *last {
+                    return Err(BacktestError::Input {
+                        at,
+                        message: format!(
+                            "bar at {} does not come after the bar at {} ({last_at}): bars must \
+                             be in time order, one per timestamp",
+                            crate::store::ts(candle.timestamp),
+                            crate::store::ts(*last)
+                        ),
+                    });
+                }
+            }
+            self.last_start = Some((candle.timestamp, at));
+            return Ok(Some(candle));
+        }
+    }
+
+    fn next_tick(&mut self) -> Result<Option<(DateTime<Utc>, Decimal)>, BacktestError> {
+        if let Some(t) = self.pending.pop_front() {
+            return Ok(Some(t));
+        }
+        let Some(bar) = self.ahead.take() else {
+            return Ok(None);
+        };
+        self.ahead = self.read_bar()?;
+        let interval = match (self.interval, &self.ahead) {
+            (Some(i), _) => i,
+            (None, Some(next)) => next.timestamp - bar.timestamp,
+            (None, None) => Duration::seconds(LONE_BAR),
+        };
+        self.interval = Some(interval);
+        let quarter = interval / 4;
+        for (k, price) in bar.path().into_iter().enumerate() {
+            let at = bar.timestamp + quarter * k as i32;
+            // A bar longer than the gap to the next is cut short there.
+            if self.ahead.as_ref().is_none_or(|n| at < n.timestamp) {
+                self.pending
+                    .push_back((at, crate::sim::book::round_price(price)));
+            }
+        }
+        if self.ahead.is_none() {
+            self.end = Some(bar.timestamp + interval);
+        }
+        Ok(self.pending.pop_front())
+    }
+}
