@@ -221,7 +221,8 @@ pub struct Collector {
     pub ordered: u64,
     pub refused: BTreeMap<&'static str, u64>,
     pub ignored: BTreeMap<&'static str, u64>,
-    pub dead_letters: BTreeMap<String, u64>,
+    /// Each dead letter's source and reason, in order (the first 100).
+    pub dead_letters: Vec<String>,
     pub before_from: u64,
     pub replayed: BTreeMap<&'static str, u64>,
     pub dimensions: Dimensions,

@@ -277,11 +277,9 @@ impl<'a> Engine<'a> {
         *self.collect.replayed.entry(name).or_default() += 1;
         match r.event {
             Err(e) => {
-                *self
-                    .collect
-                    .dead_letters
-                    .entry(format!("{}: {e}", r.origin))
-                    .or_default() += 1;
+                if self.collect.dead_letters.len() < 100 {
+                    self.collect.dead_letters.push(format!("{}: {e}", r.origin));
+                }
             }
             Ok(Event::Signal(signal)) => {
                 if self.setup.from.is_some_and(|f| r.at < f) {

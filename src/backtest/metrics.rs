@@ -73,6 +73,9 @@ pub struct Drawdown {
     pub end: Option<String>,
     /// When equity first got back to the peak; `None` if it did not.
     pub recovered: Option<String>,
+    /// The fall over the peak, unrounded (for Calmar).
+    #[serde(skip)]
+    pub fraction: Decimal,
 }
 
 pub fn max_drawdown(curve: &[(DateTime<Utc>, Decimal)]) -> Drawdown {
@@ -103,6 +106,7 @@ pub fn max_drawdown(curve: &[(DateTime<Utc>, Decimal)]) -> Drawdown {
         start: Some(crate::store::ts(pt)),
         end: Some(crate::store::ts(tt)),
         recovered,
+        fraction: (p - e) / p,
     }
 }
 
@@ -400,7 +404,11 @@ pub fn summary(
         (!ts.is_empty()).then(|| ts.iter().map(|t| t.duration_secs).sum::<i64>() / ts.len() as i64)
     };
     let all: Vec<&Trade> = trades.iter().collect();
-    let returns: Vec<Decimal> = trades.iter().map(|t| t.return_pct / hundred()).collect();
+    let returns: Vec<Decimal> = trades
+        .iter()
+        .filter(|t| !t.entry_notional.is_zero())
+        .map(|t| t.net_pnl / t.entry_notional)
+        .collect();
     let sqn = match (mean(&returns), stdev(&returns)) {
         (Some(m), Some(s)) if !s.is_zero() => Decimal::from(n).sqrt().map(|q| q * m / s),
         _ => None,
@@ -454,7 +462,7 @@ pub fn summary(
     };
     let drawdown = max_drawdown(&c.equity);
     let calmar = match cagr {
-        Some(g) if !drawdown.percent.is_zero() => Some(g / (drawdown.percent / hundred())),
+        Some(g) if !drawdown.fraction.is_zero() => Some(g / drawdown.fraction),
         _ => None,
     };
     let best_day = day_pnls.iter().max_by(|a, b| a.1.cmp(&b.1));

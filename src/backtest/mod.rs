@@ -246,12 +246,8 @@ pub async fn run(
     opts: &Options,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Report, BacktestError> {
-    let settings = match &opts.config {
-        Some(path) => {
-            BacktestSettings::load(path, env).map_err(|e| BacktestError::Other(e.to_string()))?
-        }
-        None => BacktestSettings::default(),
-    };
+    let settings = BacktestSettings::load(opts.config.as_deref(), env)
+        .map_err(|e| BacktestError::Other(e.to_string()))?;
     let load = |dir: &Path| {
         crate::strategy::load_dir(dir).map_err(|e| BacktestError::Other(e.to_string()))
     };
@@ -592,7 +588,7 @@ impl Job {
             recorded: report::RecordedReport {
                 replayed: c.replayed.clone(),
                 skipped,
-                dead_letters: c.dead_letters.keys().take(100).cloned().collect(),
+                dead_letters: c.dead_letters.clone(),
             },
             prices,
         })

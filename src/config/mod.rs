@@ -425,15 +425,23 @@ impl Default for BacktestSettings {
 }
 
 impl BacktestSettings {
+    /// Reads `path`, or with none the defaults; `SIGEX_*` overrides from `env` apply either way
+    /// (so `SIGEX_VENUE__API_KEY` and friends reach `--prices venue` without a config file).
     pub fn load(
-        path: &Path,
+        path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: origin.clone(),
-            source,
-        })?;
+        let (origin, text) = match path {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                (origin, text)
+            }
+            None => ("(no config file)".to_owned(), String::new()),
+        };
         let raw = raw_from_toml(&text, &origin, env)?;
         resolve_backtest(raw, &origin).map_err(|m| invalid_at(&text, &origin, m))
     }

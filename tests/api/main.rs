@@ -2,6 +2,7 @@
 //! database per test, driven over HTTP exactly as the venue would.
 
 mod admin;
+mod backtest;
 mod chaos;
 mod cli;
 mod crash;
