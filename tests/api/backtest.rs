@@ -837,3 +837,385 @@ fn unusable_inputs_stop_the_run_naming_the_file_and_line_and_write_nothing() {
         "{stderr}"
     );
 }
+
+fn dec(v: &serde_json::Value) -> Decimal {
+    match v {
+        serde_json::Value::String(s) => s.parse().unwrap(),
+        serde_json::Value::Null => Decimal::ZERO,
+        other => other.to_string().parse().unwrap(),
+    }
+}
+
+/// Flat one-second bars of each symbol from `from` to `to`, at the price in effect at each bar's
+/// start (`changes`: when each price was set, in order).
+fn seconds_csv(
+    changes: &[(chrono::DateTime<chrono::Utc>, Decimal)],
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use chrono::DurationRound;
+    let mut csv = String::from("timestamp,open,high,low,close,volume\n");
+    let mut t = from.duration_trunc(chrono::Duration::seconds(1)).unwrap();
+    while t <= to {
+        let price = changes
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t)
+            .map_or(changes[0].1, |c| c.1);
+        csv.push_str(&format!(
+            "{},{price},{price},{price},{price},1\n",
+            t.to_rfc3339()
+        ));
+        t += chrono::Duration::seconds(1);
+    }
+    csv
+}
+
+/// A paper-mode bot trades a sequence of signals (a win, a loss through a stop, a refusal, a
+/// filter, an alert's size scale); then its recorded inbox is backtested with the prices it ran
+/// on. "The same" means, exactly: every signal's outcome (and the reason of every refusal and
+/// filter, word for word), every order's client order id, side, type, role, quantity, status,
+/// filled quantity and average fill price, every order's fees, and the realized PnL after fees.
+/// Exact, because the test holds each price still from its change until the orders it concerns
+/// have filled, and waits out the dispatcher's 2 s reference-price cache after a change. In
+/// general a paper run and its replay can differ by what those waits exclude: a price that
+/// moves between a decision and the paper venue's fill (the executor sends an order a few
+/// milliseconds after the decision; the backtest fills `[paper] latency_ms` after it), a
+/// reference price up to 2 s old in the live dispatcher, and resting limit orders, which fill
+/// from maker volume drawn per price tick (every 200 ms in paper mode, four per candle here).
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_a_paper_runs_inbox_gives_its_decisions_orders_and_pnl() {
+    use crate::helpers::spawn_paper_app_with_strategy;
+    use chrono::Utc;
+    let strategy = r#"
+name = "parity"
+symbols = ["BTC/USD", "ETH/USD"]
+recommendations = ["buy", "sell"]
+min_confidence = 70
+[sizing]
+method = "fixed_notional"
+notional = 1000
+[limits]
+max_position_notional = 2500
+[exits]
+stop_loss = true
+"#;
+    let started = Utc::now() - chrono::Duration::seconds(1);
+    let app = spawn_paper_app_with_strategy(
+        tempfile::tempdir().unwrap(),
+        "http://127.0.0.1:9/api/v1".into(),
+        |c| {
+            c.paper.engine.walk = sigex::sim::Walk {
+                volatility_bps: Decimal::ZERO,
+                trend_bps: Decimal::ZERO,
+            }
+        },
+        strategy,
+    )
+    .await;
+    let mut btc = vec![(started, d("50000"))];
+    let eth = vec![(started, d("3000"))];
+    let venue_orders = |kind: &str, status: &str| {
+        app.sim
+            .orders()
+            .iter()
+            .filter(|o| o.order_type == kind && o.status == status)
+            .count()
+    };
+    let decided = |n: usize| {
+        let app = &app;
+        async move {
+            app.wait_for("the signal's decision", || async {
+                (app.signals().await.len() == n).then_some(())
+            })
+            .await
+        }
+    };
+    // A win: buy at 50000 (its stop rests at the signal's support, 48500), sell at 51000.
+    app.send_signal("BTC/USD", "buy", 80, 1).await;
+    decided(1).await;
+    app.wait_for("the stop to rest at the venue", || async {
+        (venue_orders("stop", "open") == 1).then_some(())
+    })
+    .await;
+    app.sim.set_mid_price("BTC/USD", d("51000"));
+    btc.push((Utc::now(), d("51000")));
+    // The dispatcher reuses a fetched reference price for 2 s.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    app.send_signal("BTC/USD", "sell", 80, 2).await;
+    decided(2).await;
+    app.wait_for("the long closed and its stop cancelled", || async {
+        (venue_orders("market", "filled") == 2 && venue_orders("stop", "cancelled") == 1)
+            .then_some(())
+    })
+    .await;
+    // An alert halves ETH sizes; ETH's support is above its price, so no stop.
+    let alert = json!({"event": "system.alert", "timestamp": Utc::now().to_rfc3339(), "data": {
+        "level": "warning", "title": "High Market Volatility", "affectedSymbols": ["ETH/USD"]}});
+    assert_eq!(app.post_signed(&alert.to_string()).await.status(), 200);
+    app.send_signal("ETH/USD", "buy", 90, 3).await;
+    decided(3).await;
+    // Ignored (confidence), then two buys with their stops, then a refusal (position limit).
+    app.send_signal("BTC/USD", "buy", 60, 4).await;
+    app.send_signal("BTC/USD", "buy", 75, 5).await;
+    decided(5).await;
+    app.send_signal("BTC/USD", "buy", 85, 6).await;
+    decided(6).await;
+    app.send_signal("BTC/USD", "buy", 85, 7).await;
+    decided(7).await;
+    app.wait_for("both stops to rest", || async {
+        (venue_orders("stop", "open") == 2 && venue_orders("market", "filled") == 5).then_some(())
+    })
+    .await;
+    // A loss: the price falls through both stops.
+    app.sim.set_mid_price("BTC/USD", d("48000"));
+    btc.push((Utc::now(), d("48000")));
+    app.wait_for("both stops to fill", || async {
+        (venue_orders("stop", "filled") == 2).then_some(())
+    })
+    .await;
+    app.send_signal("ETH/USD", "sell", 80, 8).await;
+    decided(8).await;
+    // Every fill's fee settled at the venue's (each ended order's fill list is read).
+    let venue_fees: Decimal = app
+        .sim
+        .orders()
+        .iter()
+        .flat_map(|o| o.fills.iter().map(|f| f.fee))
+        .sum();
+    let positions = app
+        .wait_for("the positions flat with the venue's fees", || async {
+            let p = app.positions().await;
+            let fees: Decimal = p.iter().map(|p| dec(&p["fees"])).sum();
+            let flat = p.iter().all(|p| dec(&p["quantity"]).is_zero());
+            (flat && fees == venue_fees && venue_orders("market", "filled") == 6).then_some(p)
+        })
+        .await;
+    let decisions = app.get("/api/signals?limit=100").await;
+    let orders = app.get("/api/orders?limit=100").await;
+    let ended = Utc::now() + chrono::Duration::seconds(1);
+    let dir = app.stop_keeping_data().await;
+    let database = dir.path().join("test.db");
+
+    std::fs::write(
+        dir.path().join("btc.csv"),
+        seconds_csv(&btc, started, ended),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("eth.csv"),
+        seconds_csv(&eth, started, ended),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("strategies")).unwrap();
+    std::fs::write(dir.path().join("strategies/parity.toml"), strategy).unwrap();
+    let opts = Options {
+        strategies: dir.path().join("strategies"),
+        signals: database.display().to_string(),
+        prices: vec![
+            format!("BTC/USD={}", dir.path().join("btc.csv").display()),
+            format!("ETH/USD={}", dir.path().join("eth.csv").display()),
+        ],
+        to: Some(ended),
+        ..Options::default()
+    };
+    let report = sigex::backtest::run(&opts, Vec::<(String, String)>::new())
+        .await
+        .unwrap();
+    let run = &report.runs[0];
+
+    // Every signal's outcome, in order; refusals and filters word for word.
+    let mut paper: Vec<serde_json::Value> = decisions.as_array().unwrap().clone();
+    paper.reverse();
+    let replayed = run.decisions.as_ref().unwrap();
+    assert_eq!(paper.len(), 8);
+    assert_eq!(replayed.len(), paper.len());
+    for (p, r) in paper.iter().zip(replayed) {
+        assert_eq!(p["decision"].as_str(), Some(r.outcome), "{p} vs {r:?}");
+        assert_eq!(
+            p["clientOrderId"].as_str(),
+            r.client_order_id.as_deref(),
+            "{p}"
+        );
+        if r.outcome != "ordered" {
+            assert_eq!(p["reason"].as_str(), Some(r.reason.as_str()));
+        }
+    }
+    assert_eq!(replayed[6].rule, Some("max_position_notional"));
+    assert_eq!(replayed[3].rule, Some("min_confidence"));
+    // Every order, field for field.
+    let mut paper_orders: Vec<serde_json::Value> = orders.as_array().unwrap().clone();
+    paper_orders.sort_by_key(|o| o["clientOrderId"].as_str().unwrap().to_owned());
+    let mut replayed_orders = run.order_list.clone().unwrap();
+    replayed_orders.sort_by(|a, b| a.client_order_id.cmp(&b.client_order_id));
+    assert_eq!(paper_orders.len(), 9, "6 market orders and 3 stops");
+    assert_eq!(replayed_orders.len(), paper_orders.len());
+    for (p, r) in paper_orders.iter().zip(&replayed_orders) {
+        let ctx = format!("paper {p}\nreplay {r:?}");
+        assert_eq!(
+            p["clientOrderId"].as_str(),
+            Some(r.client_order_id.as_str()),
+            "{ctx}"
+        );
+        assert_eq!(
+            (
+                p["side"].as_str(),
+                p["type"].as_str(),
+                p["role"].as_str(),
+                p["status"].as_str()
+            ),
+            (
+                Some(r.side),
+                Some(r.order_type),
+                Some(r.role),
+                Some(r.status)
+            ),
+            "{ctx}"
+        );
+        assert_eq!(dec(&p["quantity"]), r.quantity, "{ctx}");
+        assert_eq!(dec(&p["filledQuantity"]), r.filled_quantity, "{ctx}");
+        assert_eq!(
+            dec(&p["averagePrice"]),
+            r.average_price.unwrap_or_default(),
+            "{ctx}"
+        );
+        assert_eq!(dec(&p["fees"]), r.fees, "{ctx}");
+    }
+    // Realized PnL after fees: the paper run's books against the replay's.
+    let paper_net: Decimal = positions.iter().map(|p| dec(&p["netRealizedPnl"])).sum();
+    assert_eq!(run.summary.net_pnl, paper_net.round_dp(4).normalize());
+    assert_eq!(run.summary.fees, venue_fees.round_dp(4).normalize());
+    assert_eq!(
+        run.summary.trades, 3,
+        "the BTC win, the BTC loss through its stops, ETH"
+    );
+    assert_eq!(run.summary.open_positions, 0);
+
+    // `sigex events export` of the same inbox replays to the same run.
+    let export = dir.path().join("export.jsonl");
+    let mut file = std::fs::File::create(&export).unwrap();
+    let url = format!("sqlite://{}", database.display());
+    sigex::backtest::source::export(&url, &Default::default(), &mut file)
+        .await
+        .unwrap();
+    let from_export = sigex::backtest::run(
+        &Options {
+            signals: export.display().to_string(),
+            ..opts.clone()
+        },
+        Vec::<(String, String)>::new(),
+    )
+    .await
+    .unwrap();
+    let without_sources = |r: &Report| {
+        let mut v = serde_json::to_value(&r.runs[0]).unwrap();
+        for d in v["decisions"].as_array_mut().unwrap() {
+            d["source"] = json!("");
+        }
+        v
+    };
+    assert_eq!(without_sources(&from_export), without_sources(&report));
+}
+
+/// `--prices venue` against the simulator's candles endpoint: the first run fetches and caches,
+/// the second reads the cache and asks the venue nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn venue_prices_are_fetched_once_and_then_read_from_the_cache() {
+    let (key, secret) = ("bt-key", "bt-secret-0123456789");
+    let sim = sigex::sim::Simulator::new(sigex::sim::SimConfig::new(
+        key,
+        secret,
+        "whsec_test_0123456789abcdef",
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let (stop, mut stopped) = sigex::app::shutdown_pair();
+    tokio::spawn(
+        sim.clone()
+            .serve(listener, async move { stopped.wait().await }),
+    );
+    let client = sigex::venue::VenueClient::new(
+        &base,
+        sigex::config::Credentials {
+            api_key: sigex::config::Secret::new(key),
+            api_secret: sigex::config::Secret::new(secret),
+        },
+        std::time::Duration::from_secs(5),
+        std::sync::Arc::new(sigex::clock::SystemClock),
+    )
+    .unwrap();
+    // Wait for the venue to have sampled prices (it ticks every 200 ms).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+    loop {
+        let bars = client
+            .candles("BTC/USD", "1m", now_ms() - 120_000, now_ms(), 10)
+            .await
+            .unwrap();
+        if !bars.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the simulator sampled no price"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let path = "/api/v1/market/candles/BTC%2FUSD";
+    let asked_before = sim.requests("GET", path);
+    let now = chrono::Utc::now();
+    let s = Scenario::new()
+        .strategy("t", STRATEGY)
+        // After the first sampled price (the bars exist by now), so inside the venue's prices.
+        .event(signal(&now.to_rfc3339(), "BTC/USD", "buy", 80))
+        .event(signal(
+            &(now + chrono::Duration::milliseconds(50)).to_rfc3339(),
+            "BTC/USD",
+            "sell",
+            80,
+        ));
+    let cache = s.path("cache");
+    let env = vec![
+        ("SIGEX_VENUE__BASE_URL".to_owned(), base.clone()),
+        ("SIGEX_VENUE__API_KEY".to_owned(), key.to_owned()),
+        ("SIGEX_VENUE__API_SECRET".to_owned(), secret.to_owned()),
+    ];
+    let mut reports = Vec::new();
+    for _ in 0..2 {
+        let mut opts = s.write();
+        opts.prices = vec!["venue".into()];
+        opts.cache_dir = Some(cache.clone());
+        let report = sigex::backtest::run(&opts, env.clone()).await.unwrap();
+        assert_eq!(
+            sim.requests("GET", path),
+            asked_before + 1,
+            "one request, then the cache"
+        );
+        reports.push(report.json().unwrap());
+    }
+    assert_eq!(reports[0], reports[1]);
+    let json: serde_json::Value = serde_json::from_slice(&reports[0]).unwrap();
+    let run = &json["runs"][0];
+    assert_eq!(run["signals"]["ordered"], 2, "{run}");
+    assert!(run["prices"][0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("venue candles cached in"));
+    let host = base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .replace(':', "_");
+    let day = now.format("%Y-%m-%d");
+    let file = cache
+        .join(host)
+        .join("BTC-USD/1m")
+        .join(format!("{day}.csv"));
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(
+        text.starts_with("# sigex candles BTC/USD 1m from "),
+        "{text}"
+    );
+    stop.trigger();
+}

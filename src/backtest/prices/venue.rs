@@ -104,10 +104,12 @@ async fn fetch_day(
     day: NaiveDate,
     (from, to): Span,
 ) -> Result<(), BacktestError> {
+    // The span at full precision: a later run compares its own span with it.
+    let exact = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut out = format!(
         "# sigex candles {symbol} {INTERVAL} from {} to {} ({day})\ntimestamp,open,high,low,close,volume\n",
-        crate::store::ts(from),
-        crate::store::ts(to)
+        exact(from),
+        exact(to)
     );
     let mut start = from;
     let mut last: Option<DateTime<Utc>> = None;
