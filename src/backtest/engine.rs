@@ -38,6 +38,9 @@ use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+/// The venue's book forgets its finished orders once it holds this many.
+const FORGET_AFTER: usize = 4096;
+
 /// Work scheduled on the timeline.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
@@ -603,6 +606,10 @@ impl<'a> Engine<'a> {
         .and_then(|req| self.book.place(req, self.now).map_err(|e| e.to_string()));
         match placed {
             Ok(Placed::New(snapshot, events)) => {
+                // Finished orders are history the replay no longer needs (its ids never repeat).
+                if self.book.order_count() >= FORGET_AFTER {
+                    self.book.forget_finished();
+                }
                 self.books.link(id, &snapshot.order_id);
                 self.news(id, OrderStatus::Pending, None, None);
                 self.apply_venue(events);

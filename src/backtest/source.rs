@@ -10,7 +10,7 @@
 //! by the envelope's `timestamp`, then by file name), each at the instant it was received (an
 //! instant earlier than the one before it is taken as the one before it: the dispatcher handles
 //! events in arrival order); a webhook recorded twice (same dedupe key, as the inbox computes it)
-//! is replayed once; only the events that can change a decision are replayed (signals, alerts,
+//! within the inbox's default retention (30 days) is replayed once; only the events that can change a decision are replayed (signals, alerts,
 //! maintenance notices, deposits and withdrawals), the rest is counted; a line or file that
 //! cannot be read is an error naming it and its line, while a signed body that is unusable is
 //! replayed as the dead letter it was.
@@ -251,16 +251,35 @@ impl Arrival {
     }
 }
 
-/// Dedupe keys already replayed, kept as 128-bit digests so a million of them stay small.
+/// Dedupe keys already replayed, as 128-bit digests, for as long as the inbox keeps them (its
+/// default `[inbox] retention_days`): a webhook seen again within that time is a duplicate.
 #[derive(Default)]
-struct Seen(HashSet<u128>);
+struct Seen {
+    keys: HashSet<u128>,
+    order: VecDeque<(DateTime<Utc>, u128)>,
+}
+
+const DEDUPE_HORIZON_DAYS: i64 = crate::config::DEFAULT_RETENTION_DAYS;
 
 impl Seen {
-    fn first(&mut self, key: &str) -> bool {
+    fn first(&mut self, key: &str, at: DateTime<Utc>) -> bool {
+        let horizon = at - chrono::Duration::days(DEDUPE_HORIZON_DAYS);
+        while let Some((t, k)) = self.order.front() {
+            if *t >= horizon {
+                break;
+            }
+            self.keys.remove(k);
+            self.order.pop_front();
+        }
         let digest = Sha256::digest(key.as_bytes());
         let mut short = [0u8; 16];
         short.copy_from_slice(&digest[..16]);
-        self.0.insert(u128::from_be_bytes(short))
+        let short = u128::from_be_bytes(short);
+        let new = self.keys.insert(short);
+        if new {
+            self.order.push_back((at, short));
+        }
+        new
     }
 }
 
@@ -379,7 +398,7 @@ fn read_lines(path: &Path, file: std::fs::File, out: &Producer) -> Result<Skippe
             *skipped.entry(event_type).or_default() += 1;
             continue;
         }
-        if !seen.first(&key) {
+        if !seen.first(&key, at) {
             *skipped.entry("duplicate".into()).or_default() += 1;
             continue;
         }
@@ -442,7 +461,7 @@ fn read_dir(files: Vec<PathBuf>, out: &Producer) -> Result<Skipped, BacktestErro
             continue;
         }
         let key = key_of(&body);
-        if !seen.first(&key) {
+        if !seen.first(&key, at) {
             *skipped.entry("duplicate".into()).or_default() += 1;
             continue;
         }

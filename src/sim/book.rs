@@ -610,8 +610,8 @@ pub(crate) struct Book {
     orders: Vec<Order>,
     by_id: HashMap<String, usize>,
     by_client_id: HashMap<String, usize>,
-    /// Indices of orders that may still be live (a superset: finished ones leave it at the next
-    /// tick), so a tick looks at working orders only, not at every order ever placed.
+    /// Indices of the orders still live (pending, open, partly filled), so a tick looks at working
+    /// orders only, not at every order ever placed.
     live: BTreeSet<usize>,
     positions: BTreeMap<String, Position>,
     /// Realized PnL per symbol, fees not included.
@@ -992,17 +992,38 @@ impl Book {
             }
         }
         let mut events = Vec::new();
-        // In index order, as placed; orders found finished leave the live set here.
+        // In index order, as placed.
         let live: Vec<usize> = self.live.iter().copied().collect();
         for i in live {
-            let status = self.orders[i].status;
-            if !status.is_live() {
-                self.live.remove(&i);
-            } else if status.is_resting() {
+            if self.orders[i].status.is_resting() {
                 events.extend(self.check_resting(i, now));
             }
         }
         events
+    }
+
+    /// Forgets every finished order (filled, cancelled, expired): a replay over a long history
+    /// keeps only what can still trade. A forgotten order's `clientOrderId` is no longer
+    /// recognised as a duplicate, so only a caller whose ids never repeat may use this.
+    pub(crate) fn forget_finished(&mut self) {
+        let orders = std::mem::take(&mut self.orders);
+        self.by_id.clear();
+        self.by_client_id.clear();
+        self.live.clear();
+        for o in orders.into_iter().filter(|o| o.status.is_live()) {
+            let i = self.orders.len();
+            self.by_id.insert(o.id.clone(), i);
+            if let Some(c) = &o.client_order_id {
+                self.by_client_id.insert(c.clone(), i);
+            }
+            self.live.insert(i);
+            self.orders.push(o);
+        }
+    }
+
+    /// How many orders the book holds.
+    pub(crate) fn order_count(&self) -> usize {
+        self.orders.len()
     }
 
     /// Whether an order rests on `symbol` (open or partly filled, a stop not yet triggered):
@@ -1067,6 +1088,8 @@ impl Book {
         }
         order.status = Status::Cancelled;
         order.updated_at = now;
+        self.live.remove(&i);
+        let order = &self.orders[i];
         let event = Event {
             name: "order.cancelled",
             data: json!({
@@ -1080,6 +1103,9 @@ impl Book {
     }
 
     fn set_status(&mut self, i: usize, status: Status, now: DateTime<Utc>) -> Vec<Event> {
+        if !status.is_live() {
+            self.live.remove(&i);
+        }
         let order = &mut self.orders[i];
         order.status = status;
         order.updated_at = now;
@@ -1130,6 +1156,9 @@ impl Book {
         } else {
             unfilled_status
         };
+        if !order.status.is_live() {
+            self.live.remove(&i);
+        }
         order.updated_at = now;
         let mut events = vec![order_updated(order, now)];
 
