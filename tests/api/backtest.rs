@@ -1219,3 +1219,193 @@ async fn venue_prices_are_fetched_once_and_then_read_from_the_cache() {
     );
     stop.trigger();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_of_min_confidence_gives_one_line_per_value() {
+    let opts = Options {
+        strategies: root().join("examples/backtest/strategies"),
+        signals: root()
+            .join("examples/backtest/signals.jsonl")
+            .display()
+            .to_string(),
+        prices: vec![format!(
+            "BTC/USD={}",
+            root().join("examples/backtest/btc-usd.csv").display()
+        )],
+        ..Options::default()
+    };
+    let plain = sigex::backtest::run(&opts, Vec::<(String, String)>::new())
+        .await
+        .unwrap();
+    let swept = sigex::backtest::run(
+        &Options {
+            sweep: Some("min_confidence=60..95:5".into()),
+            ..opts.clone()
+        },
+        Vec::<(String, String)>::new(),
+    )
+    .await
+    .unwrap();
+    let sweep = swept.sweep.as_ref().unwrap();
+    let values: Vec<&str> = sweep.rows.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(values, ["60", "65", "70", "75", "80", "85", "90", "95"]);
+    // A higher threshold never lets more signals through.
+    for pair in sweep.rows.windows(2) {
+        assert!(
+            pair[0].signals_ordered >= pair[1].signals_ordered,
+            "{sweep:?}"
+        );
+    }
+    // The example strategy's own threshold (70) gives the plain run's figures.
+    let at_70 = &sweep.rows[2];
+    assert_eq!(at_70.net_pnl, plain.runs[0].summary.net_pnl);
+    assert_eq!(at_70.trades, plain.runs[0].summary.trades);
+    let text = swept.text();
+    assert!(
+        text.contains("sweep of min_confidence: one line per value"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        8,
+        "{text}"
+    );
+    // A key no strategy uses is refused by name.
+    let err = sigex::backtest::run(
+        &Options {
+            sweep: Some("percent=1..2:1".into()),
+            ..opts.clone()
+        },
+        Vec::<(String, String)>::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no strategy sizes by percent"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_runs_two_strategy_directories_over_the_same_signals_side_by_side() {
+    let other = tempfile::tempdir().unwrap();
+    let momentum =
+        std::fs::read_to_string(root().join("examples/backtest/strategies/momentum.toml"))
+            .unwrap()
+            .replace("min_confidence = 70", "min_confidence = 85")
+            .replace("name = \"momentum\"", "name = \"picky\"");
+    std::fs::write(other.path().join("picky.toml"), momentum).unwrap();
+    let opts = Options {
+        strategies: root().join("examples/backtest/strategies"),
+        compare: Some(other.path().to_owned()),
+        signals: root()
+            .join("examples/backtest/signals.jsonl")
+            .display()
+            .to_string(),
+        prices: vec![format!(
+            "BTC/USD={}",
+            root().join("examples/backtest/btc-usd.csv").display()
+        )],
+        ..Options::default()
+    };
+    let report = sigex::backtest::run(&opts, Vec::<(String, String)>::new())
+        .await
+        .unwrap();
+    assert_eq!(report.kind, "compare");
+    assert_eq!(report.runs.len(), 2);
+    assert_eq!(report.runs[1].strategies, ["picky"]);
+    assert!(report.runs[1].signals.ordered < report.runs[0].signals.ordered);
+    assert_eq!(report.runs[0].signals.total, report.runs[1].signals.total);
+    let text = report.text();
+    let header = text
+        .lines()
+        .find(|l| l.contains("examples/backtest/strategies"))
+        .unwrap();
+    assert!(
+        header.contains(&other.path().display().to_string()),
+        "{text}"
+    );
+    let html = report.html();
+    assert_eq!(html.matches("<svg id=\"equity-chart\"").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_export_writes_the_inbox_as_json_lines_filtered_by_type_and_time() {
+    use sigex::store::{NewEvent, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.db");
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let events: Vec<NewEvent> = [
+        (
+            "signal.generated",
+            signal(&at(1, 0), "BTC/USD", "buy", 80),
+            at(1, 0),
+        ),
+        (
+            "order.updated",
+            json!({"event": "order.updated", "data": {"orderId": "o1", "status": "filled"}}),
+            at(2, 0),
+        ),
+        (
+            "signal.generated",
+            signal(&at(3, 0), "BTC/USD", "sell", 80),
+            at(3, 0),
+        ),
+    ]
+    .into_iter()
+    .map(|(t, body, when)| NewEvent {
+        dedupe_key: format!("k-{when}"),
+        event_type: t.into(),
+        received_at: when.parse().unwrap(),
+        body: axum::body::Bytes::from(body.to_string()),
+    })
+    .collect();
+    store.insert_events(&events).await.unwrap();
+    store.close().await;
+    std::fs::write(
+        dir.path().join("sigex.toml"),
+        format!(
+            "mode = \"paper\"\n[storage]\ndatabase_url = \"sqlite://{}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let out = sigex(
+        &[
+            "events",
+            "--config",
+            "sigex.toml",
+            "export",
+            "--type",
+            "signal.generated",
+            "--to",
+            &at(2, 30),
+            "--out",
+            "signals.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("signals.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["eventType"], "signal.generated");
+    assert_eq!(lines[0]["dedupeKey"], format!("k-{}", at(1, 0)));
+    assert_eq!(lines[0]["receivedAt"], at(1, 0));
+    assert_eq!(
+        lines[0]["body"].as_str().unwrap(),
+        signal(&at(1, 0), "BTC/USD", "buy", 80).to_string(),
+        "the signed body, byte for byte"
+    );
+}
