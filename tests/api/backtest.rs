@@ -1220,20 +1220,20 @@ async fn venue_prices_are_fetched_once_and_then_read_from_the_cache() {
     stop.trigger();
 }
 
+/// A run over the example files the README uses.
+fn example_options() -> Options {
+    let example = root().join("examples/backtest");
+    Options {
+        strategies: example.join("strategies"),
+        signals: example.join("signals.jsonl").display().to_string(),
+        prices: vec![format!("BTC/USD={}", example.join("btc-usd.csv").display())],
+        ..Options::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_of_min_confidence_gives_one_line_per_value() {
-    let opts = Options {
-        strategies: root().join("examples/backtest/strategies"),
-        signals: root()
-            .join("examples/backtest/signals.jsonl")
-            .display()
-            .to_string(),
-        prices: vec![format!(
-            "BTC/USD={}",
-            root().join("examples/backtest/btc-usd.csv").display()
-        )],
-        ..Options::default()
-    };
+    let opts = example_options();
     let plain = sigex::backtest::run(&opts, Vec::<(String, String)>::new())
         .await
         .unwrap();
@@ -1298,17 +1298,8 @@ async fn compare_runs_two_strategy_directories_over_the_same_signals_side_by_sid
             .replace("name = \"momentum\"", "name = \"picky\"");
     std::fs::write(other.path().join("picky.toml"), momentum).unwrap();
     let opts = Options {
-        strategies: root().join("examples/backtest/strategies"),
         compare: Some(other.path().to_owned()),
-        signals: root()
-            .join("examples/backtest/signals.jsonl")
-            .display()
-            .to_string(),
-        prices: vec![format!(
-            "BTC/USD={}",
-            root().join("examples/backtest/btc-usd.csv").display()
-        )],
-        ..Options::default()
+        ..example_options()
     };
     let report = sigex::backtest::run(&opts, Vec::<(String, String)>::new())
         .await
