@@ -320,3 +320,75 @@ impl Books {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::risk::state::SetBy;
+
+    fn at(m: i64) -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(m)
+    }
+
+    #[test]
+    fn the_books_keep_the_stores_semantics() {
+        let mut b = Books::default();
+        let entry = |state| StateEntry {
+            symbol: None,
+            state,
+            reason: "r".into(),
+            since: at(0),
+            set_by: SetBy::Operator,
+        };
+        b.set_state(entry(TradingState::Halted));
+        assert_eq!(
+            b.account_state().map(|s| s.state),
+            Some(TradingState::Halted)
+        );
+        b.set_state(entry(TradingState::Active));
+        assert!(b.account_state().is_none(), "active is no entry");
+
+        let window = |start, end| Window {
+            key: "w".into(),
+            start: at(start),
+            end: at(end),
+            services: vec!["trading".into()],
+            description: String::new(),
+            reconciled_at: None,
+        };
+        b.upsert_window(window(10, 20));
+        b.mark_reconciled("w", at(30));
+        b.upsert_window(window(10, 20));
+        assert_eq!(
+            b.window("w").unwrap().reconciled_at,
+            Some(at(30)),
+            "same times: kept"
+        );
+        b.upsert_window(window(40, 50));
+        assert_eq!(
+            b.window("w").unwrap().reconciled_at,
+            None,
+            "moved: forgotten"
+        );
+
+        b.record_realized(Decimal::new(-5, 0), at(10));
+        b.record_realized(Decimal::new(-3, 0), at(20));
+        assert_eq!(b.realized_since(at(0)), Decimal::new(-8, 0));
+        b.record_realized(Decimal::new(1, 0), at(24 * 60 + 1));
+        assert_eq!(
+            b.realized_since(at(24 * 60)),
+            Decimal::ONE,
+            "a new day starts at zero"
+        );
+
+        b.save_venue_position("BTC/USD", Decimal::ONE, Some(Decimal::new(5, 1)));
+        b.save_venue_position("BTC/USD", Decimal::TWO, None);
+        assert_eq!(
+            b.max_margin_ratio(),
+            Some(Decimal::new(5, 1)),
+            "a report without a ratio keeps it"
+        );
+        b.save_venue_position("BTC/USD", Decimal::ZERO, None);
+        assert_eq!(b.max_margin_ratio(), None, "a closed position has no ratio");
+    }
+}

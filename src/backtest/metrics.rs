@@ -611,3 +611,64 @@ pub fn monthly(c: &Collector, start: DateTime<Utc>, starting_balance: Decimal) -
     push(&current, opening, last, &mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn at(h: i64) -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(h)
+    }
+
+    #[test]
+    fn the_deepest_relative_fall_is_the_max_drawdown_with_its_recovery() {
+        let curve: Vec<(DateTime<Utc>, Decimal)> = [
+            (0, "100"),
+            (1, "120"),
+            (2, "90"),
+            (3, "110"),
+            (4, "200"),
+            (5, "170"),
+            (6, "125"),
+            (7, "121"),
+        ]
+        .iter()
+        .map(|(h, e)| (at(*h), d(e)))
+        .collect();
+        let dd = max_drawdown(&curve);
+        // 120 -> 90 is 25%; 200 -> 121 is 39.5%: the deeper one, not recovered.
+        assert_eq!((dd.percent, dd.usd), (d("39.5"), d("79")));
+        assert_eq!(dd.start, Some(crate::store::ts(at(4))));
+        assert_eq!(dd.end, Some(crate::store::ts(at(7))));
+        assert_eq!(dd.recovered, None);
+        let recovered = max_drawdown(&curve[..5]);
+        assert_eq!(recovered.percent, d("25"));
+        assert_eq!(recovered.recovered, Some(crate::store::ts(at(4))));
+        assert_eq!(
+            max_drawdown(&[(at(0), d("1")), (at(1), d("2"))]),
+            Drawdown::default()
+        );
+    }
+
+    #[test]
+    fn the_sample_standard_deviation_divides_by_n_minus_one() {
+        let xs = [
+            d("2"),
+            d("4"),
+            d("4"),
+            d("4"),
+            d("5"),
+            d("5"),
+            d("7"),
+            d("9"),
+        ];
+        // Mean 5, squares sum to 32; 32 / 7 = 4.571428..., its root 2.138089935...
+        assert_eq!(stdev(&xs).unwrap().round_dp(6), d("2.13809"));
+        assert_eq!(stdev(&xs[..1]), None);
+        assert_eq!(mean(&[]), None);
+    }
+}

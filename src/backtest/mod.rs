@@ -601,3 +601,53 @@ impl Job {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_spec_gives_every_value_of_its_range() {
+        let (key, values) = parse_sweep("min_confidence=60..95:5").unwrap();
+        assert_eq!(key, "min_confidence");
+        assert_eq!(values.len(), 8);
+        assert_eq!(values[7], Decimal::from(95));
+        let (_, notional) = parse_sweep("notional=100..200:33.3").unwrap();
+        assert_eq!(notional.last().copied(), Some("199.9".parse().unwrap()));
+        for bad in [
+            "min_confidence=60..95",
+            "colour=1..2:1",
+            "min_confidence=95..60:5",
+            "min_confidence=60..95:0",
+            "min_confidence=0..1000:1",
+        ] {
+            assert!(parse_sweep(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_swept_value_must_fit_the_key() {
+        let strategies = crate::strategy::load_sources(&[(
+            "t.toml".into(),
+            "t".into(),
+            "symbols = [\"BTC/USD\"]\nrecommendations = [\"buy\"]\nmin_confidence = 70\n\
+             [sizing]\nmethod = \"fixed_notional\"\nnotional = 500\n"
+                .into(),
+        )])
+        .unwrap();
+        let v = |key: &str, value: &str| vary(&strategies, key, value.parse().unwrap());
+        assert_eq!(v("min_confidence", "85").unwrap()[0].min_confidence, 85);
+        assert!(v("min_confidence", "85.5")
+            .unwrap_err()
+            .contains("whole number"));
+        assert!(v("min_confidence", "101").is_err());
+        assert_eq!(
+            v("notional", "750").unwrap()[0].sizing.method,
+            crate::risk::sizing::SizingMethod::FixedNotional("750".parse().unwrap())
+        );
+        assert!(v("quantity", "1")
+            .unwrap_err()
+            .contains("no strategy sizes by quantity"));
+        assert!(v("cooldown_secs", "-1").is_err());
+    }
+}

@@ -306,3 +306,115 @@ impl CandleReader {
         Ok(self.pending.pop_front())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn price_sources_are_read_from_the_command_line() {
+        let s = |args: &[&str]| {
+            PriceSource::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(s(&["venue"]), Ok(PriceSource::Venue));
+        assert_eq!(s(&["candles"]), Ok(PriceSource::ConfigCandles));
+        assert_eq!(
+            s(&["random-walk"]),
+            Ok(PriceSource::RandomWalk { seed: None })
+        );
+        assert_eq!(
+            s(&["random-walk:9"]),
+            Ok(PriceSource::RandomWalk { seed: Some(9) })
+        );
+        assert_eq!(
+            s(&["BTC/USD=a.csv,ETH/USD=b.csv"]),
+            Ok(PriceSource::Files(vec![
+                ("BTC/USD".into(), "a.csv".into()),
+                ("ETH/USD".into(), "b.csv".into())
+            ]))
+        );
+        assert!(s(&["a.csv"])
+            .unwrap_err()
+            .contains("is not SYMBOL=FILE.csv"));
+        assert!(s(&["btc=a.csv"]).unwrap_err().contains("BASE/QUOTE"));
+        assert!(s(&["BTC/USD=a", "BTC/USD=b"])
+            .unwrap_err()
+            .contains("twice"));
+        assert!(s(&["random-walk:x"]).is_err());
+    }
+
+    #[test]
+    fn a_bar_is_walked_open_nearer_extreme_other_extreme_close_a_quarter_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.csv");
+        std::fs::write(
+            &file,
+            "timestamp,open,high,low,close,volume\n\
+             2026-01-01T00:00:00Z,100,110,90,105,1\n\
+             # a comment\n\
+             2026-01-01T00:04:00Z,105,106,95,96,1\n\
+             2026-01-01T00:06:00Z,96,96,96,96,1\n",
+        )
+        .unwrap();
+        let mut feed = Feed::candles("X/USD", "c.csv".into(), vec![file]).unwrap();
+        let mut ticks = Vec::new();
+        while let Some(tick) = feed.pop().unwrap() {
+            ticks.push((crate::store::ts(tick.0), tick.1.to_string()));
+        }
+        let want = [
+            // Rising: low first. The interval (4 min) is the first two bars' distance.
+            ("2026-01-01T00:00:00.000Z", "100"),
+            ("2026-01-01T00:01:00.000Z", "90"),
+            ("2026-01-01T00:02:00.000Z", "110"),
+            ("2026-01-01T00:03:00.000Z", "105"),
+            // Falling: high first; cut short where the next bar starts.
+            ("2026-01-01T00:04:00.000Z", "105"),
+            ("2026-01-01T00:05:00.000Z", "106"),
+            ("2026-01-01T00:06:00.000Z", "96"),
+            ("2026-01-01T00:07:00.000Z", "96"),
+            ("2026-01-01T00:08:00.000Z", "96"),
+            ("2026-01-01T00:09:00.000Z", "96"),
+        ];
+        let got: Vec<(&str, &str)> = ticks
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(feed.covers(t("2026-01-01T00:10:00Z")).is_ok());
+        let err = feed.covers(t("2026-01-01T00:10:01Z")).unwrap_err();
+        assert_eq!(
+            err,
+            "c.csv from 2026-01-01T00:00:00.000Z to 2026-01-01T00:10:00.000Z"
+        );
+        assert!(feed.covers(t("2025-12-31T23:59:59Z")).is_err());
+    }
+
+    #[test]
+    fn the_random_walk_is_the_same_for_a_seed_and_its_own_per_symbol() {
+        let walk = Walk {
+            volatility_bps: d("5"),
+            trend_bps: Decimal::ZERO,
+        };
+        let at = t("2026-01-01T00:00:00Z");
+        let path = |symbol: &str, seed| {
+            let mut f = Feed::random_walk(symbol, d("50000"), walk, seed, at);
+            (0..50)
+                .map(|_| f.pop().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(path("BTC/USD", 7), path("BTC/USD", 7));
+        assert_ne!(path("BTC/USD", 7), path("BTC/USD", 8));
+        assert_ne!(path("BTC/USD", 7), path("ETH/USD", 7));
+        let p = path("BTC/USD", 7);
+        assert_eq!(p[1].0 - p[0].0, Duration::milliseconds(200));
+        assert!(p.iter().any(|x| x.1 != d("50000")), "it moves");
+    }
+}

@@ -507,3 +507,46 @@ pub fn figures(run: &RunReport) -> Vec<(&'static str, String)> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_groups_thousands_and_never_prints_a_negative_zero() {
+        let m = |s: &str, dp| money(s.parse().unwrap(), dp);
+        assert_eq!(m("1234567.891", 2), "1,234,567.89");
+        assert_eq!(m("-1234.5", 2), "-1,234.50");
+        assert_eq!(m("-0.001", 2), "0.00");
+        assert_eq!(m("999", 0), "999");
+        assert_eq!(duration(Some(93_784)), "1d 2h 3m");
+        assert_eq!(duration(Some(45)), "45s");
+    }
+
+    #[test]
+    fn downsampling_keeps_each_buckets_first_lowest_highest_and_last_point() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let curve: Vec<(DateTime<Utc>, Decimal)> = (0..1000)
+            .map(|i| {
+                let v = if i == 500 {
+                    -50
+                } else if i == 700 {
+                    300
+                } else {
+                    100
+                };
+                (t0 + chrono::Duration::seconds(i), Decimal::from(v))
+            })
+            .collect();
+        let points = downsample(&curve, 10);
+        assert!(points.len() <= 40, "{}", points.len());
+        assert!(points.iter().any(|p| p.equity == Decimal::from(-50)));
+        assert!(points.iter().any(|p| p.equity == Decimal::from(300)));
+        assert_eq!(points.first().unwrap().time, t0);
+        assert_eq!(
+            points.last().unwrap().time,
+            t0 + chrono::Duration::seconds(999)
+        );
+        assert!(points.windows(2).all(|w| w[0].time < w[1].time));
+    }
+}

@@ -370,7 +370,8 @@ fn read_lines(path: &Path, file: std::fs::File, out: &Producer) -> Result<Skippe
                     .ok_or_else(|| bad(format!("receivedAt {received:?} is not RFC 3339")))?;
                 let event_type = match parsed.event_type {
                     Some(t) => t,
-                    None => envelope_of(&body).map(|e| e.0).unwrap_or_default(),
+                    // As the inbox records a signed body it cannot read.
+                    None => envelope_of(&body).map_or_else(|| "(unreadable)".to_owned(), |e| e.0),
                 };
                 let key = parsed.dedupe_key.unwrap_or_else(|| key_of(&body));
                 (body, event_type, at, key)
@@ -581,4 +582,107 @@ pub async fn export(
     }
     recording.close().await;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(path: &Path) -> (Vec<Replayed>, Skipped) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let source = SignalSource::detect(&path.display().to_string()).unwrap();
+        let mut s = source.stream(None, runtime.handle()).unwrap();
+        let events: Vec<Replayed> = (&mut s).map(|r| r.unwrap()).collect();
+        (events, s.skipped())
+    }
+
+    fn body(at: &str, confidence: u32) -> String {
+        serde_json::json!({"event": "signal.generated", "timestamp": at, "data": {
+            "symbol": "BTC/USD", "recommendation": "buy", "confidence": confidence}})
+        .to_string()
+    }
+
+    #[test]
+    fn json_lines_hold_exported_events_or_bare_webhooks_in_arrival_order_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.jsonl");
+        let exported = |at: &str, b: &str, key: &str| {
+            serde_json::json!({"seq": 1, "receivedAt": at, "eventType": "signal.generated",
+                "dedupeKey": key, "body": b})
+            .to_string()
+        };
+        let first = body("2026-01-01T00:00:00Z", 80);
+        let lines = [
+            exported("2026-01-01T00:00:01Z", &first, "k1"),
+            String::new(),
+            // Received earlier than the line before: the arrival order stands.
+            exported("2026-01-01T00:00:00.500Z", &body("2026-01-01T00:00:00Z", 81), "k2"),
+            exported("2026-01-01T00:00:02Z", &first, "k1"),
+            body("2026-01-01T00:00:03Z", 82),
+            body("2026-01-01T00:00:03Z", 82),
+            serde_json::json!({"receivedAt": "2026-01-01T00:00:04Z", "eventType": "order.updated",
+                "body": "{}"})
+            .to_string(),
+            serde_json::json!({"receivedAt": "2026-01-01T00:00:05Z", "bodyHex": hex::encode(b"\xff{")})
+            .to_string(),
+        ];
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let (events, skipped) = stream(&file);
+        let seen: Vec<(String, String, bool)> = events
+            .iter()
+            .map(|e| {
+                (
+                    crate::store::ts(e.at),
+                    e.origin.to_string(),
+                    e.event.is_ok(),
+                )
+            })
+            .collect();
+        let shown = file.display().to_string();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "2026-01-01T00:00:01.000Z".into(),
+                    format!("{shown}:1"),
+                    true
+                ),
+                (
+                    "2026-01-01T00:00:01.000Z".into(),
+                    format!("{shown}:3"),
+                    true
+                ),
+                (
+                    "2026-01-01T00:00:03.000Z".into(),
+                    format!("{shown}:5"),
+                    true
+                ),
+            ]
+        );
+        assert_eq!(
+            events[2].key,
+            key_of(body("2026-01-01T00:00:03Z", 82).as_bytes())
+        );
+        assert_eq!(skipped.get("duplicate"), Some(&2));
+        assert_eq!(skipped.get("order.updated"), Some(&1));
+        // A body that is not UTF-8 has no event name: counted, not replayed.
+        assert_eq!(skipped.get("(unreadable)"), Some(&1));
+    }
+
+    #[test]
+    fn a_directory_of_webhooks_is_replayed_by_timestamp_then_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.json"), body("2026-01-01T00:00:01Z", 80)).unwrap();
+        std::fs::write(dir.path().join("a.json"), body("2026-01-01T00:00:02Z", 81)).unwrap();
+        std::fs::write(dir.path().join("c.json"), body("2026-01-01T00:00:01Z", 82)).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a webhook").unwrap();
+        let (events, _) = stream(dir.path());
+        let names: Vec<String> = events
+            .iter()
+            .map(|e| e.origin.to_string().rsplit('/').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["b.json", "c.json", "a.json"]);
+    }
 }
