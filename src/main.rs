@@ -400,7 +400,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
         // These print their own output; keep the log to problems.
-        Command::Demo { .. } | Command::Status { .. } => "warn",
+        Command::Demo { .. } | Command::Status { .. } | Command::Backtest(_) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);

@@ -259,6 +259,15 @@ pub async fn run(
         .map(parse_sweep)
         .transpose()
         .map_err(BacktestError::Other)?;
+    if let (Some(from), Some(to)) = (opts.from, opts.to) {
+        if from > to {
+            return Err(BacktestError::Other(format!(
+                "--from {} is after --to {}",
+                crate::store::ts(from),
+                crate::store::ts(to)
+            )));
+        }
+    }
     let source = SignalSource::detect(&opts.signals)?;
     let price_source = PriceSource::parse(&opts.prices).map_err(BacktestError::Other)?;
     let runtime = tokio::runtime::Handle::current();

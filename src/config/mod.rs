@@ -411,19 +411,6 @@ pub struct BacktestSettings {
     pub request_timeout: Duration,
 }
 
-impl Default for BacktestSettings {
-    /// No config file: the default limits (none), alert policy, symbol specs and paper venue.
-    fn default() -> Self {
-        Self {
-            trading: TradingConfig::default(),
-            paper: PaperConfig::default(),
-            venue_base_url: crate::venue::wire::DEFAULT_BASE_URL.to_owned(),
-            credentials: None,
-            request_timeout: Duration::from_millis(10_000),
-        }
-    }
-}
-
 impl BacktestSettings {
     /// Reads `path`, or with none the defaults; `SIGEX_*` overrides from `env` apply either way
     /// (so `SIGEX_VENUE__API_KEY` and friends reach `--prices venue` without a config file).

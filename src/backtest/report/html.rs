@@ -364,6 +364,11 @@ fn run_details(run: &RunReport, out: &mut String) {
         );
     }
     table(out, &trade_head, trade_rows(&run.trades));
+    if run.decisions.is_none() {
+        out.push_str(
+            "<p class=\"note\">More than 10,000 signals: they are counted above, not listed.</p>",
+        );
+    }
     if let Some(decisions) = &run.decisions {
         let _ = write!(out, "<h2>Signal decisions ({})</h2>", decisions.len());
         if decisions.len() > HTML_ROWS {
