@@ -423,15 +423,7 @@ impl<'a> Engine<'a> {
                         let cid = order::client_order_id(&strategy.name, key, "entry");
                         let plan = approved.get();
                         record.outcome = "ordered";
-                        record.reason = format!(
-                            "{} {} {} {} (~{} USD at {})",
-                            plan.order_type,
-                            plan.side,
-                            plan.quantity.get(),
-                            plan.symbol,
-                            (plan.quantity.get() * price.get()).round_dp(2),
-                            price.get()
-                        );
+                        record.reason = plan.describe(price, gate.size_scale.as_ref());
                         record.client_order_id = Some(cid.clone());
                         let tag = SignalTag {
                             confidence: signal.confidence,

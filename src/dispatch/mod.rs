@@ -718,26 +718,8 @@ impl Dispatcher {
                         )
                         .await?;
                         let plan = approved.get();
-                        let mut reason = format!(
-                            "{} {} {} {} (~{} USD at {}{})",
-                            plan.order_type,
-                            plan.side,
-                            plan.quantity.get(),
-                            plan.symbol,
-                            (plan.quantity.get() * price.get()).round_dp(2),
-                            price.get(),
-                            plan.limit_price
-                                .map(|l| format!(", limit {}", l.get()))
-                                .unwrap_or_default()
-                        );
-                        if plan.reduces_only {
-                            reason.push_str("; reduces the position");
-                        }
-                        if let Some((factor, why)) = &gate.size_scale {
-                            reason.push_str(&format!("; size x{factor} by {why}"));
-                        }
                         decision.decision = "ordered";
-                        decision.reason = reason;
+                        decision.reason = plan.describe(price, gate.size_scale.as_ref());
                         decision.client_order_id = Some(&client_order_id);
                         tracing::info!(client_order_id = %client_order_id, strategy = %strategy.name, symbol = %plan.symbol, side = %plan.side, quantity = %plan.quantity.get(), order_type = plan.order_type, "order intent");
                     }

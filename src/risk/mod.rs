@@ -62,6 +62,32 @@ pub struct OrderPlan {
     pub protect: Protect,
 }
 
+impl OrderPlan {
+    /// The decision's text: what is ordered, at what reference price, and why its size is what
+    /// it is (`market buy 0.02 BTC/USD (~1000.00 USD at 50000)`).
+    pub fn describe(&self, price: Price, size_scale: Option<&(Decimal, String)>) -> String {
+        let mut reason = format!(
+            "{} {} {} {} (~{} USD at {}{})",
+            self.order_type,
+            self.side,
+            self.quantity.get(),
+            self.symbol,
+            (self.quantity.get() * price.get()).round_dp(2),
+            price.get(),
+            self.limit_price
+                .map(|l| format!(", limit {}", l.get()))
+                .unwrap_or_default()
+        );
+        if self.reduces_only {
+            reason.push_str("; reduces the position");
+        }
+        if let Some((factor, why)) = size_scale {
+            reason.push_str(&format!("; size x{factor} by {why}"));
+        }
+        reason
+    }
+}
+
 /// What an order is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
