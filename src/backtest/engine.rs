@@ -12,7 +12,8 @@
 //! the breakers, the margin rule); the supervisor's duties run with its pure rules (protective
 //! orders with `protect::protective_orders` and `protect::stale_protection`, unfilled-order
 //! timeouts, cancelling before maintenance, resuming after it). Nothing here knows more than the
-//! live bot would: the reference price is the venue's mid at the signal's time.
+//! live bot would: the reference price is the venue's mid at the signal's time, and "now" is a
+//! `ManualClock` moved to each item's time.
 //!
 //! Order of items at one instant: price ticks, then scheduled venue and supervisor work (in the
 //! order it was scheduled), then the hourly equity sample, then the recorded event. The venue's
@@ -23,6 +24,7 @@ use super::collect::{band, Collector, DecisionRecord, Keys, NONE};
 use super::prices::Feed;
 use super::source::{Origin, Replayed};
 use super::BacktestError;
+use crate::clock::{Clock, ManualClock};
 use crate::config::{PaperConfig, TradingConfig};
 use crate::ingress::events::Event;
 use crate::model::{Price, Side, Signal};
@@ -72,7 +74,8 @@ pub struct Engine<'a> {
     feed_of: BTreeMap<String, usize>,
     mids: Vec<Option<Decimal>>,
     synced: Vec<bool>,
-    now: DateTime<Utc>,
+    /// The replay's clock: each item's time, as the live bot's clock would read then.
+    clock: ManualClock,
     /// The start of the period, once the first event set it.
     pub start: Option<DateTime<Utc>>,
     queue: BinaryHeap<Reverse<(DateTime<Utc>, u64, Action)>>,
@@ -139,7 +142,7 @@ impl<'a> Engine<'a> {
             feed_of,
             mids: vec![None; n],
             synced: vec![true; n],
-            now: DateTime::<Utc>::MIN_UTC,
+            clock: ManualClock::new(DateTime::<Utc>::MIN_UTC),
             start: None,
             queue: BinaryHeap::new(),
             queued: 0,
@@ -155,7 +158,15 @@ impl<'a> Engine<'a> {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.now
+        self.clock.now()
+    }
+
+    /// Moves the clock forward to `t` (never back: events are applied in arrival order).
+    fn advance_clock(&self, t: DateTime<Utc>) {
+        let now = self.clock.now();
+        if t > now {
+            self.clock.advance(t - now);
+        }
     }
 
     pub fn mid(&self, symbol: &str) -> Option<Decimal> {
@@ -165,7 +176,7 @@ impl<'a> Engine<'a> {
     fn schedule(&mut self, at: DateTime<Utc>, action: Action) {
         self.queued += 1;
         self.queue
-            .push(Reverse((at.max(self.now), self.queued, action)));
+            .push(Reverse((at.max(self.now()), self.queued, action)));
     }
 
     /// Starts the period at `at`: prices up to it are taken in, each symbol's mid noted (the
@@ -208,11 +219,11 @@ impl<'a> Engine<'a> {
                     let Some(Reverse((_, _, action))) = self.queue.pop() else {
                         unreachable!("peeked")
                     };
-                    self.now = self.now.max(at);
+                    self.advance_clock(at);
                     self.run_action(action);
                 }
                 (_, _, Some(at)) => {
-                    self.now = self.now.max(at);
+                    self.advance_clock(at);
                     let equity = self.equity();
                     if at == day_start(at) {
                         self.collect.daily.push((at, equity));
@@ -223,12 +234,12 @@ impl<'a> Engine<'a> {
                 _ => break,
             }
         }
-        self.now = self.now.max(t);
+        self.advance_clock(t);
         Ok(())
     }
 
     fn tick(&mut self, at: DateTime<Utc>) -> Result<(), BacktestError> {
-        self.now = self.now.max(at);
+        self.advance_clock(at);
         let mut resting = false;
         for i in 0..self.feeds.len() {
             if self.feeds[i].peek() != Some(at) {
@@ -301,7 +312,7 @@ impl<'a> Engine<'a> {
                     &symbols,
                     &title,
                     self.books.states(),
-                    self.now,
+                    self.now(),
                 );
                 for change in changes {
                     match change {
@@ -312,8 +323,8 @@ impl<'a> Engine<'a> {
             }
             Ok(Event::Maintenance(mut window)) => {
                 let settings = &self.setup.trading.maintenance;
-                if window.affects_trading() && window.is_past(settings, self.now) {
-                    window.reconciled_at = Some(self.now);
+                if window.affects_trading() && window.is_past(settings, self.now()) {
+                    window.reconciled_at = Some(self.now());
                 }
                 if window.affects_trading() && window.reconciled_at.is_none() {
                     let (lead, end) = (window.start - settings.lead, window.end + settings.settle);
@@ -378,11 +389,11 @@ impl<'a> Engine<'a> {
                 filter: Filter::NotTraded,
                 reason: format!("no strategy trades {}", signal.symbol),
             },
-            Some(s) => s.evaluate(signal, self.now),
+            Some(s) => s.evaluate(signal, self.now()),
         };
         let keys = self.keys(signal, strategy);
         let mut record = DecisionRecord {
-            at: crate::store::ts(self.now),
+            at: crate::store::ts(self.now()),
             source: origin.to_string(),
             symbol: signal.symbol.as_str().to_owned(),
             strategy: keys.strategy.clone(),
@@ -411,7 +422,7 @@ impl<'a> Engine<'a> {
                     limits: &setup.trading.limits,
                     gate: &gate,
                     account: &account,
-                    now: self.now,
+                    now: self.now(),
                 };
                 match risk::decide(&request) {
                     Err(refusal) => {
@@ -452,19 +463,19 @@ impl<'a> Engine<'a> {
             return Err(outside(format!(
                 "signal.generated for {symbol} at {}: no prices for {symbol}; give them with \
                  --prices {symbol}=FILE.csv (or venue, random-walk)",
-                crate::store::ts(self.now)
+                crate::store::ts(self.now())
             )));
         };
-        self.feeds[i].covers(self.now).map_err(|range| {
+        self.feeds[i].covers(self.now()).map_err(|range| {
             outside(format!(
                 "signal.generated for {symbol} at {} is outside the prices: {range}",
-                crate::store::ts(self.now)
+                crate::store::ts(self.now())
             ))
         })?;
         let mid = self.mids[i].ok_or_else(|| {
             outside(format!(
                 "signal.generated for {symbol} at {} comes before the first price",
-                crate::store::ts(self.now)
+                crate::store::ts(self.now())
             ))
         })?;
         Price::new(mid).map_err(|e| outside(e.to_string()))
@@ -477,7 +488,7 @@ impl<'a> Engine<'a> {
         signal: &Signal,
     ) -> (Gate, risk::AccountView) {
         let symbol = signal.symbol.as_str();
-        let now = self.now;
+        let now = self.now();
         let gate = Gate {
             maintenance: maintenance::blocking(
                 &self.books.windows,
@@ -519,7 +530,7 @@ impl<'a> Engine<'a> {
     }
 
     fn set_state(&mut self, entry: state::StateEntry) {
-        self.collect.state_change(self.now, &entry);
+        self.collect.state_change(self.now(), &entry);
         self.books.set_state(entry);
     }
 
@@ -527,11 +538,11 @@ impl<'a> Engine<'a> {
     fn apply_breakers(&mut self) {
         let limits = &self.setup.trading.limits;
         let halt = limits.breaker_halt(
-            self.books.realized_since(day_start(self.now)),
+            self.books.realized_since(day_start(self.now())),
             self.books.balance.map(|b| b.1),
             self.books.peak,
             self.books.account_state(),
-            self.now,
+            self.now(),
         );
         if let Some(halt) = halt {
             self.set_state(halt);
@@ -558,7 +569,7 @@ impl<'a> Engine<'a> {
             quantity: plan.quantity.get(),
             price: plan.limit_price.or(plan.stop_price).map(|p| p.get()),
             parent: plan.parent.clone(),
-            created_at: self.now,
+            created_at: self.now(),
             progress: Progress {
                 status: OrderStatus::Intent,
                 filled_quantity: Decimal::ZERO,
@@ -573,7 +584,7 @@ impl<'a> Engine<'a> {
         };
         let id = self.books.insert_order(rec);
         if let Some(timeout) = strategy.orders.unfilled_timeout {
-            self.schedule(self.now + timeout, Action::Timeout(cid.clone()));
+            self.schedule(self.now() + timeout, Action::Timeout(cid.clone()));
         }
         let kind = match (plan.order_type, plan.limit_price, plan.stop_price) {
             ("limit", Some(p), _) => OrderKind::Limit { price: p.get() },
@@ -595,7 +606,7 @@ impl<'a> Engine<'a> {
             Some(cid),
         )
         .map_err(|e| format!("invalid order: {e}"))
-        .and_then(|req| self.book.place(req, self.now).map_err(|e| e.to_string()));
+        .and_then(|req| self.book.place(req, self.now()).map_err(|e| e.to_string()));
         match placed {
             Ok(Placed::New(snapshot, events)) => {
                 // Finished orders are history the replay no longer needs (its ids never repeat).
@@ -605,7 +616,7 @@ impl<'a> Engine<'a> {
                 self.books.link(id, &snapshot.order_id);
                 self.news(id, OrderStatus::Pending, None, None);
                 self.apply_venue(events);
-                self.schedule(self.now + self.latency, Action::Accept(snapshot.order_id));
+                self.schedule(self.now() + self.latency, Action::Accept(snapshot.order_id));
             }
             // Client order ids derive from unique dedupe keys: a duplicate cannot happen.
             Ok(Placed::Duplicate(_)) => {}
@@ -627,7 +638,7 @@ impl<'a> Engine<'a> {
         match action {
             Action::Accept(order_id) => {
                 self.sync_mids();
-                let events = self.book.on_accepted(&order_id, self.now);
+                let events = self.book.on_accepted(&order_id, self.now());
                 self.apply_venue(events);
             }
             Action::Timeout(cid) => {
@@ -642,10 +653,9 @@ impl<'a> Engine<'a> {
             }
             Action::LeadStart { key, start } => {
                 let settings = &self.setup.trading.maintenance;
-                let cancels = self
-                    .books
-                    .window(&key)
-                    .is_some_and(|w| w.start == start && w.cancels_open_orders(settings, self.now));
+                let cancels = self.books.window(&key).is_some_and(|w| {
+                    w.start == start && w.cancels_open_orders(settings, self.now())
+                });
                 if cancels && !self.cancelled_for.contains(&key) {
                     self.cancelled_for.push(key);
                     let working: Vec<u64> = self
@@ -664,9 +674,9 @@ impl<'a> Engine<'a> {
                 let due = self
                     .books
                     .window(&key)
-                    .is_some_and(|w| w.end == end && w.awaits_reconciliation(settings, self.now));
+                    .is_some_and(|w| w.end == end && w.awaits_reconciliation(settings, self.now()));
                 if due {
-                    self.books.mark_reconciled(&key, self.now);
+                    self.books.mark_reconciled(&key, self.now());
                 }
             }
         }
@@ -681,7 +691,7 @@ impl<'a> Engine<'a> {
             return;
         };
         // A refusal means the order is already final at the venue, and its events applied.
-        if let Ok((_, events)) = self.book.cancel(&venue_id, self.now) {
+        if let Ok((_, events)) = self.book.cancel(&venue_id, self.now()) {
             self.apply_venue(events);
         }
     }
@@ -724,7 +734,7 @@ impl<'a> Engine<'a> {
                     let entry = limits.margin_rule(
                         self.books.max_margin_ratio(),
                         self.books.account_state(),
-                        self.now,
+                        self.now(),
                     );
                     if let Some(entry) = entry {
                         self.set_state(entry);
@@ -757,7 +767,7 @@ impl<'a> Engine<'a> {
         filled: Option<Decimal>,
         average: Option<Decimal>,
     ) {
-        let now = self.now;
+        let now = self.now();
         let Some(o) = self.books.order_mut(id) else {
             return;
         };
@@ -922,7 +932,7 @@ impl<'a> Engine<'a> {
                 maintenance: maintenance::blocking(
                     &self.books.windows,
                     &self.setup.trading.maintenance,
-                    self.now,
+                    self.now(),
                 ),
                 state: state::effective(
                     self.books.account_state(),
@@ -1001,9 +1011,9 @@ impl<'a> Engine<'a> {
             self.run_action(Action::Accept(id));
         }
         let equity = self.equity();
-        self.collect.equity.push((self.now, equity));
-        self.collect.daily.push((self.now, equity));
-        self.collect.end(self.now);
+        self.collect.equity.push((self.now(), equity));
+        self.collect.daily.push((self.now(), equity));
+        self.collect.end(self.now());
         for (_, o) in self.books.orders() {
             self.collect.order_done(o);
         }
