@@ -258,6 +258,16 @@ fn inputs(size: &Size) -> PathBuf {
     dir
 }
 
+/// CPU seconds this process has used (user + system, every thread): less sensitive than wall
+/// time to other work on a shared machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn vm_hwm_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -292,6 +302,7 @@ fn measure(dir: &Path) {
         ..Default::default()
     };
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let report = runtime
         .block_on(sigex::backtest::run(&opts, Vec::<(String, String)>::new()))
         .unwrap_or_else(|e| panic!("the backtest failed: {e}"));
@@ -306,6 +317,7 @@ fn measure(dir: &Path) {
             "orders": run.orders.total,
             "trades": run.summary.trades,
             "seconds": seconds,
+            "cpuSeconds": cpu_seconds() - cpu,
             "peakRssMb": vm_hwm_mb(),
         })
     );
@@ -375,8 +387,9 @@ fn main() {
         numbers["ordered"], numbers["orders"], numbers["trades"]
     );
     println!(
-        "  whole run {seconds:.1} s ({:.0} signals/s), peak RSS {rss:.1} MB",
-        signals / seconds
+        "  whole run {seconds:.1} s ({:.0} signals/s), {:.1} CPU seconds on 2 threads, peak RSS {rss:.1} MB",
+        signals / seconds,
+        numbers["cpuSeconds"].as_f64().unwrap_or(f64::NAN)
     );
     if size.name == "full" {
         println!(

@@ -149,12 +149,12 @@ pub struct SignalRow {
 
 /// The breakdown keys of a signal.
 #[derive(Debug, Clone)]
-pub struct Keys {
-    pub strategy: String,
-    pub symbol: String,
+pub struct Keys<'a> {
+    pub strategy: &'a str,
+    pub symbol: &'a str,
     pub band: &'static str,
-    pub risk_level: String,
-    pub time_horizon: String,
+    pub risk_level: &'a str,
+    pub time_horizon: &'a str,
 }
 
 /// Confidence bands of the breakdown.
@@ -184,11 +184,11 @@ pub struct Dimensions {
 impl Dimensions {
     fn count(&mut self, keys: &Keys, f: impl Fn(&mut SignalRow)) {
         for (map, key) in [
-            (&mut self.strategy, keys.strategy.as_str()),
-            (&mut self.symbol, keys.symbol.as_str()),
+            (&mut self.strategy, keys.strategy),
+            (&mut self.symbol, keys.symbol),
             (&mut self.band, keys.band),
-            (&mut self.risk_level, keys.risk_level.as_str()),
-            (&mut self.time_horizon, keys.time_horizon.as_str()),
+            (&mut self.risk_level, keys.risk_level),
+            (&mut self.time_horizon, keys.time_horizon),
         ] {
             let row = match map.get_mut(key) {
                 Some(r) => r,
@@ -250,15 +250,22 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn decision(&mut self, keys: &Keys, record: DecisionRecord) {
+    /// Counts one signal's outcome (`ordered`, `refused` or `ignored`, with the rule or filter);
+    /// `record` builds its listing, asked for only while the list is not full.
+    pub fn decision(
+        &mut self,
+        keys: &Keys,
+        outcome: &'static str,
+        rule: Option<&'static str>,
+        record: impl FnOnce() -> DecisionRecord,
+    ) {
         self.signals += 1;
-        match (record.outcome, record.rule) {
+        match (outcome, rule) {
             ("ordered", _) => self.ordered += 1,
             ("refused", Some(rule)) => *self.refused.entry(rule).or_default() += 1,
             ("ignored", Some(filter)) => *self.ignored.entry(filter).or_default() += 1,
             _ => {}
         }
-        let outcome = record.outcome;
         self.dimensions.count(keys, |row| {
             row.signals += 1;
             match outcome {
@@ -268,7 +275,7 @@ impl Collector {
             }
         });
         if self.decisions.len() < LIST_CAP {
-            self.decisions.push(record);
+            self.decisions.push(record());
         } else {
             self.decisions_overflow = true;
         }

@@ -86,6 +86,8 @@ pub struct Engine<'a> {
     pub collect: Collector,
     /// Orders awaiting protection, by key, oldest first.
     protect_pending: Vec<u64>,
+    /// An order or a position changed since the supervisor's rules last looked.
+    orders_changed: bool,
     cancelled_for: Vec<String>,
     latency: Duration,
     pub starting_balance: Decimal,
@@ -150,6 +152,7 @@ impl<'a> Engine<'a> {
             books,
             collect: Collector::default(),
             protect_pending: Vec::new(),
+            orders_changed: false,
             cancelled_for: Vec::new(),
             latency: Duration::from_std(paper.latency).unwrap_or_default(),
             starting_balance: paper.starting_balance,
@@ -365,13 +368,13 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    fn keys(&self, signal: &Signal, strategy: Option<&Strategy>) -> Keys {
+    fn keys<'s>(signal: &'s Signal, strategy: Option<&'s Strategy>) -> Keys<'s> {
         Keys {
-            strategy: strategy.map_or(NONE.to_owned(), |s| s.name.clone()),
-            symbol: signal.symbol.as_str().to_owned(),
+            strategy: strategy.map_or(NONE, |s| s.name.as_str()),
+            symbol: signal.symbol.as_str(),
             band: band(signal.confidence),
-            risk_level: signal.risk_level.clone().unwrap_or_else(|| NONE.into()),
-            time_horizon: signal.time_horizon.clone().unwrap_or_else(|| NONE.into()),
+            risk_level: signal.risk_level.as_deref().unwrap_or(NONE),
+            time_horizon: signal.time_horizon.as_deref().unwrap_or(NONE),
         }
     }
 
@@ -391,23 +394,9 @@ impl<'a> Engine<'a> {
             },
             Some(s) => s.evaluate(signal, self.now()),
         };
-        let keys = self.keys(signal, strategy);
-        let mut record = DecisionRecord {
-            at: crate::store::ts(self.now()),
-            source: origin.to_string(),
-            symbol: signal.symbol.as_str().to_owned(),
-            strategy: keys.strategy.clone(),
-            recommendation: signal.recommendation.as_str().to_owned(),
-            confidence: signal.confidence,
-            outcome: "ignored",
-            rule: None,
-            reason: String::new(),
-            client_order_id: None,
-        };
-        match (evaluation, strategy) {
+        let (outcome, rule, reason, client_order_id) = match (evaluation, strategy) {
             (Evaluation::Ignored { filter, reason }, _) => {
-                record.rule = Some(filter.as_str());
-                record.reason = reason;
+                ("ignored", Some(filter.as_str()), reason, None)
             }
             (Evaluation::Intent { direction }, Some(strategy)) => {
                 let price = self.reference_price(signal, origin)?;
@@ -425,29 +414,37 @@ impl<'a> Engine<'a> {
                     now: self.now(),
                 };
                 match risk::decide(&request) {
-                    Err(refusal) => {
-                        record.outcome = "refused";
-                        record.rule = Some(refusal.rule.as_str());
-                        record.reason = refusal.reason;
-                    }
+                    Err(refusal) => ("refused", Some(refusal.rule.as_str()), refusal.reason, None),
                     Ok(approved) => {
                         let cid = order::client_order_id(&strategy.name, key, "entry");
-                        let plan = approved.get();
-                        record.outcome = "ordered";
-                        record.reason = plan.describe(price, gate.size_scale.as_ref());
-                        record.client_order_id = Some(cid.clone());
+                        let reason = approved.get().describe(price, gate.size_scale.as_ref());
                         let tag = SignalTag {
                             confidence: signal.confidence,
                             risk_level: signal.risk_level.clone(),
                             time_horizon: signal.time_horizon.clone(),
                         };
-                        self.place(&approved, cid, Some(tag), strategy);
+                        self.place(&approved, cid.clone(), Some(tag), strategy);
+                        ("ordered", None, reason, Some(cid))
                     }
                 }
             }
-            (Evaluation::Intent { .. }, None) => record.reason = "no strategy".into(),
-        }
-        self.collect.decision(&keys, record);
+            (Evaluation::Intent { .. }, None) => ("ignored", None, "no strategy".into(), None),
+        };
+        let keys = Self::keys(signal, strategy);
+        let now = self.now();
+        self.collect
+            .decision(&keys, outcome, rule, || DecisionRecord {
+                at: crate::store::ts(now),
+                source: origin.to_string(),
+                symbol: signal.symbol.as_str().to_owned(),
+                strategy: keys.strategy.to_owned(),
+                recommendation: signal.recommendation.as_str().to_owned(),
+                confidence: signal.confidence,
+                outcome,
+                rule,
+                reason,
+                client_order_id,
+            });
         self.supervise();
         Ok(())
     }
@@ -583,6 +580,7 @@ impl<'a> Engine<'a> {
             rejected: None,
         };
         let id = self.books.insert_order(rec);
+        self.orders_changed = true;
         if let Some(timeout) = strategy.orders.unfilled_timeout {
             self.schedule(self.now() + timeout, Action::Timeout(cid.clone()));
         }
@@ -773,6 +771,7 @@ impl<'a> Engine<'a> {
         };
         let applied = order::apply(&o.progress, seen, filled, average);
         o.progress = applied.progress;
+        self.orders_changed = true;
         let order = o.clone();
         if let Some((qty, price)) = applied.new_fill {
             // The venue's fees for the fills this news covers: what fill settlement books.
@@ -847,8 +846,14 @@ impl<'a> Engine<'a> {
     /// The supervisor's duties after a change: cancel protective orders that could open a
     /// position, then place the protection of filled entries (or leave it waiting).
     fn supervise(&mut self) {
-        self.enforce_protection();
-        self.place_protection();
+        // What the rules look at (positions, orders) only changes through news and placements;
+        // without such a change since the last look they would decide the same again.
+        if std::mem::take(&mut self.orders_changed) {
+            self.enforce_protection();
+        }
+        if !self.protect_pending.is_empty() {
+            self.place_protection();
+        }
     }
 
     fn enforce_protection(&mut self) {

@@ -200,18 +200,17 @@ impl Feed {
 /// Reads bars from candles files as the replay needs them.
 struct CandleReader {
     files: VecDeque<PathBuf>,
-    current: Option<(
-        String,
-        std::io::Lines<std::io::BufReader<std::fs::File>>,
-        usize,
-    )>,
+    current: Option<(String, std::io::BufReader<std::fs::File>, usize)>,
+    /// The line being read, reused from line to line.
+    line: String,
     /// The bar read ahead (the interval is only known from the next bar's time).
     ahead: Option<Candle>,
     interval: Option<Duration>,
     pending: VecDeque<(DateTime<Utc>, Decimal)>,
     /// The end of the last bar, once the files are exhausted.
     end: Option<DateTime<Utc>>,
-    last_start: Option<(DateTime<Utc>, String)>,
+    /// The last bar's start and line (of the file being read).
+    last_start: Option<(DateTime<Utc>, usize)>,
 }
 
 impl CandleReader {
@@ -219,6 +218,7 @@ impl CandleReader {
         let mut r = Self {
             files: files.into(),
             current: None,
+            line: String::new(),
             ahead: None,
             interval: None,
             pending: VecDeque::new(),
@@ -237,42 +237,48 @@ impl CandleReader {
                     return Ok(None);
                 };
                 let file = std::fs::File::open(&path).map_err(|e| BacktestError::io(&path, e))?;
-                let lines = std::io::BufReader::with_capacity(1 << 16, file).lines();
-                self.current = Some((path.display().to_string(), lines, 0));
+                let reader = std::io::BufReader::with_capacity(1 << 16, file);
+                self.current = Some((path.display().to_string(), reader, 0));
             }
-            let (shown, lines, n) = self.current.as_mut().expect("a file is open");
-            let Some(line) = lines.next() else {
-                self.current = None;
-                continue;
-            };
+            let (shown, reader, n) = self.current.as_mut().expect("a file is open");
+            self.line.clear();
             *n += 1;
-            let at = format!("{shown}:{n}");
-            let line = line.map_err(|e| BacktestError::Input {
-                at: at.clone(),
-                message: format!("cannot read the line: {e}"),
-            })?;
+            let at = |n: usize| format!("{shown}:{n}");
+            match reader.read_line(&mut self.line) {
+                Ok(0) => {
+                    self.current = None;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(BacktestError::Input {
+                        at: at(*n),
+                        message: format!("cannot read the line: {e}"),
+                    })
+                }
+            }
             let Some(candle) =
-                parse_candle_line(&line).map_err(|message| BacktestError::Input {
-                    at: at.clone(),
+                parse_candle_line(&self.line).map_err(|message| BacktestError::Input {
+                    at: at(*n),
                     message,
                 })?
             else {
                 continue;
             };
-            if let Some((last, last_at)) = &self.last_start {
-                if candle.timestamp <= *last {
+            if let Some((last, last_line)) = self.last_start {
+                if candle.timestamp <= last {
                     return Err(BacktestError::Input {
-                        at,
+                        at: at(*n),
                         message: format!(
-                            "bar at {} does not come after the bar at {} ({last_at}): bars must \
-                             be in time order, one per timestamp",
+                            "bar at {} does not come after the bar at {} (line {last_line}): \
+                             bars must be in time order, one per timestamp",
                             crate::store::ts(candle.timestamp),
-                            crate::store::ts(*last)
+                            crate::store::ts(last)
                         ),
                     });
                 }
             }
-            self.last_start = Some((candle.timestamp, at));
+            self.last_start = Some((candle.timestamp, *n));
             return Ok(Some(candle));
         }
     }

@@ -799,7 +799,7 @@ fn unusable_inputs_stop_the_run_naming_the_file_and_line_and_write_nothing() {
             "candles out of order",
             signals.clone(),
             format!("BTC/USD={}", dir.join("unordered.csv").display()),
-            "unordered.csv:4: bar at 2026-01-05T01:00:00.000Z does not come after the bar at 2026-01-05T02:00:00.000Z",
+            "unordered.csv:4: bar at 2026-01-05T01:00:00.000Z does not come after the bar at 2026-01-05T02:00:00.000Z (line 3)",
         ),
         (
             "a symbol without prices",
