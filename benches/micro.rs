@@ -1,9 +1,11 @@
-//! Micro-benchmarks of the hot pure functions: webhook signature verification, payload parsing,
-//! and one risk decision. `cargo bench --bench micro` (`-- --smoke` for a quick pass). Each is timed
-//! in 5 repetitions; the median and the spread are printed in nanoseconds per operation.
+//! Micro-benchmarks of the hot pure functions: webhook signature verification, the dedupe key,
+//! payload parsing, and one risk decision. `cargo bench --bench micro` (`-- --smoke` for a quick
+//! pass). Each is timed in 5 repetitions; the median and the spread are printed in nanoseconds
+//! per operation.
 
 use rust_decimal::Decimal;
-use sigex::ingress::{events, signature};
+use sigex::ingress::signature;
+use sigex::model::events;
 use sigex::model::Price;
 use sigex::risk::limits::AccountLimits;
 use sigex::risk::sizing::SymbolSpec;
@@ -74,6 +76,13 @@ fn main() {
         budget,
         || {
             black_box(events::parse(black_box(body), now)).unwrap();
+        },
+    );
+    time_it(
+        "dedupe key: canonical JSON + SHA-256 (380 B)",
+        budget,
+        || {
+            black_box(sigex::inbox::dedupe_key(black_box(body)));
         },
     );
     let strategy = sigex::strategy::parse(

@@ -8,66 +8,27 @@
 //! the admin listener and the database close. Past the deadline the remaining tasks are aborted:
 //! that is safe, since everything they had not finished is durable and resumes at the next start.
 
-use crate::admin::health::Health;
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::{Config, Credentials, Mode, Secret};
 use crate::dispatch::Dispatcher;
 use crate::executor::Executor;
 use crate::inbox::Inbox;
 use crate::notify::Notifier;
+use crate::shutdown::{shutdown_pair, Shutdown, ShutdownTrigger};
 use crate::sim::{SimConfig, Simulator};
 use crate::store::Store;
 use crate::strategy::Strategy;
+use crate::supervise::{self, Lifetime};
+use crate::telemetry::health::{Health, TaskDeath};
+use crate::telemetry::metrics::Metrics;
 use crate::venue::VenueClient;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-
-/// A shutdown signal every long-running task takes as a parameter, so a test can fire it.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// Fires a `Shutdown`.
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger(tx), Shutdown(rx))
-}
-
-impl ShutdownTrigger {
-    pub fn trigger(&self) {
-        // `send_replace` stores the value even when no one listens yet.
-        self.0.send_replace(true);
-    }
-
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown(self.0.subscribe())
-    }
-}
-
-impl Shutdown {
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once shutdown is triggered (or the trigger is gone).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-
-    /// Sleeps for `d`; returns true when shutdown came first.
-    pub async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            _ = self.wait() => true,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -104,26 +65,57 @@ pub struct RunningBot {
     stages: Vec<Stage>,
 }
 
-/// Tasks that stop together, on their own trigger.
+/// Tasks that stop together, on their own trigger. Each runs supervised (`supervise`): one that
+/// ends before its stage is stopped is reported, by name, to `Health`.
 struct Stage {
     name: &'static str,
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
+    health: Health,
 }
 
 impl Stage {
-    fn new(name: &'static str) -> Self {
+    fn new(name: &'static str, health: &Health) -> Self {
         let (trigger, _) = shutdown_pair();
         Self {
             name,
             trigger,
             tasks: Vec::new(),
+            health: health.clone(),
         }
     }
 
     fn shutdown(&self) -> Shutdown {
         self.trigger.subscribe()
     }
+
+    /// Runs `task` as `name` until this stage stops.
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.adopt(name, Lifetime::UntilShutdown, tokio::spawn(task));
+    }
+
+    /// Supervises a task spawned elsewhere.
+    fn adopt(&mut self, name: &'static str, lifetime: Lifetime, task: JoinHandle<()>) {
+        let stopping = self.shutdown();
+        self.tasks.push(supervise::watch(
+            name,
+            lifetime,
+            stopping,
+            self.health.clone(),
+            task,
+        ));
+    }
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every task finished its work within the deadline.
+    Cleanly,
+    /// Tasks of these stages were still busy at the deadline and were aborted.
+    PastDeadline(Vec<&'static str>),
+    /// A task had died before (or while) stopping: the bot must be restarted.
+    AfterTaskDeath(Vec<TaskDeath>),
 }
 
 impl RunningBot {
@@ -135,8 +127,26 @@ impl RunningBot {
             .unwrap_or_else(|| shutdown_pair().1)
     }
 
+    /// Resolves with the first supervised task that died: `sigex run` then stops the bot and
+    /// exits non-zero.
+    pub async fn died(&self) -> TaskDeath {
+        self.health.wait_for_death().await
+    }
+
+    /// Runs `task` as `name` under the bot's supervision, stopped with its last stage (admin,
+    /// notifiers); `shutdown_handle` is the shutdown it should obey.
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        if let Some(stage) = self.stages.last_mut() {
+            stage.spawn(name, task);
+        }
+    }
+
     /// Graceful shutdown, as the module doc describes; bounded by `[shutdown] deadline_ms`.
-    pub async fn stop(self) {
+    pub async fn stop(self) -> Stopped {
         let started = tokio::time::Instant::now();
         let deadline = started + self.deadline;
         self.health.start_draining();
@@ -154,14 +164,24 @@ impl RunningBot {
             }
         }
         self.store.close().await;
-        if abandoned.is_empty() {
+        let dead = self.health.dead_tasks();
+        if !dead.is_empty() {
+            let tasks: Vec<String> = dead
+                .iter()
+                .map(|d| format!("{} ({})", d.task, d.why))
+                .collect();
+            tracing::error!(took_ms = started.elapsed().as_millis() as u64, tasks = ?tasks, "stopped after a task died; restart sigex");
+            Stopped::AfterTaskDeath(dead)
+        } else if abandoned.is_empty() {
             tracing::info!(
                 took_ms = started.elapsed().as_millis() as u64,
                 "stopped cleanly"
             );
+            Stopped::Cleanly
         } else {
             abandoned.dedup();
             tracing::warn!(deadline_ms = self.deadline.as_millis() as u64, stages = ?abandoned, "shutdown deadline passed; abandoned work resumes at the next start");
+            Stopped::PastDeadline(abandoned)
         }
     }
 }
@@ -179,26 +199,44 @@ pub async fn start(
     };
     let store = Store::open(&config.storage.database_url).await?;
     store.set_fee_rates(&config.trading.fee_rates()).await?;
+    // Before any webhook is accepted: events stored under the previous dedupe rule that the
+    // venue may still retry get the new key, so a retry is a duplicate.
+    let freshness = crate::model::events::Freshness::new(config.webhook.max_event_age);
+    let rekeyed = store
+        .rekey_legacy_events(
+            clock.now() - freshness.max_age * 2,
+            crate::inbox::dedupe_key,
+        )
+        .await?;
+    if rekeyed > 0 {
+        tracing::info!(
+            rekeyed,
+            "recent events rekeyed under the signed-bytes dedupe rule"
+        );
+    }
     let started_at = clock.now();
     let health = Health::new();
     let metrics = Metrics::new();
-    let mut webhooks = Stage::new("webhooks");
-    let mut dispatch = Stage::new("dispatcher");
-    let mut execute = Stage::new("executor");
-    let mut rest = Stage::new("admin, notifiers, paper venue");
+    let mut webhooks = Stage::new("webhooks", &health);
+    let mut dispatch = Stage::new("dispatcher", &health);
+    let mut execute = Stage::new("executor", &health);
+    let mut rest = Stage::new("admin, notifiers, paper venue", &health);
     let (notifier, notify_tasks) = Notifier::start(
         config.notify.clone(),
         metrics.clone(),
         clock.clone(),
         rest.shutdown(),
     );
-    rest.tasks.extend(notify_tasks);
+    for task in notify_tasks {
+        rest.adopt("notifier", Lifetime::UntilShutdown, task);
+    }
 
     let webhook_listener = bind(config.webhook.listen).await?;
     let webhook_addr = local_addr(&webhook_listener, config.webhook.listen)?;
     let admin_listener = bind(config.admin.listen).await?;
     let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
 
+    let mut paper_deliveries = None;
     let (venue_url, credentials, paper_venue) = match config.mode {
         Mode::Live => {
             let credentials = config
@@ -209,14 +247,14 @@ pub async fn start(
             (config.venue.base_url.clone(), credentials, None)
         }
         Mode::Paper => {
-            let (url, credentials, sim) = start_paper_venue(
-                &config,
-                &store,
-                webhook_addr,
-                rest.shutdown(),
-                &mut rest.tasks,
-            )
-            .await?;
+            // The paper venue delivers its events to a listener of its own, on loopback and
+            // plain HTTP, so `allow_sources`, TLS or a non-loopback `listen` on the public one
+            // cannot shut it out. Its deliveries are still signed and verified like any other.
+            let deliveries = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let deliveries_addr = local_addr(&deliveries, config.webhook.listen)?;
+            paper_deliveries = Some(deliveries);
+            let (url, credentials, sim) =
+                start_paper_venue(&config, &store, deliveries_addr, &mut rest).await?;
             (url, credentials, Some(sim))
         }
     };
@@ -235,32 +273,71 @@ pub async fn start(
 
     let stored = Arc::new(Notify::new());
     let orders_ready = Arc::new(Notify::new());
-    let inbox = Inbox::spawn(store.clone(), stored.clone());
-    rest.tasks.push(tokio::spawn(crate::inbox::prune_task(
+    let (inbox, inbox_writer) = Inbox::new(store.clone(), stored.clone());
+    // The writer ends once the webhook listener has stopped and dropped the last handle.
+    webhooks.spawn("inbox writer", inbox_writer);
+    let prune = crate::inbox::prune_task(
         store.clone(),
         config.inbox.retention,
         clock.clone(),
         rest.shutdown(),
-    )));
-
-    let ingress = crate::ingress::router(
-        &config.webhook,
-        inbox,
-        clock.clone(),
-        crate::ingress::Observers {
-            health: health.clone(),
-            metrics: metrics.clone(),
-        },
     );
-    webhooks
-        .tasks
-        .push(tokio::spawn(crate::ingress::server::serve(
-            webhook_listener,
-            ingress,
-            tls,
+    rest.spawn("inbox pruning", prune);
+
+    let observers = || crate::ingress::Observers {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
+    let ingress =
+        crate::ingress::router(&config.webhook, inbox.clone(), clock.clone(), observers());
+    let fd_limit = crate::ingress::server::raise_fd_limit();
+    let max_connections =
+        crate::ingress::server::fitting_cap(config.webhook.max_connections, fd_limit);
+    if max_connections < config.webhook.max_connections {
+        tracing::warn!(
+            fd_limit,
+            configured = config.webhook.max_connections,
+            effective = max_connections,
+            "too few file descriptors for [webhook] max_connections; raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    let edge = || crate::ingress::server::Edge {
+        limits: crate::ingress::server::ConnectionLimits {
+            total: max_connections,
+            per_source: config.webhook.max_connections_per_source,
+            exempt: config.webhook.trusted_proxies.clone(),
+        },
+        metrics: metrics.clone(),
+    };
+    let listener = crate::ingress::server::serve(
+        webhook_listener,
+        ingress,
+        tls,
+        config.webhook.header_timeout,
+        edge(),
+        webhooks.shutdown(),
+    );
+    webhooks.spawn("webhook listener", listener);
+    if let Some(deliveries) = paper_deliveries {
+        // The paper venue's own listener: the same ingress, without the allowlist and TLS of the
+        // public one (its deliveries are HMAC-checked like any webhook).
+        let internal = crate::config::WebhookConfig {
+            allow_sources: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
+            ..config.webhook.clone()
+        };
+        let router = crate::ingress::router(&internal, inbox, clock.clone(), observers());
+        let listener = crate::ingress::server::serve(
+            deliveries,
+            router,
+            None,
             config.webhook.header_timeout,
+            edge(),
             webhooks.shutdown(),
-        )));
+        );
+        webhooks.spawn("paper venue webhook listener", listener);
+    }
     let canceller = crate::executor::cancel::Canceller::new(
         store.clone(),
         venue.clone(),
@@ -283,25 +360,45 @@ pub async fn start(
         },
         started_at,
     };
-    rest.tasks.push(serve(
+    let admin = serve(
         admin_listener,
         crate::admin::router(admin_state, config.admin.token.clone()).merge(
             crate::admin::control::router(store.clone(), config.admin.token.clone(), clock.clone()),
         ),
         rest.shutdown(),
-    ));
-    rest.tasks.push(tokio::spawn(crate::notify::watch::run(
+    );
+    rest.adopt("admin listener", Lifetime::UntilShutdown, admin);
+    let state_watch = crate::notify::watch::run(
         store.clone(),
         notifier.clone(),
         metrics.clone(),
         config.trading.maintenance,
         clock.clone(),
         rest.shutdown(),
-    )));
-    rest.tasks.push(tokio::spawn(venue_heartbeat(
-        venue.clone(),
+    );
+    rest.spawn("trading-state watch", state_watch);
+    rest.spawn(
+        "venue heartbeat",
+        venue_heartbeat(venue.clone(), rest.shutdown()),
+    );
+    let store_check = crate::admin::store_check::run(
+        store.clone(),
+        notifier.clone(),
+        clock.clone(),
         rest.shutdown(),
-    )));
+    );
+    rest.spawn("store check", store_check);
+    rest.spawn(
+        "pnl sampler",
+        crate::admin::pnl::PnlSampler {
+            store: store.clone(),
+            venue: venue.clone(),
+            clock: clock.clone(),
+            interval: config.admin.pnl_sample_interval,
+            retention: config.inbox.retention,
+        }
+        .run(rest.shutdown()),
+    );
 
     let timeouts = strategies
         .iter()
@@ -319,9 +416,9 @@ pub async fn start(
     dispatcher.notifier = notifier.clone();
     dispatcher.reconciled = Some(health.clone());
     dispatcher.pnl_tolerance = config.reconcile.pnl_tolerance;
-    dispatch
-        .tasks
-        .push(tokio::spawn(dispatcher.run(dispatch.shutdown())));
+    dispatcher.freshness = freshness;
+    let stopping = dispatch.shutdown();
+    dispatch.spawn("dispatcher", dispatcher.run(stopping));
     // Maintenance reconciliation, timeouts and protective orders talk to the venue: they stop
     // with the executor.
     let supervisor = crate::reconcile::full::Supervisor {
@@ -337,44 +434,44 @@ pub async fn start(
         canceller,
     };
     // Before any new order: the book must agree with the venue's (readiness waits for it).
-    execute.tasks.push(tokio::spawn(
-        crate::reconcile::snapshot::StartupReconciler {
+    let startup = crate::reconcile::snapshot::StartupReconciler {
+        store: store.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
+        notifier: notifier.clone(),
+        tolerance: config.reconcile.drift_tolerance,
+    }
+    .run(execute.shutdown());
+    execute.adopt(
+        "start-up reconciliation",
+        Lifetime::OneShot,
+        tokio::spawn(startup),
+    );
+    if !config.reconcile.snapshot_interval.is_zero() {
+        let snapshots = crate::reconcile::snapshot::PeriodicSnapshots {
             store: store.clone(),
             venue: venue.clone(),
             clock: clock.clone(),
             health: health.clone(),
             notifier: notifier.clone(),
+            interval: config.reconcile.snapshot_interval,
             tolerance: config.reconcile.drift_tolerance,
+            cash_tolerance: config.reconcile.pnl_tolerance,
         }
-        .run(execute.shutdown()),
-    ));
-    if !config.reconcile.snapshot_interval.is_zero() {
-        execute.tasks.push(tokio::spawn(
-            crate::reconcile::snapshot::PeriodicSnapshots {
-                store: store.clone(),
-                venue: venue.clone(),
-                clock: clock.clone(),
-                health: health.clone(),
-                notifier: notifier.clone(),
-                interval: config.reconcile.snapshot_interval,
-                tolerance: config.reconcile.drift_tolerance,
-                cash_tolerance: config.reconcile.pnl_tolerance,
-            }
-            .run(execute.shutdown()),
-        ));
+        .run(execute.shutdown());
+        execute.spawn("position snapshots", snapshots);
     }
-    execute
-        .tasks
-        .push(tokio::spawn(supervisor.run(execute.shutdown())));
-    execute.tasks.push(tokio::spawn(
-        crate::reconcile::settle::FillSettler {
-            store: store.clone(),
-            venue: venue.clone(),
-            clock: clock.clone(),
-            health: health.clone(),
-        }
-        .run(execute.shutdown()),
-    ));
+    let stopping = execute.shutdown();
+    execute.spawn("order supervisor", supervisor.run(stopping));
+    let settler = crate::reconcile::settle::FillSettler {
+        store: store.clone(),
+        venue: venue.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
+    }
+    .run(execute.shutdown());
+    execute.spawn("fill settler", settler);
     let executor = Executor {
         store: store.clone(),
         venue,
@@ -388,10 +485,11 @@ pub async fn start(
             std::time::Instant::now(),
         )),
         health: health.clone(),
+        maintenance: config.trading.maintenance,
+        max_intent_age: config.venue.max_intent_age,
     };
-    execute
-        .tasks
-        .push(tokio::spawn(executor.run(execute.shutdown())));
+    let stopping = execute.shutdown();
+    execute.spawn("executor", executor.run(stopping));
 
     tracing::info!(
         mode = ?config.mode,
@@ -430,16 +528,17 @@ async fn venue_heartbeat(venue: VenueClient, mut shutdown: Shutdown) {
 }
 
 /// Paper mode: an in-process simulator on loopback plays the venue. It issues its own
-/// credentials and sends its `order.*` events back to our webhook endpoint, signed with our
-/// webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
+/// credentials and sends its `order.*` events to `deliveries` (the bot's internal loopback
+/// webhook listener: the same ingress, without the allowlist or TLS of the public one), signed
+/// with our webhook secret, so the pipeline is exactly the live one. Its state (orders, positions,
 /// balances, prices) is restored from the database at start and saved after every change.
 async fn start_paper_venue(
     config: &Config,
     store: &Store,
-    webhook_addr: SocketAddr,
-    shutdown: Shutdown,
-    tasks: &mut Vec<JoinHandle<()>>,
+    deliveries: SocketAddr,
+    stage: &mut Stage,
 ) -> Result<(String, Credentials, Simulator), StartError> {
+    let shutdown = stage.shutdown();
     let api_key = format!("paper-{}", uuid::Uuid::new_v4().simple());
     let api_secret = uuid::Uuid::new_v4().simple().to_string();
     let mut sim_config = SimConfig::new(
@@ -447,8 +546,7 @@ async fn start_paper_venue(
         api_secret.clone(),
         config.webhook.secret.expose().to_owned(),
     );
-    let loopback = SocketAddr::from(([127, 0, 0, 1], webhook_addr.port()));
-    sim_config.webhook_url = Some(format!("http://{loopback}{}", config.webhook.path));
+    sim_config.webhook_url = Some(format!("http://{deliveries}{}", config.webhook.path));
     let paper = &config.paper;
     sim_config.seed = paper.seed;
     sim_config.starting_balance = paper.starting_balance;
@@ -468,15 +566,15 @@ async fn start_paper_venue(
     let sim_addr = local_addr(&listener, addr)?;
     let runner = sim.clone();
     let mut sim_shutdown = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
+    stage.spawn("paper venue", async move {
         if let Err(e) = runner
             .serve(listener, async move { sim_shutdown.wait().await })
             .await
         {
             tracing::error!(error = %e, "paper venue stopped");
         }
-    }));
-    tasks.push(tokio::spawn({
+    });
+    stage.spawn("paper state saver", {
         let sim = sim.clone();
         let store = store.clone();
         let mut shutdown = shutdown.clone();
@@ -500,14 +598,10 @@ async fn start_paper_venue(
                 }
             }
         }
-    }));
+    });
     if let crate::config::PriceSource::Venue { interval } = paper.price_source {
-        tasks.push(follow_venue_prices(
-            config,
-            sim.clone(),
-            interval,
-            shutdown.clone(),
-        )?);
+        let prices = follow_venue_prices(config, sim.clone(), interval, shutdown.clone())?;
+        stage.adopt("paper prices", Lifetime::UntilShutdown, prices);
     }
     tracing::info!(
         restored,

@@ -1,7 +1,7 @@
 //! The one source of "now". Decision code takes `now` as an argument; tasks ask a `Clock`, so tests
 //! and replays control time.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::sync::{Arc, Mutex};
 
 pub trait Clock: Send + Sync + 'static {
@@ -9,6 +9,12 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// RFC 3339 with milliseconds in UTC: how times are stored and sent, and it sorts as text in
+/// time order.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

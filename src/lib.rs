@@ -1,8 +1,9 @@
 //! sigex: an unattended trading bot for the Vibe Trading venue.
 //!
-//! The modules are the parts of `DESIGN.md`: a webhook enters at `ingress`, is made durable in
-//! `inbox`, routed by `dispatch` to `strategy` → `risk` → an order intent (`order`, `store`), sent
-//! by `executor` through `venue`, and brought in line with the venue's reports by `reconcile`.
+//! The modules are the parts `ARCHITECTURE.md` describes: a webhook enters at `ingress`, is made
+//! durable in `inbox`, routed by `dispatch` to `strategy` → `risk` → an order intent (`order`,
+//! `store`), sent by `executor` through `venue`, and brought in line with the venue's reports by
+//! `reconcile`.
 
 pub mod admin;
 pub mod app;
@@ -20,7 +21,10 @@ pub mod order;
 pub mod portfolio;
 pub mod reconcile;
 pub mod risk;
+pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod strategy;
+pub mod supervise;
+pub mod telemetry;
 pub mod venue;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::Config;
 use sigex::risk::state::TradingState;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use std::time::Duration;
     about = "Unattended trading bot for the Vibe Trading venue"
 )]
 struct Cli {
-    /// Log format; the level comes from RUST_LOG (default: info).
+    /// Log format on stderr; the level comes from RUST_LOG (default: info). Colours only when
+    /// stderr is a terminal.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -27,33 +29,44 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// One readable line per event.
     Human,
+    /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// `--config FILE`, shared by every command that reads the config file.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The sigex config file (TOML; see sigex.example.toml). Any key can be overridden by an
+    /// environment variable SIGEX_<SECTION>__<KEY>.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the bot.
     Run {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate the config and every strategy file, then exit.
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// Inspect the inbox: list events and dead letters, show one, replay one.
+    /// Inspect the inbox: list events and dead letters, show one, replay one, export them.
     Events {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(subcommand)]
         command: EventsCommand,
     },
     /// Manage the webhooks registered with the venue (signed REST calls).
     Webhooks {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(subcommand)]
         command: WebhooksCommand,
     },
@@ -61,8 +74,8 @@ enum Command {
     /// the state to the database; a running bot applies it from its next signal. Needs only the
     /// config's [storage] database_url, not the secrets.
     Halt {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Halt only this symbol (e.g. BTC/USD); default: the whole account.
         #[arg(long)]
         symbol: Option<String>,
@@ -73,12 +86,14 @@ enum Command {
         #[arg(long)]
         reduce_only: bool,
     },
-    /// Resume trading for the account or one symbol.
+    /// Resume trading for the account or one symbol (like halt, it needs only the database).
     Resume {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Resume only this symbol (e.g. BTC/USD); default: the whole account.
         #[arg(long)]
         symbol: Option<String>,
+        /// Why; kept with the state.
         #[arg(long)]
         reason: Option<String>,
     },
@@ -94,6 +109,7 @@ enum Command {
     /// Run the Vibe API simulator. Credentials come from SIGEX_SIM_API_KEY, SIGEX_SIM_API_SECRET
     /// and SIGEX_SIM_WEBHOOK_SECRET.
     Sim {
+        /// Where the simulated venue's REST API listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
         /// Where to POST signed webhooks (the bot's webhook URL).
@@ -102,6 +118,7 @@ enum Command {
         /// Emit a synthetic signal.generated this often (milliseconds); 0 = never.
         #[arg(long, default_value_t = 0)]
         signal_interval_ms: u64,
+        /// Seed of every random choice (prices, signals, faults, ids).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[command(flatten)]
@@ -112,7 +129,8 @@ enum Command {
         #[command(subcommand)]
         action: PaperAction,
     },
-    /// Start the simulator and the bot together and trade synthetic signals end to end.
+    /// Start the simulator and the bot together and trade synthetic signals end to end: the bot
+    /// runs in live mode against the built-in simulator; nothing to configure.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
@@ -123,6 +141,7 @@ enum Command {
         /// Keep the demo database in this directory instead of a temporary one.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Seed of the simulator's prices, signals and faults.
         #[arg(long, default_value_t = 7)]
         seed: u64,
         /// Run the simulator without injected faults.
@@ -198,13 +217,20 @@ enum EventsCommand {
         /// Only events with this status: pending, processed, deferred, dead.
         #[arg(long, conflicts_with = "dead")]
         status: Option<String>,
+        /// At most this many events.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
     /// One event with its raw body.
-    Show { seq: i64 },
+    Show {
+        /// The event's sequence number (first column of `events list`).
+        seq: i64,
+    },
     /// Process a dead (or processed) event again; its effects are idempotent.
-    Replay { seq: i64 },
+    Replay {
+        /// The event's sequence number (first column of `events list`).
+        seq: i64,
+    },
     /// Write the recorded events as JSON Lines (each with its sequence number, arrival time,
     /// type, dedupe key and signed body), for `sigex backtest --signals`. Needs only the
     /// config's [storage] database_url.
@@ -228,6 +254,7 @@ enum EventsCommand {
 enum WebhooksCommand {
     /// Register this bot's webhook URL; the secret sent is the configured webhook secret.
     Register {
+        /// The public HTTPS URL of this bot's webhook endpoint.
         #[arg(long)]
         url: String,
         /// Comma-separated event names, e.g. signal.generated,order.updated
@@ -237,22 +264,32 @@ enum WebhooksCommand {
         #[arg(long)]
         inactive: bool,
     },
+    /// List the webhooks registered with the venue (secrets are never shown).
     List,
+    /// Change a registered webhook; only the options given change.
     Update {
+        /// The webhook's id (first column of `webhooks list`).
         id: String,
+        /// New URL.
         #[arg(long)]
         url: Option<String>,
+        /// New comma-separated event names.
         #[arg(long, value_delimiter = ',')]
         events: Option<Vec<String>>,
+        /// true to enable deliveries, false to pause them.
         #[arg(long)]
         active: Option<bool>,
     },
+    /// Delete a registered webhook; the venue stops sending to it.
     Delete {
+        /// The webhook's id (first column of `webhooks list`).
         id: String,
     },
     /// Ask the venue to send a test event to the webhook.
     Test {
+        /// The webhook's id (first column of `webhooks list`).
         id: String,
+        /// The event name the test delivery carries.
         #[arg(long, default_value = "test")]
         event: String,
     },
@@ -263,18 +300,21 @@ enum PaperAction {
     /// Forget the paper venue's orders, positions and balances (and the bot's view of them), so the
     /// next start begins again from `[paper] starting_balance`. Stop the bot first.
     Reset {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
 /// The simulated venue's engine, schedule and faults. Probabilities are decimals from 0 to 1.
 #[derive(clap::Args)]
 struct SimVenueArgs {
+    /// USD the simulated account starts with.
     #[arg(long, default_value = "100000")]
     starting_balance: rust_decimal::Decimal,
+    /// Fee of a fill that rested on the book, in basis points of its notional.
     #[arg(long, default_value = "2")]
     maker_fee_bps: rust_decimal::Decimal,
+    /// Fee of a fill that took liquidity, in basis points of its notional.
     #[arg(long, default_value = "5")]
     taker_fee_bps: rust_decimal::Decimal,
     /// Per-tick price move, in bps of mid (uniform in plus or minus this).
@@ -299,20 +339,28 @@ struct SimVenueArgs {
     /// A maintenance window starting this many seconds after start (announced 10 s before).
     #[arg(long)]
     maintenance_at_secs: Option<u64>,
+    /// How long that maintenance window lasts, in seconds.
     #[arg(long, default_value_t = 60)]
     maintenance_secs: u64,
+    /// A webhook delivery is dropped (never sent, never retried).
     #[arg(long, default_value = "0")]
     fault_webhook_drop: sigex::sim::Probability,
+    /// A webhook is delivered twice.
     #[arg(long, default_value = "0")]
     fault_webhook_duplicate: sigex::sim::Probability,
+    /// A webhook is delivered late (up to 500 ms).
     #[arg(long, default_value = "0")]
     fault_webhook_delay: sigex::sim::Probability,
+    /// A webhook is held back and delivered after the next one.
     #[arg(long, default_value = "0")]
     fault_webhook_reorder: sigex::sim::Probability,
+    /// A REST request is answered 500 without being processed.
     #[arg(long, default_value = "0")]
     fault_5xx: sigex::sim::Probability,
+    /// A REST request is answered 429 with Retry-After: 1.
     #[arg(long, default_value = "0")]
     fault_429: sigex::sim::Probability,
+    /// A REST request gets no answer for 30 s, then 504.
     #[arg(long, default_value = "0")]
     fault_timeout: sigex::sim::Probability,
     /// An order request (POST /orders, DELETE /orders/{id}) is processed, the answer lost.
@@ -321,6 +369,9 @@ struct SimVenueArgs {
     /// An order request is processed (order booked, or cancelled), then answered 500.
     #[arg(long, default_value = "0")]
     fault_processed_5xx: sigex::sim::Probability,
+    /// An order request is processed, then answered only after the --fault-timeout delay (30 s).
+    #[arg(long, default_value = "0")]
+    fault_slow_response: sigex::sim::Probability,
     /// Which requests REST faults strike: orders (POST /orders), cancels (DELETE /orders/{id}),
     /// order-requests (both) or all.
     #[arg(long, default_value = "orders", conflicts_with = "fault_all_routes")]
@@ -383,6 +434,7 @@ impl SimVenueArgs {
             rest_timeout: self.fault_timeout,
             order_lost_response: self.fault_lost_response,
             processed_5xx: self.fault_processed_5xx,
+            order_slow_response: self.fault_slow_response,
             rest_routes: if self.fault_all_routes {
                 sigex::sim::RestRoutes::All
             } else {
@@ -410,10 +462,10 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run { config } => run(config).await,
-            Command::Check { config } => check(config).map(|_| ()),
-            Command::Events { config, command } => events(config, command).await,
-            Command::Webhooks { config, command } => webhooks(config, command).await,
+            Command::Run { config } => run(config.config).await,
+            Command::Check { config } => check(config.config).map(|_| ()),
+            Command::Events { config, command } => events(config.config, command).await,
+            Command::Webhooks { config, command } => webhooks(config.config, command).await,
             Command::Halt {
                 config,
                 symbol,
@@ -425,13 +477,13 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     TradingState::Halted
                 };
-                set_state(config, symbol, Some(reason), state).await
+                set_state(config.config, symbol, Some(reason), state).await
             }
             Command::Resume {
                 config,
                 symbol,
                 reason,
-            } => set_state(config, symbol, reason, TradingState::Active).await,
+            } => set_state(config.config, symbol, reason, TradingState::Active).await,
             Command::Status { admin_url, json } => {
                 let code = sigex::admin::status::run(&admin_url, json).await?;
                 std::process::exit(code);
@@ -445,7 +497,7 @@ fn main() -> anyhow::Result<()> {
             } => sim(listen, webhook_url, signal_interval_ms, seed, venue).await,
             Command::Paper {
                 action: PaperAction::Reset { config },
-            } => paper_reset(config).await,
+            } => paper_reset(config.config).await,
             Command::Demo {
                 duration,
                 signal_interval_ms,
@@ -492,8 +544,10 @@ fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Logs go to stderr, as the README says; stdout stays for command output (`status --json`).
+    // Colour codes only for a person at a terminal: a journal, a file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -501,8 +555,21 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Loads the config file with the environment's overrides, and says which `SIGEX_*` variables it
+/// ignored (neither a config key nor one sigex reads elsewhere: often a typo).
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    let config = Config::load(path, std::env::vars())?;
+    for name in Config::stray_variables(std::env::vars()) {
+        tracing::warn!(
+            variable = %name,
+            "ignored: not a config key (overrides are SIGEX_<SECTION>__<KEY>, e.g. SIGEX_WEBHOOK__LISTEN)"
+        );
+    }
+    Ok(config)
+}
+
 fn check(path: PathBuf) -> anyhow::Result<(Config, Vec<sigex::strategy::Strategy>)> {
-    let config = Config::load(&path, std::env::vars())?;
+    let config = load_config(&path)?;
     let strategies = sigex::strategy::load_dir(&config.strategies_dir)?;
     println!(
         "{}: ok ({:?} mode, {} strateg{}: {})",
@@ -556,10 +623,21 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let (config, strategies) = check(path)?;
     let clock: SharedClock = Arc::new(SystemClock);
     let bot = sigex::app::start(config, strategies, clock).await?;
-    wait_for_signal().await;
-    tracing::info!("signal received: draining and shutting down");
-    bot.stop().await;
-    Ok(())
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("signal received: draining and shutting down"),
+        death = bot.died() => tracing::error!(task = %death.task, why = %death.why, "a task died: draining and shutting down"),
+    }
+    match bot.stop().await {
+        // A non-zero exit: the service manager restarts sigex.
+        sigex::app::Stopped::AfterTaskDeath(dead) => {
+            let dead: Vec<String> = dead
+                .iter()
+                .map(|d| format!("{} {}", d.task, d.why))
+                .collect();
+            anyhow::bail!("stopped because a task died: {}", dead.join("; "))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
@@ -573,8 +651,8 @@ async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
         let url = sigex::config::database_url_only(&path, std::env::vars())?;
         let filter = sigex::store::RecordedFilter {
             types,
-            from: from.map(sigex::store::ts),
-            to: to.map(sigex::store::ts),
+            from: from.map(sigex::clock::ts),
+            to: to.map(sigex::clock::ts),
         };
         match out {
             Some(file) => {
@@ -591,7 +669,7 @@ async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let config = Config::load(&path, std::env::vars())?;
+    let config = load_config(&path)?;
     let store = sigex::store::Store::open(&config.storage.database_url).await?;
     match command {
         EventsCommand::List {
@@ -643,7 +721,7 @@ async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
 
 async fn webhooks(path: PathBuf, command: WebhooksCommand) -> anyhow::Result<()> {
     use sigex::venue::wire::{WebhookRegistration, WebhookTestRequest};
-    let config = Config::load(&path, std::env::vars())?;
+    let config = load_config(&path)?;
     let credentials = config.venue.credentials.clone().context(
         "webhook management signs requests with the venue API key: set SIGEX_VENUE__API_KEY and \
          SIGEX_VENUE__API_SECRET",
@@ -754,7 +832,7 @@ async fn sim(
 }
 
 async fn paper_reset(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path, std::env::vars())?;
+    let config = load_config(&path)?;
     if config.mode != sigex::config::Mode::Paper {
         anyhow::bail!(
             "{}: mode is {:?}; `paper reset` only touches a paper-mode database",
@@ -791,5 +869,40 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand, argument and flag a user can type, with the path that leads to it.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} <{id}>"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_name() != "help" && sub.get_about().is_none() {
+                out.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_argument_and_flag_has_help_text() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "sigex", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -159,7 +159,7 @@ impl Sigex {
         std::fs::write(
             &config,
             format!(
-                "mode = \"live\"\n[venue]\nbase_url = \"{base_url}\"\n{venue_extra}\n[webhook]\nlisten = \"127.0.0.1:{webhook}\"\nrate_limit_per_second = 0\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[storage]\ndatabase_url = \"sqlite://{}\"\n",
+                "mode = \"live\"\n[venue]\nbase_url = \"{base_url}\"\n{venue_extra}\n[webhook]\nlisten = \"127.0.0.1:{webhook}\"\nrate_limit_per_second = 0\nmax_connections_per_source = 1024\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[storage]\ndatabase_url = \"sqlite://{}\"\n",
                 db.display()
             ),
         )

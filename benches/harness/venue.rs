@@ -54,7 +54,7 @@ pub fn signal_requests(
             let sig = hex::encode(mac.finalize().into_bytes());
             let cid = sigex::order::client_order_id(
                 "bench",
-                &sigex::inbox::dedupe_key(None, None, body.as_bytes()),
+                &sigex::inbox::dedupe_key(body.as_bytes()),
                 "entry",
             );
             let request = format!(

@@ -2,7 +2,8 @@
 //!
 //! Guarantees: without a configured token (`[admin] token_file` or `SIGEX_ADMIN__TOKEN`) every
 //! protected route answers 403 "disabled": mutations are off, never open. With one, a request must
-//! carry `Authorization: Bearer <token>`, compared in constant time; anything else is 401. The
+//! carry `Authorization: Bearer <token>` (the scheme in any case, RFC 7235), the token compared in
+//! constant time; anything else is 401. The
 //! token never appears in a response or a log line.
 //!
 //! Use: `auth::protect(router, token)` wraps every route of `router` (halt, resume, cancel, replay).
@@ -37,7 +38,7 @@ pub fn check(configured: Option<&Secret>, authorization: Option<&[u8]>) -> Verdi
     let Some(expected) = configured else {
         return Verdict::Disabled;
     };
-    let Some(presented) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+    let Some(presented) = authorization.and_then(bearer_credentials) else {
         return Verdict::Unauthorized;
     };
     if bool::from(presented.ct_eq(expected.expose().as_bytes())) {
@@ -45,6 +46,18 @@ pub fn check(configured: Option<&Secret>, authorization: Option<&[u8]>) -> Verdi
     } else {
         Verdict::Unauthorized
     }
+}
+
+/// The credentials of `Bearer <token>`: the scheme is matched case-insensitively and may be
+/// followed by more than one space (RFC 7235, `auth-scheme 1*SP token68`).
+fn bearer_credentials(header: &[u8]) -> Option<&[u8]> {
+    let space = header.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = header.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some(&rest[start..])
 }
 
 async fn require_token(
@@ -127,6 +140,36 @@ mod tests {
                 Some(&token),
                 Some(b"Bearer admin-token-0123456789"),
                 Verdict::Allowed,
+            ),
+            (
+                "the scheme in lower case",
+                Some(&token),
+                Some(b"bearer admin-token-0123456789"),
+                Verdict::Allowed,
+            ),
+            (
+                "the scheme in upper case, two spaces",
+                Some(&token),
+                Some(b"BEARER  admin-token-0123456789"),
+                Verdict::Allowed,
+            ),
+            (
+                "the token in another case",
+                Some(&token),
+                Some(b"Bearer ADMIN-TOKEN-0123456789"),
+                Verdict::Unauthorized,
+            ),
+            (
+                "a scheme that only starts with bearer",
+                Some(&token),
+                Some(b"Bearerx admin-token-0123456789"),
+                Verdict::Unauthorized,
+            ),
+            (
+                "no credentials after the scheme",
+                Some(&token),
+                Some(b"Bearer "),
+                Verdict::Unauthorized,
             ),
         ];
         for (name, configured, header, expected) in cases {

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 #[derive(Clone)]
 struct Control {
@@ -60,17 +59,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn authorized(control: &Control, headers: &HeaderMap) -> bool {
-    let Some(token) = &control.token else {
-        return false;
-    };
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given.as_bytes().ct_eq(token.expose().as_bytes()).into()
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    super::auth::check(control.token.as_ref(), given) == super::auth::Verdict::Allowed
 }
 
 async fn trading_state(State(c): State<Control>) -> Response {

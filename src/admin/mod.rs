@@ -10,23 +10,23 @@
 pub mod control;
 
 pub mod auth;
-pub mod health;
-pub mod metrics;
+pub mod pnl;
 pub mod status;
+pub mod store_check;
 
 use crate::clock::SharedClock;
 use crate::config::Secret;
 use crate::executor::cancel::CancelResult;
 use crate::notify::Notifier;
 use crate::store::{OrderRow, Store, StoreError};
+use crate::telemetry::health::{self, Health};
+use crate::telemetry::metrics::{self, Metrics};
 use crate::venue::VenueClient;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use health::Health;
-use metrics::Metrics;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,7 +104,10 @@ async fn observe(s: &AdminState) -> health::Observed {
     let now = s.clock.now();
     health::Observed {
         now,
-        database: s.store.ping().await.map_err(|e| e.to_string()),
+        store: match s.store.ping().await {
+            Ok(()) => store_check::verdict(&s.store, now),
+            Err(e) => Err(format!("a reader does not answer: {e}")),
+        },
         inbox_lag: inbox_lag(s, now).await,
     }
 }
@@ -148,7 +151,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
             .store
             .list_positions()
             .await
-            .map(|p| p.iter().filter(|p| drifts(p)).count() as i64)
+            .map(|p| p.iter().filter(|p| pnl::drifts(p)).count() as i64)
             .unwrap_or(0),
     };
     s.metrics.observe_store(&snapshot);
@@ -157,46 +160,6 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
-}
-
-/// The venue's last reported quantity, signed like ours (short < 0).
-fn venue_signed_quantity(p: &crate::store::PositionView) -> Option<Decimal> {
-    let q = p.venue_quantity?;
-    Some(match p.venue_side.as_deref() {
-        Some("short") => -q.abs(),
-        Some("long") => q.abs(),
-        _ => q,
-    })
-}
-
-/// Our position disagrees with the venue's last report about it.
-fn drifts(p: &crate::store::PositionView) -> bool {
-    venue_signed_quantity(p).is_some_and(|v| v != p.quantity)
-}
-
-/// A position with its PnL, marked at the venue's mark price, else our last fill price.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PositionWithPnl {
-    #[serde(flatten)]
-    position: crate::store::PositionView,
-    mark_price: Option<Decimal>,
-    unrealized_pnl: Decimal,
-    /// The venue's quantity, signed like ours.
-    venue_signed_quantity: Option<Decimal>,
-    drift: bool,
-}
-
-fn with_pnl(p: crate::store::PositionView) -> PositionWithPnl {
-    let mark = p.venue_mark_price.or(p.last_price);
-    let unrealized = mark.map_or(Decimal::ZERO, |m| p.quantity * (m - p.average_price));
-    PositionWithPnl {
-        drift: drifts(&p),
-        venue_signed_quantity: venue_signed_quantity(&p),
-        mark_price: mark,
-        unrealized_pnl: unrealized.round_dp(8),
-        position: p,
-    }
 }
 
 #[derive(Serialize)]
@@ -214,11 +177,14 @@ struct Summary {
     orders: BTreeMap<String, i64>,
     decisions: BTreeMap<String, i64>,
     open_orders: Vec<OrderRow>,
-    positions: Vec<PositionWithPnl>,
+    /// Open positions only; the totals below count closed ones too.
+    positions: Vec<pnl::PositionPnl>,
     /// Before fees.
     realized_pnl: Decimal,
     unrealized_pnl: Decimal,
     fees: Decimal,
+    /// Realized plus unrealized, after fees.
+    net_pnl: Decimal,
     recent_events: Vec<crate::store::EventView>,
 }
 
@@ -226,29 +192,27 @@ async fn summary(State(s): State<AdminState>) -> Response {
     let result: Result<Summary, StoreError> = async {
         let seen = observe(&s).await;
         let failing = health::failing_checks(&s.health, &seen);
-        let positions: Vec<_> = s
-            .store
-            .list_positions()
-            .await?
-            .into_iter()
-            .map(with_pnl)
-            .collect();
+        let (positions, totals) = pnl::positions(&s.store).await?;
         Ok(Summary {
             mode: s.mode,
-            started_at: crate::store::ts(s.started_at),
-            now: crate::store::ts(seen.now),
+            started_at: crate::clock::ts(s.started_at),
+            now: crate::clock::ts(seen.now),
             ready: failing.is_empty(),
             failing,
-            venue_last_ok_at: s.health.venue_ok_at().map(crate::store::ts),
+            venue_last_ok_at: s.health.venue_ok_at().map(crate::clock::ts),
             inbox: s.store.event_counts().await?.into_iter().collect(),
             inbox_lag_ms: seen.inbox_lag.map(|d| d.num_milliseconds()),
             orders: s.store.order_counts().await?.into_iter().collect(),
             decisions: s.store.decision_counts().await?.into_iter().collect(),
             open_orders: s.store.open_orders().await?,
-            realized_pnl: positions.iter().map(|p| p.position.realized_pnl).sum(),
-            unrealized_pnl: positions.iter().map(|p| p.unrealized_pnl).sum(),
-            fees: positions.iter().map(|p| p.position.fees).sum(),
-            positions,
+            realized_pnl: totals.realized_pnl,
+            unrealized_pnl: totals.unrealized_pnl,
+            fees: totals.fees,
+            net_pnl: totals.net(),
+            positions: positions
+                .into_iter()
+                .filter(|p| !p.position.quantity.is_zero())
+                .collect(),
             recent_events: s.store.recent_events(None, 10).await?,
         })
     }
@@ -264,8 +228,13 @@ async fn open_orders(State(s): State<AdminState>) -> Response {
     json(s.store.open_orders().await)
 }
 
+/// Every position our fills made, open or closed, marked as `pnl` defines.
 async fn positions(State(s): State<AdminState>) -> Response {
-    json(s.store.list_positions().await)
+    json(
+        pnl::positions(&s.store)
+            .await
+            .map(|(positions, _)| positions),
+    )
 }
 
 /// Closed positions, newest first: our realized PnL beside the venue's `position.closed`.
@@ -318,27 +287,35 @@ async fn dead_letters(State(s): State<AdminState>, Query(page): Query<Page>) -> 
     json(s.store.recent_events(Some("dead"), page.limit()).await)
 }
 
-/// The PnL curve from every fill, oldest first.
-async fn equity(State(s): State<AdminState>) -> Response {
-    json(s.store.filled_orders_by_time().await.map(|orders| {
-        let fills: Vec<_> = orders
-            .into_iter()
-            .filter_map(|o| {
-                let sign = if o.side == "sell" {
-                    Decimal::NEGATIVE_ONE
-                } else {
-                    Decimal::ONE
-                };
-                Some(crate::portfolio::FillPoint {
-                    at: o.updated_at,
-                    symbol: o.symbol,
-                    signed_quantity: sign * o.filled_quantity,
-                    price: o.average_price?,
-                })
-            })
-            .collect();
-        crate::portfolio::pnl_curve(&fills)
-    }))
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Equity {
+    /// PnL taken every `[admin] pnl_sample_secs`, oldest first.
+    samples: Vec<crate::store::PnlSample>,
+    /// Orders with fills since the first sample, to mark on the curve.
+    fills: Vec<crate::store::FillMark>,
+}
+
+/// The PnL curve: the newest samples (`?limit=N`, default 600) and the fills among them.
+async fn equity(State(s): State<AdminState>, Query(page): Query<EquityPage>) -> Response {
+    let result: Result<Equity, StoreError> = async {
+        let samples = s
+            .store
+            .recent_pnl_samples(page.limit.unwrap_or(600).clamp(2, 10_000))
+            .await?;
+        let fills = match samples.first() {
+            Some(first) => s.store.fill_marks_since(&first.at).await?,
+            None => Vec::new(),
+        };
+        Ok(Equity { samples, fills })
+    }
+    .await;
+    json(result)
+}
+
+#[derive(Debug, Deserialize)]
+struct EquityPage {
+    limit: Option<i64>,
 }
 
 /// Inbox counts by event type: unknown event types show up here.
@@ -451,59 +428,5 @@ fn json<T: serde::Serialize>(result: Result<T, StoreError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => store_error(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drift_compares_the_venue_quantity_signed_by_its_side() {
-        let d = |s: &str| s.parse::<Decimal>().unwrap();
-        let cases = [
-            ("agreeing long", "1.5", Some("1.5"), Some("long"), false),
-            (
-                "short reported unsigned",
-                "-1.5",
-                Some("1.5"),
-                Some("short"),
-                false,
-            ),
-            (
-                "short reported signed",
-                "-1.5",
-                Some("-1.5"),
-                Some("short"),
-                false,
-            ),
-            ("no side, signed", "-1.5", Some("-1.5"), None, false),
-            ("venue has less", "2", Some("1.5"), Some("long"), true),
-            (
-                "venue says short, we are long",
-                "1.5",
-                Some("1.5"),
-                Some("short"),
-                true,
-            ),
-            ("no venue report", "1", None, None, false),
-        ];
-        for (name, ours, venue, side, drift) in cases {
-            let p = crate::store::PositionView {
-                symbol: "BTC/USD".into(),
-                quantity: d(ours),
-                average_price: d("100"),
-                realized_pnl: Decimal::ZERO,
-                fees: Decimal::ZERO,
-                net_realized_pnl: Decimal::ZERO,
-                last_price: None,
-                venue_quantity: venue.map(d),
-                venue_side: side.map(str::to_owned),
-                venue_mark_price: None,
-                venue_unrealized_pnl: None,
-                updated_at: String::new(),
-            };
-            assert_eq!(drifts(&p), drift, "{name}");
-        }
     }
 }

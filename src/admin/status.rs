@@ -55,6 +55,20 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A number rounded for a person: money to the cent, prices to 8 decimals (an average price is
+/// exact and can run to 28 digits).
+fn rounded(v: &Value, dp: u32) -> String {
+    let parsed = match v {
+        Value::String(s) => s.parse::<rust_decimal::Decimal>().ok(),
+        Value::Number(n) => n.to_string().parse::<rust_decimal::Decimal>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(d) => d.round_dp(dp).normalize().to_string(),
+        None => text(v),
+    }
+}
+
 fn counts(v: &Value) -> String {
     match v.as_object() {
         Some(m) if !m.is_empty() => m
@@ -106,9 +120,11 @@ pub fn render(s: &Value, trading: Option<&Value>) -> String {
     let _ = writeln!(out, "signals: {}", counts(&s["decisions"]));
     let _ = writeln!(
         out,
-        "PnL: realized {} unrealized {}",
-        text(&s["realizedPnl"]),
-        text(&s["unrealizedPnl"])
+        "PnL: {} after fees (realized {}, unrealized {}, fees {})",
+        rounded(&s["netPnl"], 2),
+        rounded(&s["realizedPnl"], 2),
+        rounded(&s["unrealizedPnl"], 2),
+        rounded(&s["fees"], 2)
     );
     let positions: Vec<&Value> = s["positions"]
         .as_array()
@@ -121,9 +137,9 @@ pub fn render(s: &Value, trading: Option<&Value>) -> String {
             "  {:<10} qty {:<12} avg {:<14} unrealized {:<12} realized {}{}",
             text(&p["symbol"]),
             text(&p["quantity"]),
-            text(&p["averagePrice"]),
-            text(&p["unrealizedPnl"]),
-            text(&p["realizedPnl"]),
+            rounded(&p["averagePrice"], 8),
+            rounded(&p["unrealizedPnl"], 2),
+            rounded(&p["realizedPnl"], 2),
             if p["drift"] == Value::Bool(true) {
                 format!("  DRIFT (venue {})", text(&p["venueSignedQuantity"]))
             } else {
@@ -178,8 +194,8 @@ mod tests {
             "failing": [{"check": "venue", "detail": "no answer from the venue yet"}],
             "inbox": {"processed": 10, "dead": 1}, "inboxLagMs": 250,
             "orders": {"filled": 3, "open": 1}, "decisions": {"ordered": 4},
-            "realizedPnl": 12.5, "unrealizedPnl": -1.25,
-            "positions": [{"symbol": "BTC/USD", "quantity": 0.02, "averagePrice": 50000,
+            "realizedPnl": 12.5, "unrealizedPnl": -1.25, "fees": 0.4, "netPnl": 10.85,
+            "positions": [{"symbol": "BTC/USD", "quantity": 0.02, "averagePrice": "50000.123456789123",
                            "unrealizedPnl": -1.25, "realizedPnl": 12.5, "drift": true, "venueSignedQuantity": 0.01}],
             "openOrders": [{"clientOrderId": "sx-abc", "symbol": "ETH/USD", "side": "buy",
                             "quantity": 1, "filledQuantity": 0, "status": "open"}],
@@ -204,7 +220,12 @@ mod tests {
                 None,
                 "inbox: dead 1, processed 10 | lag 250 ms",
             ),
-            ("pnl", None, "PnL: realized 12.5 unrealized -1.25"),
+            (
+                "pnl",
+                None,
+                "PnL: 10.85 after fees (realized 12.5, unrealized -1.25, fees 0.4)",
+            ),
+            ("an exact average, rounded", None, "avg 50000.12345679"),
             ("drift", None, "DRIFT (venue 0.01)"),
             ("open order", None, "sx-abc ETH/USD buy 1 filled 0 open"),
             ("dead event", None, "#11 signal.generated dead"),

@@ -80,6 +80,8 @@ pub struct PositionBook {
 pub struct Books {
     states: Vec<StateEntry>,
     pub windows: Vec<Window>,
+    /// When each window's latest notice was signed: an older one is not applied.
+    notices: BTreeMap<String, DateTime<Utc>>,
     scales: BTreeMap<String, SizeScale>,
     pub peak: Option<Decimal>,
     /// `(available, total)` USD.
@@ -124,8 +126,17 @@ impl Books {
 
     // ---- maintenance, scales, transfers ---------------------------------------------------------
 
-    /// Inserts or updates (same key) a window; an update of its times forgets its reconciliation.
-    pub fn upsert_window(&mut self, w: Window) {
+    /// Inserts or updates (same key) a window, unless its notice was signed before the one held
+    /// (`false`: not applied); an update of its times forgets its reconciliation.
+    pub fn upsert_window(&mut self, w: Window, noticed_at: DateTime<Utc>) -> bool {
+        if self
+            .notices
+            .get(&w.key)
+            .is_some_and(|held| noticed_at < *held)
+        {
+            return false;
+        }
+        self.notices.insert(w.key.clone(), noticed_at);
         match self.windows.iter_mut().find(|x| x.key == w.key) {
             Some(old) => {
                 let same_times = old.start == w.start && old.end == w.end;
@@ -140,6 +151,7 @@ impl Books {
         }
         self.windows
             .sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+        true
     }
 
     pub fn window(&self, key: &str) -> Option<&Window> {
@@ -356,15 +368,19 @@ mod tests {
             description: String::new(),
             reconciled_at: None,
         };
-        b.upsert_window(window(10, 20));
+        assert!(b.upsert_window(window(10, 20), at(1)));
         b.mark_reconciled("w", at(30));
-        b.upsert_window(window(10, 20));
+        assert!(b.upsert_window(window(10, 20), at(2)));
         assert_eq!(
             b.window("w").unwrap().reconciled_at,
             Some(at(30)),
             "same times: kept"
         );
-        b.upsert_window(window(40, 50));
+        assert!(
+            !b.upsert_window(window(60, 70), at(1)),
+            "an older notice is not applied"
+        );
+        assert!(b.upsert_window(window(40, 50), at(3)));
         assert_eq!(
             b.window("w").unwrap().reconciled_at,
             None,

@@ -65,7 +65,7 @@ impl OrderSummary {
     fn of(o: &OrderRec) -> Self {
         Self {
             client_order_id: o.client_order_id.clone(),
-            created_at: crate::store::ts(o.created_at),
+            created_at: crate::clock::ts(o.created_at),
             strategy: o.strategy.clone(),
             symbol: o.symbol.clone(),
             side: o.side.as_str(),
@@ -299,7 +299,7 @@ impl Collector {
     pub fn state_change(&mut self, at: DateTime<Utc>, e: &crate::risk::state::StateEntry) {
         if self.state_changes.len() < LIST_CAP {
             self.state_changes.push(StateChange {
-                at: crate::store::ts(at),
+                at: crate::clock::ts(at),
                 scope: e.symbol.clone().unwrap_or_else(|| "account".into()),
                 state: e.state.as_str(),
                 set_by: e.set_by.as_str(),
@@ -442,8 +442,8 @@ fn finish(
         symbol: symbol.to_owned(),
         strategy: e.strategy,
         side: if e.long { "long" } else { "short" },
-        opened_at: crate::store::ts(e.opened),
-        closed_at: crate::store::ts(now),
+        opened_at: crate::clock::ts(e.opened),
+        closed_at: crate::clock::ts(now),
         duration_secs: (now - e.opened).num_seconds(),
         quantity: e.max_qty.normalize(),
         entry_price: avg(e.entry_notional, e.entry_qty),

@@ -26,8 +26,8 @@ use super::source::{Origin, Replayed};
 use super::BacktestError;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{PaperConfig, TradingConfig};
-use crate::ingress::events::Event;
-use crate::model::{Price, Side, Signal};
+use crate::model::events::Event;
+use crate::model::{checked, Price, Side, Signal};
 use crate::order::{self, OrderStatus, Progress};
 use crate::risk::limits::{day_start, peak_after_balance, peak_after_transfer, QUOTE_ASSET};
 use crate::risk::{self, alerts, maintenance, protect, state, Gate, OrderPlan, RiskApproved, Role};
@@ -223,11 +223,11 @@ impl<'a> Engine<'a> {
                         unreachable!("peeked")
                     };
                     self.advance_clock(at);
-                    self.run_action(action);
+                    self.run_action(action)?;
                 }
                 (_, _, Some(at)) => {
                     self.advance_clock(at);
-                    let equity = self.equity();
+                    let equity = self.equity()?;
                     if at == day_start(at) {
                         self.collect.daily.push((at, equity));
                     }
@@ -260,7 +260,7 @@ impl<'a> Engine<'a> {
         if resting {
             self.sync_mids();
             let events = self.book.tick(at);
-            self.apply_venue(events);
+            self.apply_venue(events)?;
         }
         Ok(())
     }
@@ -285,7 +285,7 @@ impl<'a> Engine<'a> {
         let name = match &r.event {
             Ok(Event::Signal(_)) => "signal.generated",
             Ok(Event::Alert { .. }) => "system.alert",
-            Ok(Event::Maintenance(_)) => "system.maintenance",
+            Ok(Event::Maintenance { .. }) => "system.maintenance",
             Ok(Event::Transaction(t)) if t.kind == "deposit" => "account.deposit_received",
             Ok(Event::Transaction(_)) => "account.withdrawal_processed",
             Ok(_) => "other",
@@ -293,11 +293,7 @@ impl<'a> Engine<'a> {
         };
         *self.collect.replayed.entry(name).or_default() += 1;
         match r.event {
-            Err(e) => {
-                if self.collect.dead_letters.len() < 100 {
-                    self.collect.dead_letters.push(format!("{}: {e}", r.origin));
-                }
-            }
+            Err(e) => self.dead_letter(format!("{}: {e}", r.origin)),
             Ok(Event::Signal(signal)) => {
                 if self.setup.from.is_some_and(|f| r.at < f) {
                     self.collect.before_from += 1;
@@ -324,12 +320,17 @@ impl<'a> Engine<'a> {
                     }
                 }
             }
-            Ok(Event::Maintenance(mut window)) => {
+            Ok(Event::Maintenance {
+                mut window,
+                noticed_at,
+            }) => {
                 let settings = &self.setup.trading.maintenance;
                 if window.affects_trading() && window.is_past(settings, self.now()) {
                     window.reconciled_at = Some(self.now());
                 }
-                if window.affects_trading() && window.reconciled_at.is_none() {
+                // A notice older than the one held for its window is not applied, as live.
+                let applied = self.books.upsert_window(window.clone(), noticed_at);
+                if applied && window.affects_trading() && window.reconciled_at.is_none() {
                     let (lead, end) = (window.start - settings.lead, window.end + settings.settle);
                     if settings.cancel_open_orders {
                         self.schedule(
@@ -348,24 +349,32 @@ impl<'a> Engine<'a> {
                         },
                     );
                 }
-                self.books.upsert_window(window);
             }
             Ok(Event::Transaction(t)) => {
                 if self.books.first_transfer(&t.transaction_id) {
-                    if let Some(peak) = peak_after_transfer(
+                    match peak_after_transfer(
                         self.books.peak,
                         t.kind,
                         &t.asset,
                         t.amount,
                         t.status.as_deref(),
                     ) {
-                        self.books.peak = Some(peak);
+                        Ok(Some(peak)) => self.books.peak = Some(peak),
+                        Ok(None) => {}
+                        // As live: an amount the books cannot hold makes a dead letter.
+                        Err(e) => self.dead_letter(format!("{}: {e}", r.origin)),
                     }
                 }
             }
             Ok(_) => {}
         }
         Ok(())
+    }
+
+    fn dead_letter(&mut self, what: String) {
+        if self.collect.dead_letters.len() < 100 {
+            self.collect.dead_letters.push(what);
+        }
     }
 
     fn keys<'s>(signal: &'s Signal, strategy: Option<&'s Strategy>) -> Keys<'s> {
@@ -423,7 +432,7 @@ impl<'a> Engine<'a> {
                             risk_level: signal.risk_level.clone(),
                             time_horizon: signal.time_horizon.clone(),
                         };
-                        self.place(&approved, cid.clone(), Some(tag), strategy);
+                        self.place(&approved, cid.clone(), Some(tag), strategy)?;
                         ("ordered", None, reason, Some(cid))
                     }
                 }
@@ -434,7 +443,7 @@ impl<'a> Engine<'a> {
         let now = self.now();
         self.collect
             .decision(&keys, outcome, rule, || DecisionRecord {
-                at: crate::store::ts(now),
+                at: crate::clock::ts(now),
                 source: origin.to_string(),
                 symbol: signal.symbol.as_str().to_owned(),
                 strategy: keys.strategy.to_owned(),
@@ -445,7 +454,7 @@ impl<'a> Engine<'a> {
                 reason,
                 client_order_id,
             });
-        self.supervise();
+        self.supervise()?;
         Ok(())
     }
 
@@ -460,19 +469,19 @@ impl<'a> Engine<'a> {
             return Err(outside(format!(
                 "signal.generated for {symbol} at {}: no prices for {symbol}; give them with \
                  --prices {symbol}=FILE.csv (or venue, random-walk)",
-                crate::store::ts(self.now())
+                crate::clock::ts(self.now())
             )));
         };
         self.feeds[i].covers(self.now()).map_err(|range| {
             outside(format!(
                 "signal.generated for {symbol} at {} is outside the prices: {range}",
-                crate::store::ts(self.now())
+                crate::clock::ts(self.now())
             ))
         })?;
         let mid = self.mids[i].ok_or_else(|| {
             outside(format!(
                 "signal.generated for {symbol} at {} comes before the first price",
-                crate::store::ts(self.now())
+                crate::clock::ts(self.now())
             ))
         })?;
         Price::new(mid).map_err(|e| outside(e.to_string()))
@@ -553,7 +562,7 @@ impl<'a> Engine<'a> {
         cid: String,
         tag: Option<SignalTag>,
         strategy: &Strategy,
-    ) {
+    ) -> Result<(), BacktestError> {
         let plan = approved.get();
         let rec = OrderRec {
             client_order_id: cid.clone(),
@@ -612,8 +621,8 @@ impl<'a> Engine<'a> {
                     self.book.forget_finished();
                 }
                 self.books.link(id, &snapshot.order_id);
-                self.news(id, OrderStatus::Pending, None, None);
-                self.apply_venue(events);
+                self.news(id, OrderStatus::Pending, None, None)?;
+                self.apply_venue(events)?;
                 self.schedule(self.now() + self.latency, Action::Accept(snapshot.order_id));
             }
             // Client order ids derive from unique dedupe keys: a duplicate cannot happen.
@@ -627,17 +636,18 @@ impl<'a> Engine<'a> {
                 if let Some(o) = self.books.order_mut(id) {
                     o.rejected = Some(reason);
                 }
-                self.news(id, OrderStatus::Rejected, None, None);
+                self.news(id, OrderStatus::Rejected, None, None)?;
             }
         }
+        Ok(())
     }
 
-    fn run_action(&mut self, action: Action) {
+    fn run_action(&mut self, action: Action) -> Result<(), BacktestError> {
         match action {
             Action::Accept(order_id) => {
                 self.sync_mids();
                 let events = self.book.on_accepted(&order_id, self.now());
-                self.apply_venue(events);
+                self.apply_venue(events)?;
             }
             Action::Timeout(cid) => {
                 let due = self
@@ -646,7 +656,7 @@ impl<'a> Engine<'a> {
                     .find(|(_, o)| o.client_order_id == cid && o.working() && !o.cancel_requested)
                     .map(|(id, _)| id);
                 if let Some(id) = due {
-                    self.cancel(id);
+                    self.cancel(id)?;
                 }
             }
             Action::LeadStart { key, start } => {
@@ -663,7 +673,7 @@ impl<'a> Engine<'a> {
                         .map(|(id, _)| id)
                         .collect();
                     for id in working {
-                        self.cancel(id);
+                        self.cancel(id)?;
                     }
                 }
             }
@@ -678,24 +688,25 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        self.supervise();
+        self.supervise()
     }
 
-    fn cancel(&mut self, id: u64) {
+    fn cancel(&mut self, id: u64) -> Result<(), BacktestError> {
         let Some(venue_id) = self.books.order_mut(id).and_then(|o| {
             o.cancel_requested = true;
             o.venue_id.clone()
         }) else {
-            return;
+            return Ok(());
         };
         // A refusal means the order is already final at the venue, and its events applied.
-        if let Ok((_, events)) = self.book.cancel(&venue_id, self.now()) {
-            self.apply_venue(events);
+        match self.book.cancel(&venue_id, self.now()) {
+            Ok((_, events)) => self.apply_venue(events),
+            Err(_) => Ok(()),
         }
     }
 
     /// Applies the venue's events as paper mode's webhooks would be, in order.
-    fn apply_venue(&mut self, events: Vec<crate::sim::book::Event>) {
+    fn apply_venue(&mut self, events: Vec<crate::sim::book::Event>) -> Result<(), BacktestError> {
         for e in events {
             let d = &e.data;
             match e.name {
@@ -713,7 +724,7 @@ impl<'a> Engine<'a> {
                             status,
                             dec(&d["filledQuantity"]),
                             dec(&d["averagePrice"]),
-                        );
+                        )?;
                     }
                     self.apply_breakers();
                 }
@@ -754,6 +765,7 @@ impl<'a> Engine<'a> {
                 _ => {}
             }
         }
+        Ok(())
     }
 
     /// Merges venue news into our order through the order state machine; books a new fill into
@@ -764,12 +776,12 @@ impl<'a> Engine<'a> {
         seen: OrderStatus,
         filled: Option<Decimal>,
         average: Option<Decimal>,
-    ) {
+    ) -> Result<(), BacktestError> {
         let now = self.now();
         let Some(o) = self.books.order_mut(id) else {
-            return;
+            return Ok(());
         };
-        let applied = order::apply(&o.progress, seen, filled, average);
+        let applied = order::apply(&o.progress, seen, filled, average)?;
         o.progress = applied.progress;
         self.orders_changed = true;
         let order = o.clone();
@@ -803,12 +815,12 @@ impl<'a> Engine<'a> {
                 .entry(order.symbol.clone())
                 .or_default();
             let before = book.position.clone();
-            let (mut after, closed) = before.book_fill(signed, price);
-            after.fees += fee;
+            let (mut after, closed) = before.book_fill(signed, price)?;
+            after.fees = checked::add(after.fees, fee)?;
             book.position = after.clone();
             book.last_price = Some(price);
-            self.books
-                .record_realized(after.net_realized() - before.net_realized(), now);
+            let realized = checked::sub(after.net_realized()?, before.net_realized()?)?;
+            self.books.record_realized(realized, now);
             self.collect.fill(
                 &order,
                 before.quantity,
@@ -826,7 +838,7 @@ impl<'a> Engine<'a> {
                 .count();
             let gross = self.gross_exposure();
             self.collect.positions_changed(open, gross, now);
-            let equity = self.equity();
+            let equity = self.equity()?;
             self.collect.equity.push((now, equity));
         }
         if order.needs_protection() && !self.protect_pending.contains(&id) {
@@ -835,6 +847,7 @@ impl<'a> Engine<'a> {
         if !order.working() {
             self.retire(id);
         }
+        Ok(())
     }
 
     fn retire(&mut self, id: u64) {
@@ -845,18 +858,19 @@ impl<'a> Engine<'a> {
 
     /// The supervisor's duties after a change: cancel protective orders that could open a
     /// position, then place the protection of filled entries (or leave it waiting).
-    fn supervise(&mut self) {
+    fn supervise(&mut self) -> Result<(), BacktestError> {
         // What the rules look at (positions, orders) only changes through news and placements;
         // without such a change since the last look they would decide the same again.
         if std::mem::take(&mut self.orders_changed) {
-            self.enforce_protection();
+            self.enforce_protection()?;
         }
         if !self.protect_pending.is_empty() {
-            self.place_protection();
+            self.place_protection()?;
         }
+        Ok(())
     }
 
-    fn enforce_protection(&mut self) {
+    fn enforce_protection(&mut self) -> Result<(), BacktestError> {
         let working: Vec<(u64, OrderRec)> = self
             .books
             .orders()
@@ -864,7 +878,7 @@ impl<'a> Engine<'a> {
             .map(|(id, o)| (id, o.clone()))
             .collect();
         if working.is_empty() {
-            return;
+            return Ok(());
         }
         // Newest first, as the store lists them.
         let mut working = working;
@@ -896,11 +910,12 @@ impl<'a> Engine<'a> {
             .map(|((id, _), _)| *id)
             .collect();
         for id in due {
-            self.cancel(id);
+            self.cancel(id)?;
         }
+        Ok(())
     }
 
-    fn place_protection(&mut self) {
+    fn place_protection(&mut self) -> Result<(), BacktestError> {
         let mut i = 0;
         while i < self.protect_pending.len() {
             let id = self.protect_pending[i];
@@ -959,7 +974,7 @@ impl<'a> Engine<'a> {
                         let role = plan.get().role.as_str();
                         let cid =
                             order::client_order_id(&entry.strategy, &entry.client_order_id, role);
-                        self.place(plan, cid, None, strategy);
+                        self.place(plan, cid, None, strategy)?;
                     }
                     self.retire(id);
                     // Placing may have filled and queued more; start over.
@@ -967,22 +982,28 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Our equity: the starting balance, realized PnL after fees, and open positions at the mid.
-    pub fn equity(&self) -> Decimal {
+    pub fn equity(&self) -> Result<Decimal, BacktestError> {
         let mut equity = self.starting_balance;
         for (symbol, p) in &self.books.positions {
-            equity += p.position.net_realized();
+            equity = checked::add(equity, p.position.net_realized()?)?;
             if !p.position.quantity.is_zero() {
                 let mark = self
                     .mid(symbol)
                     .or(p.last_price)
                     .unwrap_or(p.position.average_price);
-                equity += p.position.unrealized_pnl(mark);
+                let open = crate::portfolio::unrealized_pnl(
+                    p.position.quantity,
+                    p.position.average_price,
+                    mark,
+                );
+                equity = checked::add(equity, open)?;
             }
         }
-        equity
+        Ok(equity)
     }
 
     fn gross_exposure(&self) -> Decimal {
@@ -1013,9 +1034,9 @@ impl<'a> Engine<'a> {
             .collect();
         self.queue.clear();
         for id in pending {
-            self.run_action(Action::Accept(id));
+            self.run_action(Action::Accept(id))?;
         }
-        let equity = self.equity();
+        let equity = self.equity()?;
         self.collect.equity.push((self.now(), equity));
         self.collect.daily.push((self.now(), equity));
         self.collect.end(self.now());

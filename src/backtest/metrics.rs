@@ -99,12 +99,12 @@ pub fn max_drawdown(curve: &[(DateTime<Utc>, Decimal)]) -> Drawdown {
     let recovered = curve
         .iter()
         .find(|(t, v)| *t > tt && *v >= p)
-        .map(|(t, _)| crate::store::ts(*t));
+        .map(|(t, _)| crate::clock::ts(*t));
     Drawdown {
         percent: r((p - e) / p * hundred(), 4),
         usd: r(p - e, 2),
-        start: Some(crate::store::ts(pt)),
-        end: Some(crate::store::ts(tt)),
+        start: Some(crate::clock::ts(pt)),
+        end: Some(crate::clock::ts(tt)),
         recovered,
         fraction: (p - e) / p,
     }
@@ -478,8 +478,8 @@ pub fn summary(
         .collect();
     let secs_d = Decimal::from(secs);
     Summary {
-        from: crate::store::ts(start),
-        to: crate::store::ts(end),
+        from: crate::clock::ts(start),
+        to: crate::clock::ts(end),
         days: r(days, 4),
         starting_balance: r(starting_balance, 2),
         final_equity: r(final_equity, 4),
@@ -642,12 +642,12 @@ mod tests {
         let dd = max_drawdown(&curve);
         // 120 -> 90 is 25%; 200 -> 121 is 39.5%: the deeper one, not recovered.
         assert_eq!((dd.percent, dd.usd), (d("39.5"), d("79")));
-        assert_eq!(dd.start, Some(crate::store::ts(at(4))));
-        assert_eq!(dd.end, Some(crate::store::ts(at(7))));
+        assert_eq!(dd.start, Some(crate::clock::ts(at(4))));
+        assert_eq!(dd.end, Some(crate::clock::ts(at(7))));
         assert_eq!(dd.recovered, None);
         let recovered = max_drawdown(&curve[..5]);
         assert_eq!(recovered.percent, d("25"));
-        assert_eq!(recovered.recovered, Some(crate::store::ts(at(4))));
+        assert_eq!(recovered.recovered, Some(crate::clock::ts(at(4))));
         assert_eq!(
             max_drawdown(&[(at(0), d("1")), (at(1), d("2"))]),
             Drawdown::default()

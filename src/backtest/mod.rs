@@ -45,6 +45,13 @@ pub enum BacktestError {
     Other(String),
 }
 
+impl From<crate::model::Overflow> for BacktestError {
+    /// A number of the replay (a price, a fill, a balance) too large for its arithmetic.
+    fn from(e: crate::model::Overflow) -> Self {
+        Self::Other(e.to_string())
+    }
+}
+
 impl BacktestError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
@@ -216,6 +223,7 @@ struct Scan {
 fn scan(
     source: &SignalSource,
     to: Option<DateTime<Utc>>,
+    freshness: crate::model::events::Freshness,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Scan, BacktestError> {
     let mut s = Scan {
@@ -223,11 +231,11 @@ fn scan(
         last: None,
         symbols: BTreeSet::new(),
     };
-    for r in source.stream(to, runtime)? {
+    for r in source.stream(to, freshness, runtime)? {
         let r = r?;
         s.first.get_or_insert(r.at);
         s.last = Some(r.at);
-        if let Ok(crate::ingress::events::Event::Signal(sig)) = &r.event {
+        if let Ok(crate::model::events::Event::Signal(sig)) = &r.event {
             s.symbols.insert(sig.symbol.as_str().to_owned());
         }
     }
@@ -263,8 +271,8 @@ pub async fn run(
         if from > to {
             return Err(BacktestError::Other(format!(
                 "--from {} is after --to {}",
-                crate::store::ts(from),
-                crate::store::ts(to)
+                crate::clock::ts(from),
+                crate::clock::ts(to)
             )));
         }
     }
@@ -409,7 +417,7 @@ fn plan_feeds(
             Ok(candles(settings.paper.candle_files.clone()))
         }
         PriceSource::RandomWalk { seed } => {
-            let scanned = scan(source, to, runtime)?;
+            let scanned = scan(source, to, settings.freshness, runtime)?;
             let Some(start) = from.or(scanned.first) else {
                 return Ok(Vec::new());
             };
@@ -442,7 +450,7 @@ fn plan_feeds(
                         .into(),
                 )
             })?;
-            let scanned = scan(source, to, runtime)?;
+            let scanned = scan(source, to, settings.freshness, runtime)?;
             let (Some(first), Some(last)) = (from.or(scanned.first), to.or(scanned.last)) else {
                 return Ok(Vec::new());
             };
@@ -516,7 +524,9 @@ impl Job {
             to: self.to,
         };
         let mut engine = engine::Engine::new(&setup, feeds);
-        let mut stream = self.source.stream(self.to, &self.runtime)?;
+        let mut stream = self
+            .source
+            .stream(self.to, self.settings.freshness, &self.runtime)?;
         let mut last = None;
         for r in &mut stream {
             let r = r?;

@@ -185,8 +185,8 @@ impl Feed {
             format!(
                 "{} from {}{}",
                 self.origin,
-                crate::store::ts(self.start),
-                end.map(|e| format!(" to {}", crate::store::ts(e)))
+                crate::clock::ts(self.start),
+                end.map(|e| format!(" to {}", crate::clock::ts(e)))
                     .unwrap_or_default()
             )
         };
@@ -272,8 +272,8 @@ impl CandleReader {
                         message: format!(
                             "bar at {} does not come after the bar at {} (line {last_line}): \
                              bars must be in time order, one per timestamp",
-                            crate::store::ts(candle.timestamp),
-                            crate::store::ts(last)
+                            crate::clock::ts(candle.timestamp),
+                            crate::clock::ts(last)
                         ),
                     });
                 }
@@ -373,7 +373,7 @@ mod tests {
         let mut feed = Feed::candles("X/USD", "c.csv".into(), vec![file]).unwrap();
         let mut ticks = Vec::new();
         while let Some(tick) = feed.pop().unwrap() {
-            ticks.push((crate::store::ts(tick.0), tick.1.to_string()));
+            ticks.push((crate::clock::ts(tick.0), tick.1.to_string()));
         }
         let want = [
             // Rising: low first. The interval (4 min) is the first two bars' distance.

@@ -258,7 +258,7 @@ pub fn downsample(curve: &[(DateTime<Utc>, Decimal)], buckets: usize) -> Vec<Equ
                 Decimal::ZERO
             };
             EquityPoint {
-                at: crate::store::ts(t),
+                at: crate::clock::ts(t),
                 equity: e.round_dp(4).normalize(),
                 drawdown_pct: dd,
                 time: t,

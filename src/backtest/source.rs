@@ -16,7 +16,7 @@
 //! replayed as the dead letter it was.
 
 use super::BacktestError;
-use crate::ingress::events::{self, Event, ParseError};
+use crate::model::events::{self, Event, Freshness, ParseError};
 use crate::store::{RecordedEvent, RecordedFilter, Recording};
 use crate::venue::wire;
 use chrono::{DateTime, Utc};
@@ -116,10 +116,15 @@ impl SignalSource {
     pub fn stream(
         &self,
         until: Option<DateTime<Utc>>,
+        freshness: Freshness,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Stream, BacktestError> {
         let (tx, rx) = sync_channel(8);
-        let producer = Producer { tx, until };
+        let producer = Producer {
+            tx,
+            until,
+            freshness,
+        };
         match self.clone() {
             Self::Lines(path) => {
                 let file = std::fs::File::open(&path).map_err(|e| BacktestError::io(&path, e))?;
@@ -162,6 +167,8 @@ enum Message {
 struct Producer {
     tx: SyncSender<Message>,
     until: Option<DateTime<Utc>>,
+    /// The dispatcher's freshness rule: a stale event is a dead letter.
+    freshness: Freshness,
 }
 
 /// What a reader loop says: go on, or the consumer is gone / the time bound is passed.
@@ -283,12 +290,9 @@ impl Seen {
     }
 }
 
-/// The dedupe key the inbox gives a webhook that came without an `X-Webhook-Id`.
+/// The dedupe key the inbox gives a webhook (from its signed bytes only).
 fn key_of(body: &[u8]) -> String {
-    let data_id = serde_json::from_slice::<wire::EnvelopePeek>(body)
-        .ok()
-        .and_then(|p| p.data_id());
-    crate::inbox::dedupe_key(None, data_id.as_deref(), body)
+    crate::inbox::dedupe_key(body)
 }
 
 /// The envelope's event name and timestamp, for a body read without its recorded metadata.
@@ -407,7 +411,7 @@ fn read_lines(path: &Path, file: std::fs::File, out: &Producer) -> Result<Skippe
             at,
             key,
             origin,
-            event: events::parse(&body, at),
+            event: events::parse_fresh(&body, at, &out.freshness),
         });
         if batch.len() == BATCH && out.send(std::mem::take(&mut batch)) == Flow::Stop {
             return Ok(skipped);
@@ -470,7 +474,7 @@ fn read_dir(files: Vec<PathBuf>, out: &Producer) -> Result<Skipped, BacktestErro
             at,
             key,
             origin: Origin::File(shown.into()),
-            event: events::parse(&body, at),
+            event: events::parse_fresh(&body, at, &out.freshness),
         });
     }
     out.send(batch);
@@ -487,7 +491,7 @@ fn read_database(
 ) -> Result<Skipped, BacktestError> {
     let database: Arc<str> = shown.into();
     let filter = RecordedFilter {
-        to: out.until.map(crate::store::ts),
+        to: out.until.map(crate::clock::ts),
         ..RecordedFilter::default()
     };
     let mut skipped = Skipped::new();
@@ -519,7 +523,7 @@ fn read_database(
             }
             batch.push(Replayed {
                 at,
-                event: events::parse(&e.body, at),
+                event: events::parse_fresh(&e.body, at, &out.freshness),
                 key: e.dedupe_key,
                 origin,
             });
@@ -593,7 +597,9 @@ mod tests {
             .build()
             .unwrap();
         let source = SignalSource::detect(&path.display().to_string()).unwrap();
-        let mut s = source.stream(None, runtime.handle()).unwrap();
+        let mut s = source
+            .stream(None, Freshness::default(), runtime.handle())
+            .unwrap();
         let events: Vec<Replayed> = (&mut s).map(|r| r.unwrap()).collect();
         (events, s.skipped())
     }
@@ -634,7 +640,7 @@ mod tests {
             .iter()
             .map(|e| {
                 (
-                    crate::store::ts(e.at),
+                    crate::clock::ts(e.at),
                     e.origin.to_string(),
                     e.event.is_ok(),
                 )

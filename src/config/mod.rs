@@ -4,18 +4,35 @@
 //! Loading is strict: an unknown key, a missing secret or an impossible value stops start-up with a
 //! message naming the file, the key and the fix. Secrets are `Secret`s and never reach a log line.
 
+mod env;
 mod paper;
 mod secret;
+mod toml_error;
 mod trading;
 
 pub use paper::{parse_candle_line, parse_candles, PaperConfig, PriceSource};
 pub use secret::Secret;
+pub use toml_error::describe as describe_toml_error;
 pub use trading::TradingConfig;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Every event name a target may subscribe to.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "fill",
+    "halt",
+    "resume",
+    "drift",
+    "dead_letter",
+    "maintenance_start",
+    "maintenance_end",
+    "venue_errors",
+    "store_failing",
+    "store_recovered",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -96,6 +113,9 @@ pub struct VenueConfig {
     pub request_timeout: Duration,
     /// Client-side limit on order submissions per second (a burst of one second's worth); 0 = off.
     pub max_orders_per_second: u32,
+    /// An order that would open or grow a position and was decided longer ago than this is
+    /// dropped at send time, not sent late (`[venue] max_intent_age_secs`).
+    pub max_intent_age: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +141,13 @@ pub struct WebhookConfig {
     pub rate_limit_burst: u32,
     pub header_timeout: Duration,
     pub read_timeout: Duration,
+    /// An event with effects signed longer ago than this when it arrives is kept as a dead letter
+    /// (`stale`) and never applied (`[webhook] max_event_age_secs`).
+    pub max_event_age: chrono::Duration,
+    /// Open webhook connections at most, in all and per source address (trusted proxies are held
+    /// to the total only); the excess is closed at accept.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 impl WebhookConfig {
@@ -138,6 +165,11 @@ impl WebhookConfig {
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
             header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             read_timeout: Duration::from_millis(DEFAULT_READ_TIMEOUT_MS),
+            max_event_age: chrono::Duration::seconds(
+                crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS as i64,
+            ),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -161,7 +193,11 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for admin mutations; `None` disables them.
     pub token: Option<Secret>,
+    /// How often market prices of held symbols are read and PnL is sampled (the dashboard's curve).
+    pub pnl_sample_interval: Duration,
 }
+
+pub const DEFAULT_PNL_SAMPLE_SECS: u64 = 15;
 
 impl AdminConfig {
     /// Listen on `listen` with mutations disabled.
@@ -169,6 +205,7 @@ impl AdminConfig {
         Self {
             listen,
             token: None,
+            pnl_sample_interval: Duration::from_secs(DEFAULT_PNL_SAMPLE_SECS),
         }
     }
 }
@@ -194,7 +231,7 @@ pub struct NotifyTarget {
     pub url: Secret,
     /// Telegram's chat id.
     pub chat_id: Option<String>,
-    /// Subscribed event names (`crate::notify::EVENTS`); `None` = all.
+    /// Subscribed event names (`NOTIFY_EVENTS`); `None` = all.
     pub events: Option<Vec<String>>,
 }
 
@@ -289,6 +326,7 @@ struct RawVenue {
     api_secret_file: Option<PathBuf>,
     request_timeout_ms: Option<u64>,
     max_orders_per_second: Option<u32>,
+    max_intent_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +347,9 @@ struct RawWebhook {
     rate_limit_burst: Option<u32>,
     header_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
+    max_event_age_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,6 +364,7 @@ struct RawAdmin {
     listen: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    pnl_sample_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,26 +395,18 @@ pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 1000;
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 2000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 10_000;
+/// Far more than the venue's deliveries need, far less than `LimitNOFILE` in deploy/sigex.service.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The venue delivers from a few addresses with a few connections each; the load generator of
+/// the benchmarks uses 64 from one.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 pub const DEFAULT_RETENTION_DAYS: i64 = 30;
 /// The venue publishes no rate limit; this keeps a bot that goes wild from flooding it while
 /// staying far above what the strategies place.
 pub const DEFAULT_MAX_ORDERS_PER_SECOND: u32 = 50;
-
-/// Keys whose environment value is a whole number or a comma-separated list; everything else is
-/// taken as a string.
-const NUMERIC_KEYS: &[&str] = &[
-    "request_timeout_ms",
-    "max_orders_per_second",
-    "max_body_bytes",
-    "rate_limit_per_second",
-    "rate_limit_burst",
-    "header_timeout_ms",
-    "read_timeout_ms",
-    "retention_days",
-    "stale_after_secs",
-    "snapshot_interval_secs",
-];
-const LIST_KEYS: &[&str] = &["allow_sources", "trusted_proxies"];
+/// An intent normally leaves within milliseconds; one still waiting after two minutes (a venue
+/// outage, a restart) was decided on a market that has moved on.
+pub const DEFAULT_MAX_INTENT_AGE: chrono::Duration = chrono::Duration::seconds(120);
 
 impl Config {
     /// Reads `path`, applies `SIGEX_*` overrides from `env`, resolves secrets and validates.
@@ -392,8 +426,13 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let raw = raw_from_toml(text, origin, env)?;
-        resolve(raw, origin).map_err(|m| invalid_at(text, origin, m))
+        from_toml_with(text, origin, env, resolve)
+    }
+
+    /// `SIGEX_*` variables in `env` that are neither config keys nor variables sigex reads
+    /// elsewhere (`SIGEX_ADMIN_URL`, `SIGEX_SIM_*`): they are ignored; say so.
+    pub fn stray_variables(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        env::stray(&schema(), env)
     }
 }
 
@@ -409,6 +448,9 @@ pub struct BacktestSettings {
     /// From `SIGEX_VENUE__API_KEY` / `SIGEX_VENUE__API_SECRET` (or the `*_file` keys) when set.
     pub credentials: Option<Credentials>,
     pub request_timeout: Duration,
+    /// `[webhook] max_event_age_secs`: a recorded event older than this when received is a
+    /// dead letter in the replay, as it was live.
+    pub freshness: crate::model::events::Freshness,
 }
 
 impl BacktestSettings {
@@ -429,9 +471,20 @@ impl BacktestSettings {
             }
             None => ("(no config file)".to_owned(), String::new()),
         };
-        let raw = raw_from_toml(&text, &origin, env)?;
-        resolve_backtest(raw, &origin).map_err(|m| invalid_at(&text, &origin, m))
+        from_toml_with(&text, &origin, env, resolve_backtest)
     }
+}
+
+/// `[webhook] max_event_age_secs`, checked.
+fn max_event_age_secs(written: Option<u64>) -> Result<u64, String> {
+    let secs = written.unwrap_or(crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS);
+    if !(60..=7 * 86_400).contains(&secs) {
+        return Err(format!(
+            "[webhook] max_event_age_secs = {secs} is out of range; use 60 to 604800 (the \
+             venue's retries must fit inside it)"
+        ));
+    }
+    Ok(secs)
 }
 
 fn resolve_backtest(raw: RawConfig, origin: &str) -> Result<BacktestSettings, String> {
@@ -457,7 +510,11 @@ fn resolve_backtest(raw: RawConfig, origin: &str) -> Result<BacktestSettings, St
         }),
         _ => None,
     };
+    let max_event_age = max_event_age_secs(raw.webhook.max_event_age_secs)?;
     Ok(BacktestSettings {
+        freshness: crate::model::events::Freshness::new(chrono::Duration::seconds(
+            max_event_age as i64,
+        )),
         trading: trading::resolve(trading::RawTrading {
             limits: raw.limits,
             maintenance: raw.maintenance,
@@ -477,32 +534,32 @@ fn resolve_backtest(raw: RawConfig, origin: &str) -> Result<BacktestSettings, St
     })
 }
 
-/// A validation message as a config error, pointing at the line of its `[section] key` when the
-/// file has one.
-fn invalid_at(text: &str, origin: &str, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        path: match locate(text, &message) {
-            Some(l) => format!("{origin}:{l}"),
-            None => origin.to_owned(),
-        },
-        message,
-    }
-}
-
-/// The file's text with its `SIGEX_*` overrides applied, in the file's shape: refused (naming the
-/// line) when it holds a secret, an unknown key or a value of the wrong type.
-fn raw_from_toml(
+/// The file's text with its `SIGEX_*` overrides applied, in the file's shape, then `resolve`d:
+/// refused (naming the line of the file, or the environment variable) when it holds a secret,
+/// an unknown key, a value of the wrong type or one `resolve` rejects.
+fn from_toml_with<T>(
     text: &str,
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<RawConfig, ConfigError> {
+    resolve: impl FnOnce(RawConfig, &str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         path: origin.to_owned(),
         message,
     };
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    // Errors name where the value came from: the line of the file (the table has lost the
+    // spans, so a mistake is looked up again in the text), or the environment variable.
+    let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
+        path: match line {
+            Some(l) => format!("{origin}:{l}"),
+            None => origin.to_owned(),
+        },
+        message,
+    };
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, message) = toml_error::describe(text, &e);
+        at_line(line, message)
+    })?;
     for (section, key) in SECRET_KEYS {
         if table.get(*section).and_then(|s| s.get(*key)).is_some() {
             return Err(invalid(format!(
@@ -513,23 +570,81 @@ fn raw_from_toml(
             )));
         }
     }
-    apply_env_overrides(&mut table, env).map_err(invalid)?;
-    // Errors name the line where the file has one: the table has lost the spans, so a shape
-    // error is looked up again in the text (and a validation error by its "[section] key", in
-    // `invalid_at`).
-    table.try_into().map_err(|e: toml::de::Error| {
-        let line = toml::from_str::<RawConfig>(text).err().and_then(|e| {
-            e.span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-        });
-        ConfigError::Invalid {
-            path: match line {
-                Some(l) => format!("{origin}:{l}"),
-                None => origin.to_owned(),
-            },
-            message: e.message().to_owned(),
+    let file_table = table.clone();
+    let overrides = env::overrides(&schema(), env)?;
+    for o in &overrides {
+        o.apply(&mut table)?;
+    }
+    let raw: RawConfig = match table.try_into() {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Err(shape_error(
+                text,
+                &file_table,
+                &overrides,
+                e.message(),
+                at_line,
+            ))
+        }
+    };
+    resolve(raw, origin).map_err(|m| {
+        let from_env = named_key(&m)
+            .and_then(|(section, key)| overrides.iter().find(|o| o.names(section, key)));
+        match from_env {
+            Some(o) => o.error(m),
+            None => at_line(locate(text, &m), m),
         }
     })
+}
+
+/// The config file's keys, from its serde types (the allow-list of environment overrides).
+fn schema() -> env::Schema {
+    env::Schema::of::<RawConfig>()
+}
+
+/// A value of the wrong shape: in the file (its line and key), else in one environment variable.
+fn shape_error(
+    text: &str,
+    file_table: &toml::Table,
+    overrides: &[env::Override],
+    message: &str,
+    at_line: impl Fn(Option<usize>, String) -> ConfigError,
+) -> ConfigError {
+    if let Err(e) = toml::from_str::<RawConfig>(text) {
+        let (line, message) = toml_error::describe(text, &e);
+        return at_line(line, message);
+    }
+    for o in overrides {
+        let mut alone = file_table.clone();
+        if o.apply(&mut alone).is_err() {
+            continue;
+        }
+        if let Err(e) = alone.try_into::<RawConfig>() {
+            let at = match &o.section {
+                Some(s) => format!("[{s}] {}", o.key),
+                None => o.key.clone(),
+            };
+            return o.error(format!("{at}: {}", e.message()));
+        }
+    }
+    at_line(None, message.to_owned())
+}
+
+/// The `[section] key` (or top-level `key`) a validation message starts with.
+fn named_key(message: &str) -> Option<(Option<&str>, &str)> {
+    fn key_of(s: &str) -> &str {
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        &s[..end]
+    }
+    match message.strip_prefix('[') {
+        Some(rest) => {
+            let (section, after) = rest.split_once(']')?;
+            Some((Some(section), key_of(after.trim_start())))
+        }
+        None => Some((None, key_of(message))),
+    }
 }
 
 /// The line of the `[section] key` a validation message starts with, when the file has it.
@@ -587,59 +702,6 @@ pub fn database_url_only(
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()))
-}
-
-/// `SIGEX_MODE=live` sets `mode`; `SIGEX_VENUE__BASE_URL=...` sets `[venue] base_url`. Values are
-/// strings except where the key is known to be a number.
-fn apply_env_overrides(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), String> {
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("SIGEX_") else {
-            continue;
-        };
-        let rest = rest.to_ascii_lowercase();
-        let (section, key) = match rest.split_once("__") {
-            Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
-            None => (None, rest),
-        };
-        let value = if NUMERIC_KEYS.contains(&key.as_str()) {
-            toml::Value::Integer(
-                value
-                    .parse()
-                    .map_err(|_| format!("environment variable {name} must be a whole number"))?,
-            )
-        } else if LIST_KEYS.contains(&key.as_str()) {
-            toml::Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| toml::Value::String(v.to_owned()))
-                    .collect(),
-            )
-        } else {
-            toml::Value::String(value)
-        };
-        match section {
-            None => {
-                table.insert(key, value);
-            }
-            Some(section) => {
-                let entry = table
-                    .entry(section.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let toml::Value::Table(t) = entry else {
-                    return Err(format!(
-                        "{section} is not a section, but {name} treats it as one"
-                    ));
-                };
-                t.insert(key, value);
-            }
-        }
-    }
-    Ok(())
 }
 
 fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
@@ -742,10 +804,56 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[inbox] retention_days = {retention_days} is out of range; use 1 to 3650"
         ));
     }
+    let max_event_age_secs = max_event_age_secs(raw.webhook.max_event_age_secs)?;
+    // Dedupe records must outlive the freshness window: a replay older than retention is then
+    // always stale, and one younger is always a duplicate.
+    let horizon = max_event_age_secs as i64 + crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS;
+    if retention_days * 86_400 <= horizon {
+        return Err(format!(
+            "[inbox] retention_days = {retention_days} must be longer than [webhook] \
+             max_event_age_secs = {max_event_age_secs} (plus {} s of clock skew): an event pruned \
+             before it is stale could be replayed and applied again. Raise [inbox] retention_days \
+             or lower [webhook] max_event_age_secs",
+            crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS
+        ));
+    }
+    let max_intent_age = match raw.venue.max_intent_age_secs {
+        None => DEFAULT_MAX_INTENT_AGE,
+        Some(secs @ 1..=86_400) => chrono::Duration::seconds(secs as i64),
+        Some(secs) => {
+            return Err(format!(
+                "[venue] max_intent_age_secs = {secs} is out of range; use 1 to 86400"
+            ))
+        }
+    };
     let max_body_bytes = raw.webhook.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(format!(
             "[webhook] max_body_bytes = {max_body_bytes} is out of range; use 1024 to 16777216"
+        ));
+    }
+    let pnl_sample_secs = raw.admin.pnl_sample_secs.unwrap_or(DEFAULT_PNL_SAMPLE_SECS);
+    if !(1..=3600).contains(&pnl_sample_secs) {
+        return Err(format!(
+            "[admin] pnl_sample_secs = {pnl_sample_secs} is out of range; use 1 to 3600"
+        ));
+    }
+    let max_connections = raw
+        .webhook
+        .max_connections
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let max_connections_per_source = raw
+        .webhook
+        .max_connections_per_source
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(format!(
+            "[webhook] max_connections = {max_connections} is out of range; use 1 to 1000000"
+        ));
+    }
+    if !(1..=max_connections).contains(&max_connections_per_source) {
+        return Err(format!(
+            "[webhook] max_connections_per_source = {max_connections_per_source} is out of range; use 1 to max_connections ({max_connections})"
         ));
     }
     let admin_token = secret("admin", "token", raw.admin.token, raw.admin.token_file)?;
@@ -759,6 +867,11 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         symbols: raw.symbols,
         symbol_defaults: raw.symbol_defaults,
     })?;
+    let paper = paper::resolve(raw.paper, base_dir)?;
+    // Wherever the venue's address is called with the API key, it must be https (or loopback).
+    if mode == Mode::Live || matches!(paper.price_source, PriceSource::Venue { .. }) {
+        crate::venue::wire::check_base_url(&base_url)?;
+    }
     let notify = raw
         .notify
         .into_iter()
@@ -777,6 +890,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                 .venue
                 .max_orders_per_second
                 .unwrap_or(DEFAULT_MAX_ORDERS_PER_SECOND),
+            max_intent_age,
         },
         webhook: WebhookConfig {
             listen: parse_addr("webhook", "listen", raw.webhook.listen, "0.0.0.0:8080")?,
@@ -804,6 +918,9 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
                     .read_timeout_ms
                     .unwrap_or(DEFAULT_READ_TIMEOUT_MS),
             ),
+            max_event_age: chrono::Duration::seconds(max_event_age_secs as i64),
+            max_connections,
+            max_connections_per_source,
         },
         inbox: InboxConfig {
             retention: chrono::Duration::days(retention_days),
@@ -811,6 +928,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
         admin: AdminConfig {
             listen: parse_addr("admin", "listen", raw.admin.listen, "127.0.0.1:8081")?,
             token: admin_token,
+            pnl_sample_interval: Duration::from_secs(pnl_sample_secs),
         },
         storage: StorageConfig {
             database_url: sqlite_relative_to(
@@ -825,7 +943,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             .dir
             .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
             .unwrap_or_else(|| base_dir.join("strategies")),
-        paper: paper::resolve(raw.paper, base_dir)?,
+        paper,
         notify,
         shutdown_deadline: raw
             .shutdown
@@ -899,13 +1017,10 @@ fn resolve_notify(i: usize, n: RawNotify, base_dir: &Path) -> Result<NotifyTarge
         return Err(format!("{at}: telegram needs chat_id"));
     }
     if let Some(events) = &n.events {
-        if let Some(bad) = events
-            .iter()
-            .find(|e| !crate::notify::EVENTS.contains(&e.as_str()))
-        {
+        if let Some(bad) = events.iter().find(|e| !NOTIFY_EVENTS.contains(&e.as_str())) {
             return Err(format!(
                 "{at}: unknown event {bad:?}; known: {}",
-                crate::notify::EVENTS.join(", ")
+                NOTIFY_EVENTS.join(", ")
             ));
         }
     }
@@ -1172,6 +1287,183 @@ lot_step = 0.001
         );
         assert_eq!(c.trading.maintenance.lead, chrono::Duration::seconds(30));
         assert!(c.trading.maintenance.cancel_open_orders);
+    }
+
+    #[test]
+    fn a_retention_not_longer_than_the_freshness_window_is_refused_naming_both_keys() {
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", env(SECRET_ENV)).unwrap();
+        assert_eq!(c.webhook.max_event_age, chrono::Duration::hours(1));
+        let text = "mode = \"paper\"\n[webhook]\nmax_event_age_secs = 86400\n[inbox]\nretention_days = 1\n";
+        let err = Config::from_toml(text, "c.toml", env(SECRET_ENV))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[inbox] retention_days = 1")
+                && err.contains("[webhook] max_event_age_secs = 86400"),
+            "{err}"
+        );
+        let text = "mode = \"paper\"\n[webhook]\nmax_event_age_secs = 86000\n[inbox]\nretention_days = 2\n";
+        let c = Config::from_toml(text, "c.toml", env(SECRET_ENV)).unwrap();
+        assert_eq!(c.webhook.max_event_age, chrono::Duration::seconds(86000));
+        let mut e = env(SECRET_ENV);
+        e.push(("SIGEX_WEBHOOK__MAX_EVENT_AGE_SECS".into(), "10".into()));
+        let err = Config::from_toml("mode = \"paper\"\n", "c.toml", e).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_event_age_secs = 10 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sigex_variables_that_are_not_config_keys_change_nothing() {
+        let mut e = env(SECRET_ENV);
+        for (name, value) in [
+            ("SIGEX_ADMIN_URL", "http://127.0.0.1:8081"),
+            ("SIGEX_SIM_API_KEY", "sim-key"),
+            ("SIGEX_SIM_API_SECRET", "sim-secret"),
+            ("SIGEX_CHAOS_SEED", "12345"),
+            ("SIGEX_SOMETHING_ELSE", "x"),
+            ("SIGEX_NOT_A_SECTION__KEY", "x"),
+        ] {
+            e.push((name.into(), value.into()));
+        }
+        let c = Config::from_toml("mode = \"paper\"\n", "c.toml", e.clone()).unwrap();
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8081");
+        // Only the names that are neither config keys nor read by sigex elsewhere are worth a
+        // warning.
+        assert_eq!(
+            Config::stray_variables(e),
+            vec![
+                "SIGEX_SOMETHING_ELSE".to_owned(),
+                "SIGEX_NOT_A_SECTION__KEY".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn every_section_of_the_file_can_be_overridden_with_its_own_types() {
+        let s = schema();
+        let kinds = |section: &str| s.sections_for_test(section);
+        assert_eq!(
+            kinds("webhook")["rate_limit_per_second"],
+            env::Kind::Integer
+        );
+        assert_eq!(kinds("webhook")["allow_sources"], env::Kind::List);
+        assert_eq!(kinds("webhook")["secret"], env::Kind::Text);
+        assert_eq!(kinds("reconcile")["stale_after_secs"], env::Kind::Integer);
+        assert_eq!(kinds("paper")["starting_balance"], env::Kind::Text);
+        assert!(kinds("limits").contains_key("max_open_orders"));
+        assert!(kinds("storage").contains_key("database_url"));
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_the_variable_not_a_line() {
+        let file = "mode = \"paper\"\n\n[webhook]\nlisten = \"127.0.0.1:8080\"\n";
+        let cases = [
+            (
+                "SIGEX_WEBHOOK__SECRET",
+                "whsec_short",
+                "[webhook] secret is shorter than 16 characters",
+            ),
+            ("SIGEX_MODE", "papr", "unknown variant `papr`"),
+            (
+                "SIGEX_WEBHOOK__LISTEN",
+                "localhost",
+                "[webhook] listen \"localhost\" is not an address",
+            ),
+            (
+                "SIGEX_WEBHOOK__MAX_BODY_BYTES",
+                "lots",
+                "[webhook] max_body_bytes must be a whole number",
+            ),
+            (
+                "SIGEX_WEBHOOK__SECRT",
+                "whsec_0123456789abcdef",
+                "[webhook] has no key \"secrt\"",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let mut e = env(SECRET_ENV);
+            e.retain(|(k, _)| k != name);
+            e.push((name.into(), value.into()));
+            let err = Config::from_toml(file, "sigex.toml", e)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("environment variable {name}: "))
+                    && err.contains(expected),
+                "{name}: {err}"
+            );
+            assert!(!err.contains("sigex.toml:"), "{name}: {err}");
+        }
+        // The same mistake written in the file is reported at its line.
+        let err = Config::from_toml("mode = \"papr\"\n", "sigex.toml", env(SECRET_ENV))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sigex.toml:1: mode: unknown variant `papr`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_in_the_file_names_the_key_and_the_line() {
+        let err = Config::from_toml(
+            "mode = \"paper\"\n[limits]\nmax_order_notional = 100\n[reconcile]\nstale_after_secs = \"70\"\n",
+            "sigex.toml",
+            env(SECRET_ENV),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "sigex.toml:5: [reconcile] stale_after_secs: invalid type: string \"70\""
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn live_mode_refuses_a_plain_http_venue_except_on_loopback() {
+        let live = |url: &str| {
+            Config::from_toml(
+                &format!("mode = \"live\"\n[venue]\nbase_url = \"{url}\"\n"),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+        };
+        for url in [
+            "http://api.vibetrading.tech/api/v1",
+            "http://10.0.0.5:8080/api/v1",
+            "ftp://api.vibetrading.tech/api/v1",
+        ] {
+            let err = live(url).unwrap_err().to_string();
+            assert!(
+                err.starts_with("c.toml:3: ") && err.contains("must start with https://"),
+                "{url}: {err}"
+            );
+        }
+        for url in [
+            "https://api.vibetrading.tech/api/v1",
+            "http://127.0.0.1:9090/api/v1",
+            "http://localhost:9090/api/v1",
+            "http://[::1]:9090/api/v1",
+        ] {
+            assert!(live(url).is_ok(), "{url}");
+        }
+        // Paper mode never calls it, unless it follows the venue's prices.
+        let paper = |extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "mode = \"paper\"\n[venue]\nbase_url = \"http://10.0.0.5/api/v1\"\n{extra}"
+                ),
+                "c.toml",
+                env(SECRET_ENV),
+            )
+        };
+        assert!(paper("").is_ok());
+        assert!(paper("[paper]\nprice_source = \"venue\"\n").is_err());
     }
 
     #[test]

@@ -4,7 +4,13 @@
 //! Guarantees: an event is marked processed only together with its effects (a crash in between
 //! replays it, and the effects are idempotent: deterministic `clientOrderId`s, monotonic order
 //! states); a signed but unusable event becomes a dead letter with its reason; a failing event is
-//! retried with backoff and parked after `MAX_ATTEMPTS`.
+//! retried with backoff and parked after `MAX_ATTEMPTS`; an event outside the freshness window is a
+//! dead letter (`stale`) and never applied; a balance, venue position or maintenance notice older
+//! (by its signed timestamp) than what is held is recorded as processed and not applied. Three
+//! failures are not the event's turn to be retried: a venue number that overflows a `Decimal` makes it a dead letter at once
+//! (`arithmetic overflow: ...`); so does a panic while processing it (`processing panicked: ...`;
+//! the loop survives it and goes on with the next event); and a database that cannot commit
+//! makes processing wait for it without counting an attempt.
 //!
 //! Signals go strategy → `risk::decide` → order intent in one transaction that also reads the
 //! trading state, the maintenance calendar and the account's numbers, so nothing can change
@@ -12,17 +18,19 @@
 //! `system.alert` effects, the margin ratio from `position.*` and the circuit breakers (after fills
 //! and balance updates) are persisted here, in the same transaction as their event.
 
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::config::TradingConfig;
-use crate::ingress::events::{self, Event, ParseError};
+use crate::model::events::{self, Event, ParseError};
 use crate::model::{Price, Signal, Symbol};
 use crate::notify::{Notification, Notifier};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
+use crate::risk::limits::{day_start, QUOTE_ASSET};
 use crate::risk::{self, alerts::AlertChange, maintenance, state};
+use crate::shutdown::Shutdown;
 use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError, Tx};
 use crate::strategy::{Evaluation, Strategy};
+use crate::supervise::catch_panic;
 use crate::venue::VenueClient;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use rust_decimal::Decimal;
@@ -30,6 +38,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+pub mod harness;
 
 const MAX_ATTEMPTS: i64 = 5;
 
@@ -60,14 +70,33 @@ struct Prepared<'a> {
     other_prices: HashMap<String, Decimal>,
 }
 
+/// The note on a processed report that was not applied because newer state is held.
+const OLDER_THAN_HELD: &str = "older than what is held (by the event's timestamp); not applied";
+
 /// How long a `position.closed` waits for our closing fill before it is reported as unmatched.
 const CLOSED_MATCH_WAIT: ChronoDuration = ChronoDuration::minutes(10);
 
 const BATCH: i64 = 256;
 /// How long a fetched reference price is reused for sizing.
 const PRICE_TTL: Duration = Duration::from_secs(2);
-use risk::limits::{day_start, QUOTE_ASSET};
 const EQUITY_PEAK: &str = "equity_peak";
+
+/// [`events::parse_fresh`], with a panic inside it turned into a parse error: the event becomes a
+/// dead letter with the reason instead of taking the dispatcher down.
+fn parse_isolated(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    freshness: &events::Freshness,
+) -> Result<Event, ParseError> {
+    std::panic::catch_unwind(|| events::parse_fresh(body, received_at, freshness)).unwrap_or_else(
+        |payload| {
+            Err(ParseError::Envelope(format!(
+                "parsing panicked: {}",
+                crate::supervise::panic_message(&*payload)
+            )))
+        },
+    )
+}
 
 pub struct Dispatcher {
     pub store: Store,
@@ -82,10 +111,15 @@ pub struct Dispatcher {
     /// Told about fills and dead letters.
     pub notifier: Notifier,
     /// When set, signals are refused until it says the start-up reconciliation succeeded.
-    pub reconciled: Option<crate::admin::health::Health>,
+    pub reconciled: Option<crate::telemetry::health::Health>,
     /// A closed position whose realized PnL differs from the venue's by more than this is drift.
     pub pnl_tolerance: Decimal,
+    /// Events with effects outside this window are dead letters (`stale`), never applied.
+    pub freshness: events::Freshness,
     prices: Mutex<HashMap<String, (Decimal, Instant)>>,
+    /// Tests only: processing the event with this seq panics, to prove a panic is isolated.
+    #[cfg(test)]
+    panic_on_seq: Option<i64>,
 }
 
 impl Dispatcher {
@@ -109,13 +143,19 @@ impl Dispatcher {
             notifier: Notifier::disabled(),
             reconciled: None,
             pnl_tolerance: crate::config::ReconcileConfig::default().pnl_tolerance,
+            freshness: events::Freshness::default(),
             prices: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            panic_on_seq: None,
         }
     }
 
     /// Processes events until `shutdown`; then drains what is already in the inbox (ingress has
     /// stopped by then, so that is finite) and returns. The caller bounds the drain with a deadline.
     pub async fn run(self, mut shutdown: Shutdown) {
+        // After a panic in a run of several events, events up to this seq are applied one by
+        // one, so the one that panics is found and dead-lettered alone.
+        let mut one_by_one_through: Option<i64> = None;
         loop {
             let batch = match self.store.pending_events(BATCH).await {
                 Ok(b) => b,
@@ -139,10 +179,9 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let now = self.clock.now();
             let mut parsed: Vec<Option<Result<Event, ParseError>>> = batch
                 .iter()
-                .map(|e| Some(events::parse(&e.body, now)))
+                .map(|e| Some(parse_isolated(&e.body, e.received_at, &self.freshness)))
                 .collect();
             let is_signal =
                 |p: &Option<Result<Event, ParseError>>| matches!(p, Some(Ok(Event::Signal(_))));
@@ -157,7 +196,9 @@ impl Dispatcher {
                 }
                 // The rest of the batch in one transaction (and one fsync), signals included;
                 // while the book is unreconciled, only up to the next signal.
-                let end = if self.is_reconciled() {
+                let end = if one_by_one_through.is_some_and(|through| batch[i].seq <= through) {
+                    i + 1
+                } else if self.is_reconciled() {
                     batch.len()
                 } else {
                     (i + 1..batch.len())
@@ -167,9 +208,39 @@ impl Dispatcher {
                 let run: Vec<_> = (i..end)
                     .map(|k| (&batch[k], parsed[k].take().expect("parsed once")))
                     .collect();
-                let result = self.apply_run(run, i).await;
+                let result = match catch_panic(self.apply_run(run, i)).await {
+                    Ok(result) => result,
+                    Err(panic) => {
+                        // Nothing of the panicked transaction was committed. The inbox is read
+                        // again either way, so nothing committed before the panic is applied
+                        // twice.
+                        if end - i == 1 {
+                            let reason = format!("processing panicked: {panic}");
+                            if !self.dead_letter(&batch[i], &reason).await
+                                && shutdown.sleep(Duration::from_secs(1)).await
+                            {
+                                return;
+                            }
+                        } else {
+                            tracing::error!(first = batch[i].seq, last = batch[end - 1].seq, %panic, "processing panicked; applying these events one by one to isolate the cause");
+                            one_by_one_through = Some(batch[end - 1].seq);
+                        }
+                        break;
+                    }
+                };
                 i = end;
                 if let Err((failed, e)) = result {
+                    if e.is_unavailable() {
+                        // The database cannot take writes: nothing is wrong with the event. It
+                        // waits, its attempt not counted, until a write goes through again.
+                        tracing::warn!(seq = batch[failed].seq, error = %e, "the store cannot commit; processing waits for it");
+                        self.store.writable().noted(e);
+                        tokio::select! {
+                            _ = self.store.writable().wait_writable() => {}
+                            _ = shutdown.wait() => return,
+                        }
+                        break;
+                    }
                     self.record_failure(&batch[failed], &e).await;
                     let backoff = Duration::from_millis(100 << batch[failed].attempts.clamp(0, 6));
                     if shutdown.sleep(backoff).await {
@@ -276,7 +347,7 @@ impl Dispatcher {
                 }
                 Ok(())
             }
-            Err(e) if run.len() == 1 => Err((first, e)),
+            Err(e) if run.len() == 1 || e.is_unavailable() => Err((first, e)),
             Err(e) => {
                 tracing::warn!(error = %e, events = run.len(), "batch failed; applying its events one by one");
                 for (k, (event, parsed)) in run.iter().enumerate() {
@@ -302,8 +373,37 @@ impl Dispatcher {
         }
     }
 
+    /// Parks an event that can never be processed (its processing panicked: it would again) as a
+    /// dead letter with the reason, and tells the operator; the stream goes on behind it. False
+    /// when that could not be recorded (it stays pending and comes back here).
+    async fn dead_letter(&self, event: &InboxEvent, reason: &str) -> bool {
+        tracing::error!(seq = event.seq, event = %event.event_type, %reason, "dead letter: processing this event failed for good");
+        let recorded = async {
+            let mut tx = self.store.begin().await?;
+            let now = self.clock.now();
+            Store::set_event_status(&mut tx, event.seq, EventStatus::Dead, Some(reason), now)
+                .await?;
+            tx.commit().await
+        };
+        match recorded.await {
+            Ok(()) => {
+                self.notifier.send(Notification::DeadLetter {
+                    seq: event.seq,
+                    event_type: event.event_type.clone(),
+                    reason: reason.to_owned(),
+                });
+                true
+            }
+            Err(e) => {
+                tracing::error!(seq = event.seq, error = %e, "cannot record the dead letter");
+                false
+            }
+        }
+    }
+
     async fn record_failure(&self, event: &InboxEvent, e: &StoreError) {
-        let dead = event.attempts + 1 >= MAX_ATTEMPTS;
+        // A number the bot cannot compute with fails the same way every time: dead at once.
+        let dead = event.attempts + 1 >= MAX_ATTEMPTS || matches!(e, StoreError::Overflow(_));
         tracing::error!(seq = event.seq, error = %e, dead, "event processing failed");
         let status = if dead {
             EventStatus::Dead
@@ -356,6 +456,10 @@ impl Dispatcher {
         parsed: &Result<Event, ParseError>,
         now: DateTime<Utc>,
     ) -> Result<Applied, StoreError> {
+        #[cfg(test)]
+        if self.panic_on_seq == Some(event.seq) {
+            panic!("injected for event {}", event.seq);
+        }
         let mut status = EventStatus::Processed;
         let mut note = None;
         let mut tell = None;
@@ -387,11 +491,15 @@ impl Dispatcher {
                 NewsOutcome::Foreign => {}
             },
             Ok(Event::Position(p)) => {
-                Store::save_venue_position(&mut *tx, p, now).await?;
-                if let Some(ratio) = p.margin_ratio {
-                    Store::save_margin_ratio(&mut *tx, &p.symbol, ratio).await?;
+                if Store::save_venue_position(&mut *tx, p, now).await? {
+                    if let Some(ratio) = p.margin_ratio {
+                        Store::save_margin_ratio(&mut *tx, &p.symbol, ratio).await?;
+                    }
+                    self.apply_margin_rule(tx, now).await?;
+                } else {
+                    tracing::info!(seq = event.seq, symbol = %p.symbol, "position report older than the one held; not applied");
+                    note = Some(OLDER_THAN_HELD.to_owned());
                 }
-                self.apply_margin_rule(tx, now).await?;
                 if let (true, Some(venue_realized)) = (p.closed, p.realized_pnl) {
                     match self
                         .check_closed(tx, event.seq, p, venue_realized, now)
@@ -410,17 +518,29 @@ impl Dispatcher {
                 available,
                 locked,
                 total,
+                at,
             }) => {
-                Store::save_balance(&mut *tx, asset, *available, *locked, *total, now).await?;
-                if asset == QUOTE_ASSET {
+                let report = crate::store::BalanceReport {
+                    asset,
+                    available: *available,
+                    locked: *locked,
+                    total: *total,
+                    as_of: *at,
+                };
+                if !Store::save_balance(&mut *tx, &report, now).await? {
+                    // A late or replayed report must not move the balance, the equity peak or
+                    // the breakers backwards.
+                    tracing::info!(seq = event.seq, %asset, "balance report older than the one held; not applied");
+                    note = Some(OLDER_THAN_HELD.to_owned());
+                } else if asset == QUOTE_ASSET {
                     let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
                     if let Some(peak) = risk::limits::peak_after_balance(peak, *total) {
                         Store::set_risk_value(&mut *tx, EQUITY_PEAK, peak, now).await?;
                     }
+                    self.apply_breakers(tx, now).await?;
                 }
-                self.apply_breakers(tx, now).await?;
             }
-            Ok(Event::Maintenance(window)) => {
+            Ok(Event::Maintenance { window, noticed_at }) => {
                 let settings = &self.trading.maintenance;
                 let mut window = window.clone();
                 if !window.affects_trading() {
@@ -432,7 +552,10 @@ impl Dispatcher {
                 } else {
                     tracing::warn!(seq = event.seq, window = %window.key, start = %window.start, end = %window.end, "maintenance window scheduled: no new orders from start - lead until end + settle and a reconciliation");
                 }
-                Store::upsert_window(&mut *tx, &window, now).await?;
+                if !Store::upsert_window(&mut *tx, &window, *noticed_at, now).await? {
+                    tracing::warn!(seq = event.seq, window = %window.key, "maintenance notice older than the one held for its window; not applied");
+                    note = Some(OLDER_THAN_HELD.to_owned());
+                }
             }
             Ok(Event::Alert {
                 level,
@@ -451,7 +574,7 @@ impl Dispatcher {
                         &t.asset,
                         t.amount,
                         t.status.as_deref(),
-                    );
+                    )?;
                     if let Some(moved) = moved {
                         Store::set_risk_value(&mut *tx, EQUITY_PEAK, moved, now).await?;
                         tracing::info!(amount = %t.amount, kind = t.kind, peak = %moved, "equity peak moved by a transfer");
@@ -477,7 +600,7 @@ impl Dispatcher {
         &self,
         tx: &mut Tx,
         seq: i64,
-        p: &crate::store::VenuePosition,
+        p: &crate::model::events::VenuePosition,
         venue_realized: Decimal,
         now: DateTime<Utc>,
     ) -> Result<ClosedCheck, StoreError> {
@@ -701,14 +824,16 @@ impl Dispatcher {
                     account: &account,
                     now,
                 };
-                match risk::decide(&request) {
+                // Sizing and limits multiply venue numbers (prices, balances, the signal's
+                // levels); one a `Decimal` cannot hold refuses the signal with the reason.
+                match risk::decide_guarded(&request) {
                     Err(refusal) => {
                         decision.decision = "refused";
                         decision.reason = refusal.reason;
                     }
                     Ok(approved) => {
                         client_order_id =
-                            order::client_order_id(&strategy.name, &event.dedupe_key, "entry");
+                            order::client_order_id(&strategy.name, &event.identity, "entry");
                         Store::insert_intent(
                             &mut *tx,
                             &approved,
@@ -848,3 +973,6 @@ impl Dispatcher {
         Ok(price)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,12 +18,12 @@
 //!   request may meet).
 
 use super::backoff;
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::notify::Notifier;
 use crate::order::OrderStatus;
-use crate::reconcile::full::apply_answer;
+use crate::reconcile::apply_answer;
 use crate::store::{CancelState, CancelTask, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::venue::wire::OrderResponse;
 use crate::venue::{OrderOutcome, VenueClient};
 use std::collections::HashSet;
@@ -230,6 +230,11 @@ impl Canceller {
     }
 
     async fn attempt(&self, cid: &str, task: &CancelTask) -> Result<CancelResult, StoreError> {
+        if !self.store.writable().is_writable() {
+            // An answer that cannot be recorded must not be sought: no DELETE while the
+            // database cannot commit; the request stays recorded and is driven afterwards.
+            return Ok(CancelResult::Waiting);
+        }
         let Some(order) = self.store.find_order(cid).await? else {
             return Ok(CancelResult::Waiting);
         };

@@ -3,7 +3,13 @@
 //! Guarantees: an order is only ever sent under the `clientOrderId` it was written with; an
 //! unknown outcome is resolved by asking the venue (`GET /orders?clientOrderId=`) and the order is
 //! re-sent, with the same id, only when the venue says it has no such order; a definite refusal is
-//! kept with the venue's code and message. It never changes a risk decision.
+//! kept with the venue's code and message.
+//!
+//! At send time it applies the last check of `crate::risk::release` (trading state of the account
+//! and the symbol, maintenance windows, the reducing state, the intent's age): a decision taken
+//! before a halt does not go out after it. An order that may not go out is dropped (`cancelled`,
+//! with the reason in `/api/orders` and the log) only once the venue has confirmed, by
+//! `clientOrderId`, that it does not have it; a protective order waits instead.
 //!
 //! Pacing: order POSTs pass a token bucket (`[venue] max_orders_per_second`, a burst of one
 //! second's worth) so the bot stays below the venue's own limit; a `Retry-After` from the venue
@@ -14,13 +20,17 @@
 
 pub mod cancel;
 
-use crate::admin::metrics::Metrics;
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
-use crate::ingress::events::OrderNews;
+use crate::model::events::OrderNews;
+use crate::model::Side;
 use crate::notify::Notifier;
 use crate::reconcile;
-use crate::store::{OrderRow, Store, StoreError};
+use crate::risk::maintenance::{self, MaintenanceSettings};
+use crate::risk::release::{Outgoing, Release};
+use crate::risk::{state, Gate, Role};
+use crate::shutdown::Shutdown;
+use crate::store::{OrderRow, SendView, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::venue::wire::{OrderResponse, PlaceOrderRequest};
 use crate::venue::{SubmitOutcome, VenueClient};
 use chrono::{DateTime, Utc};
@@ -59,6 +69,7 @@ pub fn backoff(attempts: i64, retry_after: Option<Duration>) -> chrono::Duration
 }
 
 /// What one submission attempt learned; recorded with the rest of its round.
+#[derive(Clone)]
 enum Attempt {
     Accepted(Box<OrderResponse>),
     Rejected {
@@ -69,7 +80,23 @@ enum Attempt {
         error: String,
         retry_at: DateTime<Utc>,
     },
+    /// Not sent now; looked at again at `retry_at`.
+    Wait {
+        why: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// Never sent, and the venue confirmed it does not have it.
+    Dropped {
+        reason: String,
+    },
 }
+
+/// How long the trading state read before sending is trusted within one round.
+const VIEW_TTL: Duration = Duration::from_millis(50);
+
+/// How long an order that may not be sent now (a protective order while trading is stopped)
+/// waits before it is looked at again.
+const WAIT_RETRY: chrono::Duration = chrono::Duration::seconds(2);
 
 /// A token bucket for order submissions: `rate` tokens a second, at most `rate` banked. Pure: the
 /// caller passes the instant.
@@ -142,7 +169,11 @@ pub struct Executor {
     /// Paces order POSTs; see the module doc.
     pub pacer: Mutex<OrderPacer>,
     /// Nothing is sent before the start-up reconciliation has succeeded.
-    pub health: crate::admin::health::Health,
+    pub health: crate::telemetry::health::Health,
+    /// Maintenance lead and settle times, for the check at send time.
+    pub maintenance: MaintenanceSettings,
+    /// An opening order decided longer ago than this is dropped, not sent late.
+    pub max_intent_age: chrono::Duration,
 }
 
 impl Executor {
@@ -156,7 +187,33 @@ impl Executor {
                 return;
             }
         }
+        // Outcomes learned from the venue that could not be recorded because the database could
+        // not commit: recorded before anything else is sent, and their orders are never sent
+        // again meanwhile.
+        let mut unrecorded: Vec<(OrderRow, Attempt)> = Vec::new();
         loop {
+            if !self.store.writable().is_writable() {
+                // An outcome that cannot be recorded must not be sought: nothing is sent while
+                // the database cannot commit (the intents stay durable and go out afterwards).
+                tracing::warn!("the store cannot commit; no order is sent until it recovers");
+                tokio::select! {
+                    _ = self.store.writable().wait_writable() => {}
+                    _ = shutdown.wait() => return,
+                }
+                continue;
+            }
+            if !unrecorded.is_empty() {
+                let outcomes = std::mem::take(&mut unrecorded);
+                if let Err(e) = self.record(&outcomes).await {
+                    if self
+                        .after_record_failure(e, outcomes, &mut unrecorded, &mut shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let now = self.clock.now();
             let due = match self.store.orders_to_submit(now, 64).await {
                 Ok(d) => d,
@@ -168,16 +225,48 @@ impl Executor {
                     continue;
                 }
             };
-            // Every due order is sent (an in-flight request is allowed to finish), then the
-            // round's outcomes are recorded in one transaction. A crash in between leaves the
-            // orders `intent`/`unknown`: the next start asks the venue by clientOrderId before
-            // sending any again.
+            // Every due order is checked and sent (an in-flight request is allowed to finish),
+            // then the round's outcomes are recorded in one transaction. A crash in between
+            // leaves the orders `intent`/`unknown`: the next start asks the venue by
+            // clientOrderId before sending any again.
             let mut attempts = Vec::with_capacity(due.len());
+            let mut view: Option<(SendView, Instant)> = None;
+            let mut stalled = false;
             for order in &due {
-                attempts.push((order, self.attempt(order).await));
+                if !self.store.writable().is_writable() {
+                    // The rest stay due and go out once outcomes can be recorded again.
+                    break;
+                }
+                // The state is read again during a long round (pacing, a slow venue), so a halt
+                // stops the rest of it.
+                if view.as_ref().is_none_or(|(_, at)| at.elapsed() > VIEW_TTL) {
+                    match self.store.send_view(now - chrono::Duration::days(1)).await {
+                        Ok(v) => view = Some((v, Instant::now())),
+                        Err(e) => {
+                            // Nothing goes out unchecked: this order and the rest of the round
+                            // wait for the next one.
+                            tracing::error!(error = %e, "cannot read the trading state; sending nothing");
+                            stalled = true;
+                            break;
+                        }
+                    }
+                }
+                let Some((view, _)) = &view else { break };
+                let verdict = self.release(order, view);
+                let attempt = self.attempt(order, verdict).await;
+                attempts.push((order.clone(), attempt));
             }
-            if let Err(e) = self.record(attempts).await {
-                tracing::error!(error = %e, orders = due.len(), "recording order outcomes failed; the venue will be asked");
+            if let Err(e) = self.record(&attempts).await {
+                if self
+                    .after_record_failure(e, attempts, &mut unrecorded, &mut shutdown)
+                    .await
+                {
+                    return;
+                }
+                continue;
+            }
+            if stalled && shutdown.sleep(Duration::from_secs(1)).await {
+                return;
             }
             if !due.is_empty() {
                 continue;
@@ -195,6 +284,28 @@ impl Executor {
         }
     }
 
+    /// After `outcomes` could not be recorded: while the store cannot commit they are kept in
+    /// `unrecorded` (the next round waits for the store, then records them first). Any other
+    /// failure (a venue number that overflows) drops them, so one bad answer cannot hold back
+    /// every other order: their orders stay `intent`/`unknown` and the venue is asked again,
+    /// after a second. True when shutdown came first (the next start asks the venue).
+    async fn after_record_failure(
+        &self,
+        e: StoreError,
+        outcomes: Vec<(OrderRow, Attempt)>,
+        unrecorded: &mut Vec<(OrderRow, Attempt)>,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let e = self.store.writable().noted(e);
+        let kept = e.is_unavailable();
+        tracing::error!(error = %e, orders = outcomes.len(), kept, "recording order outcomes failed");
+        if kept {
+            *unrecorded = outcomes;
+            return false;
+        }
+        shutdown.sleep(Duration::from_secs(1)).await
+    }
+
     async fn until_next_retry(&self) -> Duration {
         let fallback = Duration::from_secs(1);
         let Ok(Some(at)) = self.store.next_retry_at().await else {
@@ -209,32 +320,99 @@ impl Executor {
             .min(fallback)
     }
 
-    /// Sends one order (after asking the venue about it when an earlier outcome is unknown) and
-    /// says what became of it; records nothing.
-    async fn attempt(&self, order: &OrderRow) -> Attempt {
-        if order.status == "unknown" {
-            // Ask before sending again: the first attempt may have reached the venue.
-            match self
-                .venue
-                .find_by_client_order_id(&order.client_order_id)
-                .await
-            {
+    /// The check at send time (`crate::risk::release`) for one due order, against `view`.
+    fn release(&self, order: &OrderRow, view: &SendView) -> Release {
+        let now = self.clock.now();
+        let (Some(role), Ok(side), Some(created_at)) = (
+            Role::parse(&order.role),
+            Side::parse(&order.side),
+            crate::venue::wire::parse_timestamp(&order.created_at),
+        ) else {
+            return Release::Drop(format!(
+                "not sent: unreadable stored order (role {:?}, side {:?}, created {:?})",
+                order.role, order.side, order.created_at
+            ));
+        };
+        let key = (&order.created_at, &order.client_order_id);
+        let ahead = view
+            .working
+            .iter()
+            .filter(|w| w.symbol == order.symbol && w.side == order.side)
+            .filter(|w| (&w.created_at, &w.client_order_id) < key)
+            .map(|w| w.remaining)
+            .sum();
+        let outgoing = Outgoing {
+            role,
+            side,
+            quantity: order.quantity - order.filled_quantity,
+            created_at,
+            position: view
+                .positions
+                .get(&order.symbol)
+                .copied()
+                .unwrap_or_default(),
+            ahead,
+        };
+        let gate = Gate {
+            maintenance: maintenance::blocking(&view.windows, &self.maintenance, now),
+            state: state::effective(
+                view.states.iter().find(|s| s.symbol.is_none()),
+                view.states
+                    .iter()
+                    .find(|s| s.symbol.as_deref() == Some(order.symbol.as_str())),
+            )
+            .cloned(),
+            size_scale: None,
+        };
+        crate::risk::release::release(&outgoing, &gate, self.max_intent_age, now)
+    }
+
+    /// Sends one order (after asking the venue about it when an earlier outcome is unknown, or
+    /// before dropping it) and says what became of it; records nothing.
+    async fn attempt(&self, order: &OrderRow, verdict: Release) -> Attempt {
+        let cid = &order.client_order_id;
+        if order.status == "unknown" || matches!(verdict, Release::Drop(_)) {
+            // Ask first: an earlier attempt (or one cut short by a crash) may have reached the
+            // venue, and an order the venue has is neither sent again nor dropped.
+            match self.venue.find_by_client_order_id(cid).await {
                 Ok(Some(found)) => {
-                    tracing::info!(client_order_id = %order.client_order_id, "unknown outcome resolved: the venue has the order");
+                    tracing::info!(client_order_id = %cid, "the venue has the order");
                     return Attempt::Accepted(Box::new(found));
                 }
                 Ok(None) => {
-                    tracing::info!(client_order_id = %order.client_order_id, "unknown outcome resolved: the venue has no such order; sending again with the same id");
+                    tracing::debug!(client_order_id = %cid, "the venue has no such order");
                 }
                 Err(e) => {
                     let retry_at =
                         self.clock.now() + backoff(order.submit_attempts, e.retry_after());
-                    return Attempt::Unknown {
-                        error: format!("lookup failed: {e}"),
-                        retry_at,
+                    let error = format!("lookup failed: {e}");
+                    return if order.status == "unknown" {
+                        Attempt::Unknown { error, retry_at }
+                    } else {
+                        Attempt::Wait {
+                            why: error,
+                            retry_at,
+                        }
                     };
                 }
             }
+        }
+        match verdict {
+            Release::Send => {}
+            Release::Wait(why) => {
+                tracing::debug!(client_order_id = %cid, %why, "order waits");
+                return Attempt::Wait {
+                    why,
+                    retry_at: self.clock.now() + WAIT_RETRY,
+                };
+            }
+            Release::Drop(reason) => {
+                tracing::warn!(client_order_id = %cid, symbol = %order.symbol, %reason, "order dropped");
+                return Attempt::Dropped { reason };
+            }
+        }
+        if order.status == "unknown" {
+            tracing::info!(client_order_id = %cid, "unknown outcome resolved: the venue has no such order; sending again with the same id");
         }
         let request = PlaceOrderRequest {
             symbol: order.symbol.clone(),
@@ -282,7 +460,7 @@ impl Executor {
     }
 
     /// Records a round's outcomes in one transaction; tells about fills once it has committed.
-    async fn record(&self, attempts: Vec<(&OrderRow, Attempt)>) -> Result<(), StoreError> {
+    async fn record(&self, attempts: &[(OrderRow, Attempt)]) -> Result<(), StoreError> {
         if attempts.is_empty() {
             return Ok(());
         }
@@ -299,14 +477,20 @@ impl Executor {
                         continue;
                     };
                     linked |= current.order_id.is_none();
-                    let news = OrderNews::from(*resp);
+                    let news = OrderNews::from((**resp).clone());
                     fills.extend(reconcile::apply_report(&mut tx, &current, &news, now).await?);
                 }
                 Attempt::Rejected { code, message } => {
-                    Store::mark_rejected(&mut tx, cid, &code, &message, now).await?;
+                    Store::mark_rejected(&mut tx, cid, code, message, now).await?;
                 }
                 Attempt::Unknown { error, retry_at } => {
-                    Store::mark_unknown(&mut tx, cid, &error, retry_at, now).await?;
+                    Store::mark_unknown(&mut tx, cid, error, *retry_at, now).await?;
+                }
+                Attempt::Wait { why, retry_at } => {
+                    Store::mark_waiting(&mut tx, cid, why, *retry_at, now).await?;
+                }
+                Attempt::Dropped { reason } => {
+                    Store::mark_dropped(&mut tx, cid, reason, now).await?;
                 }
             }
         }
@@ -338,7 +522,7 @@ impl Executor {
     }
 
     async fn accepted(&self, order: &OrderRow, resp: OrderResponse) -> Result<(), StoreError> {
-        self.record(vec![(order, Attempt::Accepted(Box::new(resp)))])
+        self.record(&[(order.clone(), Attempt::Accepted(Box::new(resp)))])
             .await
     }
 

@@ -1,12 +1,13 @@
 //! Who is calling: the client address (through trusted proxies only), the source allowlist and a
 //! per-source rate limit. These run before any body is read or any HMAC computed, so a flood from
-//! one source costs little and cannot starve the trading path.
+//! one source costs little and cannot starve the trading path. A flood cannot flood the log either:
+//! refusal lines go through a [`LogThrottle`] (the metrics still count every refusal).
 
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The venue's published webhook source ranges (docs page `api/webhooks`).
 pub const VENUE_SOURCE_RANGES: &[&str] = &["203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"];
@@ -61,8 +62,16 @@ pub struct RateLimiter {
     per_second: u128,
     /// Capacity, in millionths of a token.
     burst: u128,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
     /// Tokens left (millionths) and when they were last topped up, per source.
-    buckets: Mutex<HashMap<IpAddr, (u128, Instant)>>,
+    by_source: HashMap<IpAddr, (u128, Instant)>,
+    /// The next sweep comes when this many sources are tracked.
+    sweep_at: usize,
+    /// Buckets looked at by sweeps so far (what keeps a request O(1) amortised; for the tests).
+    swept: u64,
 }
 
 /// Above this many tracked sources, idle full buckets are forgotten.
@@ -74,18 +83,30 @@ impl RateLimiter {
         (per_second > 0).then(|| Self {
             per_second: u128::from(per_second),
             burst: u128::from(burst.max(1)) * MICRO,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_source: HashMap::new(),
+                sweep_at: MAX_TRACKED_SOURCES,
+                swept: 0,
+            }),
         })
     }
 
     /// Takes one token for `addr`; false when the source is over its rate.
+    ///
+    /// Sources whose bucket has refilled completely are idle: forgetting one changes nothing (it
+    /// would start again with a full bucket). They are swept out once the map passes
+    /// `MAX_TRACKED_SOURCES`, and then only when it has doubled since the last sweep, so a sweep's
+    /// cost is spread over as many requests as it looks at: O(1) per request, amortised.
     pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
-        if buckets.len() > MAX_TRACKED_SOURCES {
-            // Forget sources whose bucket has refilled completely: they are idle.
-            buckets.retain(|_, (tokens, at)| *tokens + self.refill(*at, now) < self.burst);
+        let mut guard = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = &mut *guard;
+        if b.by_source.len() >= b.sweep_at {
+            b.swept += b.by_source.len() as u64;
+            b.by_source
+                .retain(|_, (tokens, at)| *tokens + self.refill(*at, now) < self.burst);
+            b.sweep_at = (2 * b.by_source.len()).max(MAX_TRACKED_SOURCES);
         }
-        let (tokens, at) = buckets.entry(addr).or_insert((self.burst, now));
+        let (tokens, at) = b.by_source.entry(addr).or_insert((self.burst, now));
         *tokens = (*tokens + self.refill(*at, now)).min(self.burst);
         *at = now;
         if *tokens >= MICRO {
@@ -100,6 +121,41 @@ impl RateLimiter {
     fn refill(&self, since: Instant, now: Instant) -> u128 {
         // per_second tokens a second = per_second millionths a microsecond.
         now.saturating_duration_since(since).as_micros() * self.per_second
+    }
+
+    /// (sources tracked, buckets looked at by sweeps so far).
+    #[cfg(test)]
+    fn load(&self) -> (usize, u64) {
+        let b = self.buckets.lock().unwrap();
+        (b.by_source.len(), b.swept)
+    }
+}
+
+/// At most one log line per `every` for a kind of refusal, saying how many were not logged.
+pub struct LogThrottle {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many were held back since the last
+    /// one; `None` when this one is held back (and counted).
+    pub fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, held) = &mut *state;
+        if last.is_some_and(|at| now.saturating_duration_since(at) < self.every) {
+            *held += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held))
     }
 }
 
@@ -168,6 +224,54 @@ mod tests {
         assert!(allowed(ip("8.8.8.8"), &[]), "an empty list admits everyone");
         assert!(parse_ranges(&["300.1.1.1/8".into()]).is_err());
         assert_eq!(parse_ranges(&["::1".into()]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn forgetting_idle_sources_costs_o1_per_request_and_changes_no_decision() {
+        let rl = RateLimiter::new(10, 2).unwrap();
+        let t0 = Instant::now();
+        let busy = ip("192.0.2.1");
+        assert!(rl.allow(busy, t0) && rl.allow(busy, t0));
+        let n: u32 = 100_000;
+        for i in 0..n {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            // Each new source is allowed; the busy one stays empty while time does not move.
+            assert!(rl.allow(a, t0));
+            if i % 1000 == 0 {
+                assert!(!rl.allow(busy, t0), "an emptied bucket is never forgotten");
+            }
+        }
+        let (tracked, swept) = rl.load();
+        // Every source used a token: none is idle, nothing can be forgotten yet ...
+        assert_eq!(tracked, n as usize + 1);
+        // ... and sweeps looked at fewer buckets than twice the requests (not 90,000 x 10,000).
+        assert!(
+            swept < 2 * u64::from(n),
+            "swept {swept} buckets for {n} requests"
+        );
+        // Later everyone has refilled: the next sweep forgets them all, the busy one included,
+        // whose next request is allowed as a full bucket would allow it.
+        let later = t0 + Duration::from_secs(1);
+        for i in 0..(tracked as u32) {
+            rl.allow(
+                IpAddr::from(std::net::Ipv4Addr::from(0x0B00_0000 + i)),
+                later,
+            );
+        }
+        assert!(rl.load().0 < tracked + 10, "idle sources were forgotten");
+        assert!(rl.allow(busy, later) && rl.allow(busy, later) && !rl.allow(busy, later));
+    }
+
+    #[test]
+    fn a_throttled_log_line_says_how_many_it_held_back() {
+        let t = LogThrottle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(t.allow(t0), Some(0));
+        for _ in 0..999 {
+            assert_eq!(t.allow(t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(t.allow(t0 + Duration::from_secs(10)), Some(999));
+        assert_eq!(t.allow(t0 + Duration::from_secs(11)), None);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! which is where bad input is refused: a `Quantity` is never zero or negative, a `Symbol` is never
 //! empty, a `Signal` never has a confidence above 100. Money and quantities are `Decimal`, never floats.
 
+pub mod checked;
+pub mod events;
 mod signal;
 
+pub use checked::Overflow;
 pub use signal::{Recommendation, Signal, TechnicalAnalysis};
 
 use rust_decimal::Decimal;

@@ -1,5 +1,5 @@
 //! Outbound notifications to the operator: fills, halts and resumes, drift, dead letters,
-//! maintenance start and end, repeated venue errors. Delivered to a generic JSON webhook or in
+//! maintenance start and end, repeated venue errors, a store that cannot commit and its recovery. Delivered to a generic JSON webhook or in
 //! Slack-, Discord- or Telegram-compatible bodies, per `[[notify]]` target.
 //!
 //! Guarantees: `Notifier::send` never blocks and never fails, so trading never waits on a
@@ -10,10 +10,10 @@
 
 pub mod watch;
 
-use crate::admin::metrics::Metrics;
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::config::{NotifyKind, NotifyTarget};
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -63,6 +63,13 @@ pub enum Notification {
         in_a_row: u32,
         last_error: String,
     },
+    /// The database stopped taking writes (once per outage).
+    StoreFailing {
+        detail: String,
+    },
+    StoreRecovered {
+        detail: String,
+    },
 }
 
 impl Notification {
@@ -77,6 +84,8 @@ impl Notification {
             Self::MaintenanceStarted { .. } => "maintenance_start",
             Self::MaintenanceEnded { .. } => "maintenance_end",
             Self::VenueErrors { .. } => "venue_errors",
+            Self::StoreFailing { .. } => "store_failing",
+            Self::StoreRecovered { .. } => "store_recovered",
         }
     }
 
@@ -110,21 +119,15 @@ impl Notification {
                 in_a_row,
                 last_error,
             } => format!("sigex: {in_a_row} venue errors in a row; last: {last_error}"),
+            Self::StoreFailing { detail } => format!(
+                "sigex: the database cannot commit ({detail}); webhooks get 503 and no order is sent until it recovers"
+            ),
+            Self::StoreRecovered { detail } => {
+                format!("sigex: the database takes writes again: {detail}")
+            }
         }
     }
 }
-
-/// Every event name a target may subscribe to.
-pub const EVENTS: &[&str] = &[
-    "fill",
-    "halt",
-    "resume",
-    "drift",
-    "dead_letter",
-    "maintenance_start",
-    "maintenance_end",
-    "venue_errors",
-];
 
 #[derive(Serialize)]
 struct GenericBody<'a> {
@@ -145,7 +148,7 @@ pub fn body(
         NotifyKind::Webhook => serde_json::to_value(GenericBody {
             event: n.event(),
             text,
-            at: crate::store::ts(at),
+            at: crate::clock::ts(at),
         })
         .unwrap_or_default(),
         NotifyKind::Slack => serde_json::json!({ "text": text }),
@@ -368,10 +371,12 @@ mod tests {
                 in_a_row: 5,
                 last_error: "timeout".into(),
             },
+            Notification::StoreFailing { detail: "d".into() },
+            Notification::StoreRecovered { detail: "d".into() },
         ];
         for n in &all {
-            assert!(EVENTS.contains(&n.event()), "{n:?}");
+            assert!(crate::config::NOTIFY_EVENTS.contains(&n.event()), "{n:?}");
         }
-        assert_eq!(all.len(), EVENTS.len());
+        assert_eq!(all.len(), crate::config::NOTIFY_EVENTS.len());
     }
 }

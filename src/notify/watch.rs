@@ -5,12 +5,12 @@
 //! makes it independent of every writer; the first read only sets the baseline.
 
 use super::{Notification, Notifier};
-use crate::admin::metrics::Metrics;
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::state::{StateEntry, TradingState};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
 use std::time::Duration;
 
 const EVERY: Duration = Duration::from_secs(1);

@@ -7,6 +7,8 @@
 //!
 //! An unknown venue status is kept verbatim by the caller and resolved by a REST query.
 
+use crate::model::checked::{div, mul, sub};
+use crate::model::Overflow;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -142,13 +144,14 @@ pub struct Applied {
     pub conflict: bool,
 }
 
-/// Merges news (`seen` status, cumulative filled quantity and average price) into `current`.
+/// Merges news (`seen` status, cumulative filled quantity and average price) into `current`;
+/// numbers a `Decimal` cannot compute with are an [`Overflow`].
 pub fn apply(
     current: &Progress,
     seen: OrderStatus,
     filled_quantity: Option<Decimal>,
     average_price: Option<Decimal>,
-) -> Applied {
+) -> Result<Applied, Overflow> {
     let (status, conflict) = match transition(current.status, seen) {
         Transition::To(s) => (s, false),
         Transition::Keep => (current.status, false),
@@ -162,19 +165,22 @@ pub fn apply(
     if let (Some(filled), Some(avg)) = (filled_quantity, average_price) {
         if filled > current.filled_quantity {
             // Cumulative quantity and average price give the new fill's size and price exactly.
-            let before = current.filled_quantity * current.average_price.unwrap_or_default();
-            let delta_qty = filled - current.filled_quantity;
-            let delta_price = (filled * avg - before) / delta_qty;
+            let before = mul(
+                current.filled_quantity,
+                current.average_price.unwrap_or_default(),
+            )?;
+            let delta_qty = sub(filled, current.filled_quantity)?;
+            let delta_price = div(sub(mul(filled, avg)?, before)?, delta_qty)?;
             new_fill = Some((delta_qty, delta_price));
             progress.filled_quantity = filled;
             progress.average_price = Some(avg);
         }
     }
-    Applied {
+    Ok(Applied {
         progress,
         new_fill,
         conflict,
-    }
+    })
 }
 
 /// The deterministic `clientOrderId` of an order leg: the same strategy, signal and leg always give
@@ -313,9 +319,9 @@ mod tests {
             filled_quantity: Decimal::ZERO,
             average_price: None,
         };
-        let a = apply(&start, PartiallyFilled, Some(dec("0.4")), Some(dec("100")));
+        let a = apply(&start, PartiallyFilled, Some(dec("0.4")), Some(dec("100"))).unwrap();
         assert_eq!(a.new_fill, Some((dec("0.4"), dec("100"))));
-        let b = apply(&a.progress, Filled, Some(dec("1.0")), Some(dec("106")));
+        let b = apply(&a.progress, Filled, Some(dec("1.0")), Some(dec("106"))).unwrap();
         assert_eq!(b.new_fill, Some((dec("0.6"), dec("110"))));
         assert_eq!(b.progress.status, Filled);
         // A late, smaller report changes nothing.
@@ -324,7 +330,8 @@ mod tests {
             PartiallyFilled,
             Some(dec("0.4")),
             Some(dec("100")),
-        );
+        )
+        .unwrap();
         assert_eq!(c.progress, b.progress);
         assert_eq!(c.new_fill, None);
     }

@@ -2,6 +2,8 @@
 //! price, realized PnL (gross of fees, and the fees apart) and the realized PnL of the position
 //! since it was last opened from flat. Pure arithmetic on `Decimal`; the caller persists.
 
+use crate::model::checked::{add, div, mul, sub};
+use crate::model::Overflow;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -32,21 +34,28 @@ pub struct ClosedPosition {
 }
 
 impl Position {
-    /// Books a fill of `signed_qty` (buys positive) at `price`.
+    /// Books a fill of `signed_qty` (buys positive) at `price`; a fill that cannot be booked
+    /// (overflow) leaves the position as it was. For replays of fills already booked once.
     pub fn apply_fill(&self, signed_qty: Decimal, price: Decimal) -> Position {
-        self.book_fill(signed_qty, price).0
+        self.book_fill(signed_qty, price)
+            .map_or_else(|_| self.clone(), |(p, _)| p)
     }
 
-    /// Books a fill and says whether it closed the position (going flat or reversing).
+    /// Books a fill and says whether it closed the position (going flat or reversing). The
+    /// numbers come from the venue: a result a `Decimal` cannot hold is an [`Overflow`].
     pub fn book_fill(
         &self,
         signed_qty: Decimal,
         price: Decimal,
-    ) -> (Position, Option<ClosedPosition>) {
+    ) -> Result<(Position, Option<ClosedPosition>), Overflow> {
         let q = self.quantity;
         if q.is_zero() || q.is_sign_positive() == signed_qty.is_sign_positive() {
-            let new_q = q + signed_qty;
-            let avg = (q.abs() * self.average_price + signed_qty.abs() * price) / new_q.abs();
+            let new_q = add(q, signed_qty)?;
+            let cost = add(
+                mul(q.abs(), self.average_price)?,
+                mul(signed_qty.abs(), price)?,
+            )?;
+            let avg = div(cost, new_q.abs())?;
             let episode_realized = if q.is_zero() {
                 Decimal::ZERO
             } else {
@@ -58,7 +67,7 @@ impl Position {
                 episode_realized,
                 ..self.clone()
             };
-            return (p, None);
+            return Ok((p, None));
         }
         // Reducing, closing or reversing.
         let closed = signed_qty.abs().min(q.abs());
@@ -67,8 +76,8 @@ impl Position {
         } else {
             Decimal::NEGATIVE_ONE
         };
-        let pnl = closed * (price - self.average_price) * direction;
-        let new_q = q + signed_qty;
+        let pnl = mul(mul(closed, sub(price, self.average_price)?)?, direction)?;
+        let new_q = add(q, signed_qty)?;
         let went_flat = new_q.is_zero() || new_q.is_sign_positive() != q.is_sign_positive();
         let average_price = if new_q.is_zero() {
             Decimal::ZERO
@@ -77,6 +86,7 @@ impl Position {
         } else {
             self.average_price
         };
+        let episode_realized = add(self.episode_realized, pnl)?;
         let closed_position = went_flat.then(|| ClosedPosition {
             side: if q.is_sign_positive() {
                 "long"
@@ -84,30 +94,32 @@ impl Position {
                 "short"
             },
             entry_price: self.average_price,
-            realized_pnl: self.episode_realized + pnl,
+            realized_pnl: episode_realized,
         });
         let p = Position {
             quantity: new_q,
             average_price,
-            realized_pnl: self.realized_pnl + pnl,
+            realized_pnl: add(self.realized_pnl, pnl)?,
             fees: self.fees,
             episode_realized: if went_flat {
                 Decimal::ZERO
             } else {
-                self.episode_realized + pnl
+                episode_realized
             },
         };
-        (p, closed_position)
+        Ok((p, closed_position))
     }
 
     /// Realized PnL after fees.
-    pub fn net_realized(&self) -> Decimal {
-        self.realized_pnl - self.fees
+    pub fn net_realized(&self) -> Result<Decimal, Overflow> {
+        sub(self.realized_pnl, self.fees)
     }
+}
 
-    pub fn unrealized_pnl(&self, mark: Decimal) -> Decimal {
-        self.quantity * (mark - self.average_price)
-    }
+/// What a position of signed `quantity` entered at `average_price` would gain or lose if closed
+/// at `mark` (a short gains as the price falls). Where the mark comes from is `admin::pnl`'s rule.
+pub fn unrealized_pnl(quantity: Decimal, average_price: Decimal, mark: Decimal) -> Decimal {
+    quantity * (mark - average_price)
 }
 
 /// The fees of an order whose fills total `filled_notional`: the fees the venue reported for the
@@ -118,94 +130,17 @@ pub fn order_fees(
     reported_notional: Decimal,
     reported_fees: Decimal,
     fee_bps: Decimal,
-) -> Decimal {
-    let uncovered = (filled_notional - reported_notional).max(Decimal::ZERO);
-    reported_fees + uncovered * fee_bps / Decimal::from(10_000)
-}
-
-/// One booked fill, as input to the PnL curve.
-#[derive(Debug, Clone)]
-pub struct FillPoint {
-    pub at: String,
-    pub symbol: String,
-    /// Buys positive, sells negative.
-    pub signed_quantity: Decimal,
-    pub price: Decimal,
-}
-
-/// Realized and unrealized PnL just after one fill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PnlPoint {
-    pub at: String,
-    pub realized_pnl: Decimal,
-    pub unrealized_pnl: Decimal,
-    pub pnl: Decimal,
-}
-
-/// The PnL curve over time: fills replayed in order, every open position marked at the last
-/// price seen for its symbol (its latest fill).
-pub fn pnl_curve(fills: &[FillPoint]) -> Vec<PnlPoint> {
-    let mut positions: std::collections::BTreeMap<&str, (Position, Decimal)> =
-        std::collections::BTreeMap::new();
-    let mut out = Vec::with_capacity(fills.len());
-    for f in fills {
-        let entry = positions
-            .entry(f.symbol.as_str())
-            .or_insert((Position::default(), f.price));
-        entry.0 = entry.0.apply_fill(f.signed_quantity, f.price);
-        entry.1 = f.price;
-        let (realized, unrealized) = totals(positions.values());
-        out.push(PnlPoint {
-            at: f.at.clone(),
-            realized_pnl: realized,
-            unrealized_pnl: unrealized,
-            pnl: realized + unrealized,
-        });
-    }
-    out
-}
-
-fn totals<'a>(it: impl Iterator<Item = &'a (Position, Decimal)>) -> (Decimal, Decimal) {
-    it.fold((Decimal::ZERO, Decimal::ZERO), |(r, u), (p, mark)| {
-        (r + p.realized_pnl, u + p.unrealized_pnl(*mark))
-    })
+) -> Result<Decimal, Overflow> {
+    let uncovered = sub(filled_notional, reported_notional)?.max(Decimal::ZERO);
+    add(
+        reported_fees,
+        div(mul(uncovered, fee_bps)?, Decimal::from(10_000))?,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pnl_curve_replays_fills_and_marks_open_positions_at_the_last_fill_price() {
-        let fill = |at: &str, symbol: &str, q: &str, p: &str| FillPoint {
-            at: at.into(),
-            symbol: symbol.into(),
-            signed_quantity: d(q),
-            price: d(p),
-        };
-        let curve = pnl_curve(&[
-            fill("t1", "BTC/USD", "1", "100"),
-            fill("t2", "ETH/USD", "2", "10"),
-            fill("t3", "BTC/USD", "1", "110"),
-            fill("t4", "BTC/USD", "-2", "120"),
-        ]);
-        let got: Vec<_> = curve
-            .iter()
-            .map(|p| (p.at.as_str(), p.realized_pnl, p.unrealized_pnl, p.pnl))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("t1", d("0"), d("0"), d("0")),
-                ("t2", d("0"), d("0"), d("0")),
-                // BTC 2 @ 105 marked at 110.
-                ("t3", d("0"), d("10"), d("10")),
-                // Closed at 120: 2 x 15 realized.
-                ("t4", d("30"), d("0"), d("30")),
-            ]
-        );
-    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
@@ -313,7 +248,7 @@ mod tests {
         ];
         for (name, filled, reported, fees, bps, want) in cases {
             assert_eq!(
-                order_fees(d(filled), d(reported), d(fees), d(bps)),
+                order_fees(d(filled), d(reported), d(fees), d(bps)).unwrap(),
                 d(want),
                 "{name}"
             );
@@ -334,11 +269,11 @@ mod tests {
         // Open long 2 @ 100, take 1 off at 110 (+10), close the last 1 at 90 (-10): the closed
         // position realized 0 over its life; then a reversal closes a short with its own PnL.
         let p = Position::default();
-        let (p, c) = p.book_fill(d("2"), d("100"));
+        let (p, c) = p.book_fill(d("2"), d("100")).unwrap();
         assert_eq!(c, None);
-        let (p, c) = p.book_fill(d("-1"), d("110"));
+        let (p, c) = p.book_fill(d("-1"), d("110")).unwrap();
         assert_eq!((c, p.episode_realized), (None, d("10")));
-        let (p, c) = p.book_fill(d("-1"), d("90"));
+        let (p, c) = p.book_fill(d("-1"), d("90")).unwrap();
         assert_eq!(
             c,
             Some(ClosedPosition {
@@ -351,8 +286,8 @@ mod tests {
             (p.quantity, p.realized_pnl, p.episode_realized),
             (d("0"), d("0"), d("0"))
         );
-        let (p, _) = p.book_fill(d("-1"), d("50"));
-        let (p, c) = p.book_fill(d("3"), d("40"));
+        let (p, _) = p.book_fill(d("-1"), d("50")).unwrap();
+        let (p, c) = p.book_fill(d("3"), d("40")).unwrap();
         assert_eq!(
             c,
             Some(ClosedPosition {

@@ -9,6 +9,8 @@
 //! so the same difference is not reported again. A baseline is only taken when no fee is an
 //! estimate (an estimate's error would stay in it). Pure; the caller reads and stores.
 
+use crate::model::checked::{add, sub};
+use crate::model::Overflow;
 use crate::store::CashView;
 use rust_decimal::Decimal;
 
@@ -21,11 +23,11 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    pub fn of(view: &CashView, venue_total: Decimal) -> Self {
-        Self {
+    pub fn of(view: &CashView, venue_total: Decimal) -> Result<Self, Overflow> {
+        Ok(Self {
             venue_total,
-            ours: view.net_realized + view.transfers,
-        }
+            ours: add(view.net_realized, view.transfers)?,
+        })
     }
 }
 
@@ -48,12 +50,20 @@ impl CashDrift {
 }
 
 /// Compares `view` with `baseline`: `Some` when the venue's total is off by more than the
-/// tolerance plus the fees not yet settled.
-pub fn compare(baseline: Baseline, view: &CashView, tolerance: Decimal) -> Option<CashDrift> {
-    let venue = view.venue_total?;
-    let expected = baseline.venue_total + (view.net_realized + view.transfers - baseline.ours);
-    ((venue - expected).abs() > tolerance + view.unsettled_fees.abs())
-        .then_some(CashDrift { expected, venue })
+/// tolerance plus the fees not yet settled. The numbers are the venue's: one that does not fit a
+/// `Decimal` is an [`Overflow`] for the caller to report.
+pub fn compare(
+    baseline: Baseline,
+    view: &CashView,
+    tolerance: Decimal,
+) -> Result<Option<CashDrift>, Overflow> {
+    let Some(venue) = view.venue_total else {
+        return Ok(None);
+    };
+    let moved = sub(add(view.net_realized, view.transfers)?, baseline.ours)?;
+    let expected = add(baseline.venue_total, moved)?;
+    let off = sub(venue, expected)?.abs();
+    Ok((off > add(tolerance, view.unsettled_fees.abs())?).then_some(CashDrift { expected, venue }))
 }
 
 #[cfg(test)]
@@ -76,7 +86,7 @@ mod tests {
     #[test]
     fn the_venue_total_must_move_by_our_pnl_and_transfers() {
         // Baseline: venue 10000 when our net realized was 50 and transfers 0.
-        let baseline = Baseline::of(&view("10000", "50", "0", "0"), d("10000"));
+        let baseline = Baseline::of(&view("10000", "50", "0", "0"), d("10000")).unwrap();
         let tolerance = d("0.01");
         // (name, view, drift expected: Some(expected balance))
         let cases = [
@@ -114,11 +124,23 @@ mod tests {
             ),
         ];
         for (name, v, want) in cases {
-            let got = compare(baseline, &v, tolerance).map(|c| c.expected);
+            let got = compare(baseline, &v, tolerance)
+                .unwrap()
+                .map(|c| c.expected);
             assert_eq!(got, want.map(d), "{name}");
         }
         let no_balance = CashView::default();
-        assert_eq!(compare(baseline, &no_balance, tolerance), None);
+        assert_eq!(compare(baseline, &no_balance, tolerance), Ok(None));
+        let absurd = view(
+            "79228162514264337593543950335",
+            "0",
+            "-50000000000000000000000000000",
+            "0",
+        );
+        assert!(
+            compare(baseline, &absurd, tolerance).is_err(),
+            "too large to compare is an error, not a panic"
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub fn position_drift(
         .filter_map(|s| {
             let o = ours.get(s).copied().unwrap_or_default();
             let v = venue.get(s).copied().unwrap_or_default();
-            ((o - v).abs() > tolerance).then(|| Drift {
+            // A difference too large to compute is drift.
+            let differs = o.checked_sub(v).is_none_or(|d| d.abs() > tolerance);
+            differs.then(|| Drift {
                 symbol: s.clone(),
                 ours: o,
                 venue: v,
@@ -73,7 +75,12 @@ pub struct PnlDrift {
 impl PnlDrift {
     /// `Some` when the two differ by more than `tolerance`.
     pub fn check(self, tolerance: Decimal) -> Option<Self> {
-        ((self.ours - self.venue).abs() > tolerance).then_some(self)
+        // A difference too large to compute is drift.
+        let differs = self
+            .ours
+            .checked_sub(self.venue)
+            .is_none_or(|d| d.abs() > tolerance);
+        differs.then_some(self)
     }
 
     /// Both views, for the trading-state reason, the log and the notification.
@@ -278,7 +285,7 @@ mod convergence {
         let mut positions: BTreeMap<String, Decimal> = BTreeMap::new();
         let mut notional = vec![Decimal::ZERO; orders.len()];
         for (i, status, filled, avg) in reports {
-            let applied = apply(&progress[*i], *status, Some(*filled), *avg);
+            let applied = apply(&progress[*i], *status, Some(*filled), *avg).unwrap();
             if let Some((qty, price)) = applied.new_fill {
                 *positions.entry(orders[*i].symbol.to_owned()).or_default() +=
                     orders[*i].sign * qty;

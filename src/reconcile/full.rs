@@ -12,29 +12,21 @@
 //! A later issue extends this pass (drift alarms, periodic runs, start-up snapshots); the
 //! maintenance gate only depends on `full_pass` returning `Ok`.
 
-use crate::app::Shutdown;
+use super::PassError;
 use crate::clock::SharedClock;
 use crate::config::TradingConfig;
 use crate::executor::cancel::Canceller;
-use crate::ingress::events::OrderNews;
 use crate::model::{Price, Side, Symbol};
 use crate::notify::Notifier;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::protect::{self, FilledEntry};
 use crate::risk::{state, Gate, Protect, Role};
-use crate::store::{Store, StoreError};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::venue::VenueClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, thiserror::Error)]
-pub enum PassError {
-    #[error("venue: {0}")]
-    Venue(#[from] crate::venue::VenueError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,31 +55,13 @@ pub async fn full_pass(
             // The venue has no such order: the executor's unknown-outcome path owns this case.
             continue;
         };
-        apply_answer(store, &order.client_order_id, answer, clock.now()).await?;
+        super::apply_answer(store, &order.client_order_id, answer, clock.now()).await?;
         summary.orders_checked += 1;
     }
     let (positions, balances) = super::snapshot::record_venue_books(store, venue, clock).await?;
     summary.positions = positions.len();
     summary.balances = balances;
     Ok(summary)
-}
-
-/// Applies a REST answer about one order in its own transaction, re-reading the order inside it
-/// (a callback may have moved it meanwhile). Returns the fill it booked, if any.
-pub async fn apply_answer(
-    store: &Store,
-    client_order_id: &str,
-    answer: crate::venue::wire::OrderResponse,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<super::BookedFill>, StoreError> {
-    let news = OrderNews::from(answer);
-    let mut tx = store.begin().await?;
-    let mut booked = None;
-    if let Some(current) = Store::order_by_client_id(&mut tx, client_order_id).await? {
-        booked = super::apply_report(&mut tx, &current, &news, now).await?;
-    }
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(booked)
 }
 
 /// The risk manager's background duties, each an I/O shell around pure rules:
@@ -113,7 +87,7 @@ pub struct Supervisor {
     /// Told about fills learned from REST answers.
     pub notifier: Notifier,
     /// Nothing runs before the start-up reconciliation has succeeded.
-    pub health: crate::admin::health::Health,
+    pub health: crate::telemetry::health::Health,
     /// Sends the cancels this task decides on, under the placement outcome rules.
     pub canceller: Canceller,
 }
@@ -231,7 +205,7 @@ impl Supervisor {
             match self.venue.get_order(id).await {
                 Ok(answer) => {
                     let before = (order.status.clone(), order.filled_quantity);
-                    let booked = apply_answer(
+                    let booked = super::apply_answer(
                         &self.store,
                         &order.client_order_id,
                         answer,
@@ -339,7 +313,7 @@ impl Supervisor {
             ) {
                 Err(reason) => {
                     tracing::debug!(client_order_id = %row.client_order_id, %reason, "protective orders wait");
-                    tx.rollback().await.map_err(StoreError::from)?;
+                    tx.rollback().await?;
                     continue;
                 }
                 Ok(plans) => {
@@ -356,7 +330,7 @@ impl Supervisor {
                     Store::mark_protection_done(&mut tx, &row.client_order_id).await?;
                 }
             }
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
         }
         Ok(())
     }

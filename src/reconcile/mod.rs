@@ -6,7 +6,8 @@
 //! transaction, and there is a single writer). Reports about orders we do not know yet are
 //! deferred, never dropped.
 
-use crate::ingress::events::OrderNews;
+use crate::model::checked;
+use crate::model::events::OrderNews;
 use crate::model::Side;
 use crate::order::{self, OrderStatus};
 use crate::portfolio;
@@ -34,6 +35,14 @@ pub enum NewsOutcome {
     Deferred,
     /// About an order that is not ours (another client id): recorded, nothing to do.
     Foreign,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("venue: {0}")]
+    Venue(#[from] crate::venue::VenueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Applies a report about an order, matched by venue id, then by our `clientOrderId`.
@@ -82,6 +91,24 @@ impl BookedFill {
 }
 
 const CLIENT_ID_PREFIX: &str = "sx-";
+
+/// Applies a REST answer about one order in its own transaction, re-reading the order inside it
+/// (a callback may have moved it meanwhile). Returns the fill it booked, if any.
+pub async fn apply_answer(
+    store: &Store,
+    client_order_id: &str,
+    answer: crate::venue::wire::OrderResponse,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<BookedFill>, StoreError> {
+    let news = OrderNews::from(answer);
+    let mut tx = store.begin().await?;
+    let mut booked = None;
+    if let Some(current) = Store::order_by_client_id(&mut tx, client_order_id).await? {
+        booked = apply_report(&mut tx, &current, &news, now).await?;
+    }
+    tx.commit().await?;
+    Ok(booked)
+}
 
 /// Halts `symbol` for drift found by reconciliation (its reason shows both views), unless it is
 /// halted already. Never lifted automatically: a person looks first.
@@ -138,11 +165,16 @@ pub async fn apply_report(
     if !news.fills.is_empty() {
         Store::record_fills(&mut *tx, &order.client_order_id, &news.fills, now).await?;
         // The list is the finer record: it wins when it holds more than the summary says.
-        let listed: Decimal = news.fills.iter().map(|f| f.quantity).sum();
+        let listed = checked::sum(news.fills.iter().map(|f| f.quantity))?;
         if listed > Decimal::ZERO && filled_quantity.is_none_or(|q| listed > q) {
-            let notional: Decimal = news.fills.iter().map(|f| f.quantity * f.price).sum();
+            let notional = checked::sum(
+                news.fills
+                    .iter()
+                    .map(|f| checked::mul(f.quantity, f.price))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )?;
             filled_quantity = Some(listed);
-            average_price = Some(notional / listed);
+            average_price = Some(checked::div(notional, listed)?);
         }
     }
     let applied = order::apply(
@@ -150,7 +182,7 @@ pub async fn apply_report(
         seen.unwrap_or(current.status),
         filled_quantity,
         average_price,
-    );
+    )?;
     if applied.conflict {
         tracing::warn!(
             client_order_id = %order.client_order_id,
@@ -159,12 +191,19 @@ pub async fn apply_report(
             "venue report contradicts a terminal order status; kept the local one"
         );
     }
+    // What the venue says now: late news (a POST answer saying `pending` that arrives after the
+    // callback saying `expired`) must not overwrite it, or our order and the venue's view shown
+    // beside it disagree. An unknown status is recorded verbatim.
+    let venue_status = match seen {
+        Some(s) if s != applied.progress.status => None,
+        _ => Some(news.status.as_str()),
+    };
     Store::save_progress(
         &mut *tx,
         &order.client_order_id,
         Some(&news.order_id),
         &applied.progress,
-        Some(&news.status),
+        venue_status,
         now,
     )
     .await?;
@@ -188,7 +227,7 @@ pub async fn apply_report(
             column: "side",
             value: order.side.clone(),
         })?;
-        let (updated, closed) = position.book_fill(side.sign() * qty, price);
+        let (updated, closed) = position.book_fill(side.sign() * qty, price)?;
         position = updated;
         last_price = Some(price);
         if let Some(closed) = closed {
@@ -218,23 +257,23 @@ pub async fn apply_report(
     if filled > Decimal::ZERO {
         let recorded = Store::recorded_fills(&mut *tx, &order.client_order_id).await?;
         let rate = Store::fee_bps(&mut *tx, &order.symbol).await?;
-        let notional = filled * applied.progress.average_price.unwrap_or_default();
+        let notional = checked::mul(filled, applied.progress.average_price.unwrap_or_default())?;
         let fees = portfolio::order_fees(
             notional,
             recorded.reported_notional,
             recorded.reported_fees,
             rate,
-        );
-        let delta = fees - order.fees;
+        )?;
+        let delta = checked::sub(fees, order.fees)?;
         if !delta.is_zero() {
-            position.fees += delta;
+            position.fees = checked::add(position.fees, delta)?;
             Store::set_fees_booked(&mut *tx, &order.client_order_id, fees).await?;
         }
     }
     if position != before {
         Store::save_position(&mut *tx, &order.symbol, &position, last_price, now).await?;
         // The daily realized-loss limit sums this ledger: PnL after fees.
-        let realized = position.net_realized() - before.net_realized();
+        let realized = checked::sub(position.net_realized()?, before.net_realized()?)?;
         if !realized.is_zero() {
             Store::record_realized(
                 &mut *tx,
@@ -252,7 +291,7 @@ pub async fn apply_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::events::Fill;
+    use crate::model::events::Fill;
     use crate::venue::wire::OrderResponse;
 
     fn d(s: &str) -> Decimal {
@@ -284,6 +323,20 @@ mod tests {
         }
     }
 
+    /// A fresh store holding one order, `sx-test`, as the venue described it in `venue_json`.
+    async fn store_with_order(venue_json: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let venue_order: OrderResponse = serde_json::from_str(venue_json).unwrap();
+        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        (dir, store)
+    }
+
     /// Applies `n` to the order in its own transaction; returns (position, order fees).
     async fn apply(store: &Store, n: &OrderNews) -> (crate::portfolio::Position, Decimal) {
         let now = chrono::Utc::now();
@@ -304,23 +357,15 @@ mod tests {
 
     #[tokio::test]
     async fn fills_are_recorded_once_by_id_and_estimated_fees_converge_to_the_reported_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
+        let (_dir, store) = store_with_order(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"limit","quantity":2,"price":120,"status":"open"}"#,
+        )
+        .await;
         store
             .set_fee_rates(&[(String::new(), d("5"))])
             .await
             .unwrap();
-        let mut tx = store.begin().await.unwrap();
-        let venue_order: OrderResponse = serde_json::from_str(
-            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
-                "type":"limit","quantity":2,"price":120,"status":"open"}"#,
-        )
-        .unwrap();
-        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
 
         // A callback: 1 filled at 100; the fee is estimated at 5 bps of 100.
         let (p, fees) = apply(&store, &news("partially_filled", "1", Some("100"), &[])).await;
@@ -360,20 +405,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn late_news_does_not_overwrite_the_venue_status_shown_beside_ours() {
+        let (_dir, store) = store_with_order(
+            r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
+                "type":"limit","quantity":2,"price":120,"timeInForce":"IOC","status":"pending"}"#,
+        )
+        .await;
+        let shown = || async {
+            let mut tx = store.begin().await.unwrap();
+            let o = Store::order_by_client_id(&mut tx, "sx-test")
+                .await
+                .unwrap()
+                .unwrap();
+            tx.rollback().await.unwrap();
+            (o.status, o.venue_status)
+        };
+        // The IOC expired (the callback), then the POST's answer `pending` comes in late.
+        apply(&store, &news("expired", "0", None, &[])).await;
+        apply(&store, &news("pending", "0", None, &[])).await;
+        assert_eq!(shown().await, ("expired".into(), Some("expired".into())));
+        // A status the bot does not know is shown verbatim.
+        apply(&store, &news("suspended", "0", None, &[])).await;
+        assert_eq!(shown().await, ("expired".into(), Some("suspended".into())));
+    }
+
+    #[tokio::test]
     async fn a_fill_list_holding_more_than_the_cumulative_news_books_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
-        let venue_order: OrderResponse = serde_json::from_str(
+        let (_dir, store) = store_with_order(
             r#"{"orderId":"v-1","clientOrderId":"sx-test","symbol":"BTC/USD","side":"buy",
                 "type":"market","quantity":2,"status":"pending"}"#,
         )
-        .unwrap();
-        Store::insert_adopted(&mut tx, &venue_order, chrono::Utc::now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        .await;
         // No fee rate configured and none reported: no fee. The summary says 1, the list 2.
         let listed = news(
             "filled",

@@ -7,9 +7,9 @@
 //! requests are spaced so settlement never competes with order placement for the venue's rate
 //! limit, and a round's answers share one transaction.
 
-use crate::app::Shutdown;
 use crate::clock::SharedClock;
-use crate::ingress::events::OrderNews;
+use crate::model::events::OrderNews;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::venue::VenueClient;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub struct FillSettler {
     pub venue: VenueClient,
     pub clock: SharedClock,
     /// Nothing runs before the start-up reconciliation has succeeded.
-    pub health: crate::admin::health::Health,
+    pub health: crate::telemetry::health::Health,
 }
 
 impl FillSettler {
@@ -106,7 +106,7 @@ impl FillSettler {
             }
             Store::mark_fills_settled(&mut tx, client_order_id, now).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         tracing::debug!(orders = answers.len(), "fills settled");
         Ok(answers.len())
     }

@@ -2,9 +2,11 @@
 //!
 //! Start-up (`StartupReconciler`), before any new order: every venue open order is matched with a
 //! local order (by venue id, then `clientOrderId`) and applied, or adopted under strategy
-//! `adopted` and reported when no local order knows it; every other sent, unfinished local order
-//! is queried (up to 32 requests in flight, answers applied a batch to a transaction); then
-//! positions and balances are fetched, recorded, and positions compared with ours.
+//! `adopted` and reported when no local order knows it; every other unfinished local order is
+//! queried (up to 32 requests in flight, answers applied a batch to a transaction), `intent` and
+//! `unknown` rows by `clientOrderId` (a crash mid-POST leaves an `intent` the venue may have
+//! booked and filled); then positions and balances are fetched, recorded, and positions compared
+//! with ours, except on symbols with an order still unresolved.
 //! Until a whole pass succeeds readiness stays false, the dispatcher refuses signals and the
 //! executor and supervisor send nothing; a failed pass is retried with capped backoff and jitter.
 //!
@@ -16,13 +18,14 @@
 //! A drift halt is never lifted automatically: a person looks first.
 
 use super::drift::{position_drift, Drift};
-use super::full::PassError;
-use crate::admin::health::Health;
-use crate::app::Shutdown;
+use super::PassError;
 use crate::clock::SharedClock;
-use crate::ingress::events::OrderNews;
+use crate::model::events::OrderNews;
+use crate::model::events::VenuePosition;
 use crate::notify::{Notification, Notifier};
-use crate::store::{Store, StoreError, VenuePosition};
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+use crate::telemetry::health::Health;
 use crate::venue::VenueClient;
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -115,7 +118,7 @@ async fn startup_pass_with(
             super::apply_report(&mut tx, &local, &OrderNews::from(answer), now).await?;
             seen.insert(local.client_order_id);
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
     }
     let unseen: Vec<_> = store
         .working_orders()
@@ -221,14 +224,22 @@ pub async fn record_venue_books(
         Store::save_venue_position(&mut tx, &v, now).await?;
     }
     for b in &balances {
-        Store::save_balance(&mut tx, &b.asset, b.available, b.locked, b.total, now).await?;
+        let report = crate::store::BalanceReport {
+            asset: &b.asset,
+            available: b.available,
+            locked: b.locked,
+            total: b.total,
+            as_of: now,
+        };
+        Store::save_balance(&mut tx, &report, now).await?;
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok((theirs, balances.len()))
 }
 
 /// Fetches and records the venue's positions and balances and returns where positions differ
-/// from ours beyond `tolerance`.
+/// from ours beyond `tolerance`. A symbol with an unresolved order (`intent`/`unknown`: it may
+/// already have filled at the venue without our knowing) is not compared until it is resolved.
 pub async fn snapshot(
     store: &Store,
     venue: &VenueClient,
@@ -237,7 +248,14 @@ pub async fn snapshot(
 ) -> Result<Vec<Drift>, PassError> {
     let (theirs, _) = record_venue_books(store, venue, clock).await?;
     let ours = store.positions_now().await?;
-    Ok(position_drift(&ours, &theirs, tolerance))
+    let unresolved = store.symbols_with_unresolved_orders().await?;
+    let (skipped, drift): (Vec<Drift>, Vec<Drift>) = position_drift(&ours, &theirs, tolerance)
+        .into_iter()
+        .partition(|d| unresolved.contains(&d.symbol));
+    for d in &skipped {
+        tracing::info!(symbol = %d.symbol, ours = %d.ours, venue = %d.venue, "position not compared: an order on this symbol is not resolved with the venue yet");
+    }
+    Ok(drift)
 }
 
 /// Halts each drifting symbol (unless it is halted already), logs and notifies both views.
@@ -365,13 +383,13 @@ impl PeriodicSnapshots {
             // a snapshot with every fee settled.
             _ if !view.unsettled_fees.is_zero() => return Ok(()),
             _ => {
-                let b = super::cash::Baseline::of(&view, total);
+                let b = super::cash::Baseline::of(&view, total)?;
                 Store::set_risk_value(&mut tx, CASH_BASELINE_VENUE, b.venue_total, now).await?;
                 Store::set_risk_value(&mut tx, CASH_BASELINE_OURS, b.ours, now).await?;
-                return Ok(tx.commit().await?);
+                return tx.commit().await;
             }
         };
-        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance) else {
+        let Some(drift) = super::cash::compare(baseline, &view, self.cash_tolerance)? else {
             *suspect = false;
             return Ok(());
         };

@@ -5,6 +5,7 @@
 //! in memory), so both apply the same rules.
 
 use super::state::{SetBy, StateEntry, TradingState};
+use crate::model::checked::{self, Overflow};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
@@ -25,20 +26,21 @@ pub fn peak_after_balance(peak: Option<Decimal>, total: Decimal) -> Option<Decim
 /// The equity peak after a deposit or withdrawal seen for the first time (a replay must not
 /// move it): a completed one (or one without a status) in the quote asset moves the peak by its
 /// amount, so money leaving is not mistaken for a drawdown. `None` when the peak stays (also when
-/// there is no peak yet).
+/// there is no peak yet); an amount the peak cannot absorb is an overflow.
 pub fn peak_after_transfer(
     peak: Option<Decimal>,
     kind: &str,
     asset: &str,
     amount: Decimal,
     status: Option<&str>,
-) -> Option<Decimal> {
+) -> Result<Option<Decimal>, Overflow> {
     let completed = status.is_none_or(|s| s == "completed");
+    let Some(peak) = peak else { return Ok(None) };
     if !completed || asset != QUOTE_ASSET || amount <= Decimal::ZERO {
-        return None;
+        return Ok(None);
     }
     let signed = if kind == "deposit" { amount } else { -amount };
-    peak.map(|p| (p + signed).max(Decimal::ZERO))
+    Ok(Some(checked::add(peak, signed)?.max(Decimal::ZERO)))
 }
 
 /// Every limit is optional; `None` means not enforced.
@@ -87,12 +89,19 @@ impl AccountLimits {
         if peak <= Decimal::ZERO || equity >= peak {
             return None;
         }
-        let drawdown = (peak - equity) / peak * Decimal::ONE_HUNDRED;
-        (drawdown >= limit).then(|| {
+        // Venue numbers: a drawdown too large to compute is beyond any limit.
+        let drawdown = peak
+            .checked_sub(equity)
+            .and_then(|d| d.checked_div(peak))
+            .and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED));
+        drawdown.is_none_or(|d| d >= limit).then(|| {
             Breach::Drawdown(format!(
                 "max drawdown {limit}% reached: equity {} USD is {}% below its peak {} USD",
                 equity.round_dp(2),
-                drawdown.round_dp(2),
+                drawdown.map_or_else(
+                    || "far more than 100".to_owned(),
+                    |d| d.round_dp(2).to_string()
+                ),
                 peak.round_dp(2)
             ))
         })
@@ -365,7 +374,7 @@ mod tests {
         assert_eq!(peak_after_balance(Some(d("100")), d("101")), Some(d("101")));
         assert_eq!(peak_after_balance(Some(d("100")), d("99")), None);
         let t = |peak: Option<&str>, kind, asset, amount, status| {
-            peak_after_transfer(peak.map(d), kind, asset, d(amount), status)
+            peak_after_transfer(peak.map(d), kind, asset, d(amount), status).unwrap()
         };
         assert_eq!(
             t(Some("1000"), "withdrawal", "USD", "300", Some("completed")),

@@ -71,7 +71,7 @@ impl Window {
         Ok(Self {
             key: id
                 .map(str::to_owned)
-                .unwrap_or_else(|| crate::store::ts(start_at)),
+                .unwrap_or_else(|| crate::clock::ts(start_at)),
             start: start_at,
             end: end_at,
             services,

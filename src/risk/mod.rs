@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod limits;
 pub mod maintenance;
 pub mod protect;
+pub mod release;
 pub mod sizing;
 pub mod state;
 
@@ -97,20 +98,21 @@ pub enum Role {
 }
 
 impl Role {
+    /// The stored form back; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "entry" => Self::Entry,
+            "stop_loss" => Self::StopLoss,
+            "take_profit" => Self::TakeProfit,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Entry => "entry",
             Self::StopLoss => "stop_loss",
             Self::TakeProfit => "take_profit",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "entry" => Some(Self::Entry),
-            "stop_loss" => Some(Self::StopLoss),
-            "take_profit" => Some(Self::TakeProfit),
-            _ => None,
         }
     }
 }
@@ -254,6 +256,8 @@ pub enum Rule {
     MaxOrdersPerMinute,
     /// The limit price rounds to nothing.
     LimitPrice,
+    /// A venue number (price, balance, a signal's level) too large for the order's arithmetic.
+    Overflow,
 }
 
 impl Rule {
@@ -276,6 +280,7 @@ impl Rule {
             Self::MaxOpenOrders => "max_open_orders",
             Self::MaxOrdersPerMinute => "max_orders_per_minute",
             Self::LimitPrice => "limit_price",
+            Self::Overflow => "overflow",
         }
     }
 }
@@ -318,6 +323,21 @@ const BPS: Decimal = Decimal::from_parts(10_000, 0, 0, false, 0);
 
 fn usd(d: Decimal) -> Decimal {
     d.round_dp(2)
+}
+
+/// [`decide`], with a panic inside it turned into a refusal: sizing and limits multiply venue
+/// numbers (prices, balances, a signal's levels), and one a `Decimal` cannot hold refuses the
+/// signal with the reason instead of taking the caller down.
+pub fn decide_guarded(r: &Request) -> Result<RiskApproved<OrderPlan>, Refusal> {
+    std::panic::catch_unwind(|| decide(r)).unwrap_or_else(|payload| {
+        Err(Refusal::new(
+            Rule::Overflow,
+            format!(
+                "the order's numbers do not fit a decimal ({})",
+                crate::supervise::panic_message(&*payload)
+            ),
+        ))
+    })
 }
 
 /// The one decision: an approved, sized order or the reason there is none.

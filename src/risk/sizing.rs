@@ -62,7 +62,8 @@ pub enum SizingMethod {
     FixedNotional(Decimal),
     /// This percentage of the available USD balance.
     PercentOfBalance(Decimal),
-    /// Risk this percentage of equity, with the stop at `support` (buys) or `resistance` (sells).
+    /// Risk this percentage of equity, with the stop at `support` (buys) or `resistance` (sells);
+    /// never more than the equity's worth (a stop next to the price would ask for a fortune).
     RiskPerTrade(Decimal),
 }
 
@@ -131,7 +132,9 @@ pub fn raw_quantity(sizing: &Sizing, i: &SizingInputs) -> Result<Decimal, String
                     i.price
                 ));
             }
-            equity * *pct / HUNDRED / distance
+            // 1/distance grows without bound as the stop nears the price: never ask for more
+            // than the equity's worth (no leverage from sizing alone), limits or not.
+            (equity * *pct / HUNDRED / distance).min(equity / i.price)
         }
     };
     Ok(if sizing.scale_by_confidence {
@@ -175,6 +178,7 @@ mod tests {
         let no_balance: Tweak = |i| i.available_usd = None;
         let no_support: Tweak = |i| i.support = None;
         let support_above: Tweak = |i| i.support = Some(d("51000"));
+        let stop_a_cent_away: Tweak = |i| i.support = Some(d("49999.99"));
         type Row = (
             &'static str,
             SizingMethod,
@@ -238,6 +242,14 @@ mod tests {
                 false,
                 sell,
                 Ok("0.1"),
+            ),
+            (
+                "risk per trade with the stop a cent away is capped at the equity's worth",
+                SizingMethod::RiskPerTrade(d("1")),
+                false,
+                stop_a_cent_away,
+                // 200 USD at risk over 0.01 would be 20000 BTC (1e9 USD); 20000 / 50000 = 0.4.
+                Ok("0.4"),
             ),
             (
                 "risk per trade without support refuses",

@@ -236,6 +236,12 @@ async fn inject_faults(State(inner): State<Arc<Inner>>, req: Request, next: Next
             let (parts, _) = resp.into_parts();
             Response::from_parts(parts, Body::from_stream(LostBody))
         }
+        RestFate::ProcessedSlow => {
+            let resp = next.run(req).await;
+            inner.slow_responses.fetch_add(1, Relaxed);
+            tokio::time::sleep(faults.rest_timeout_after).await;
+            resp
+        }
         RestFate::ProcessedServerError => {
             let resp = next.run(req).await;
             inner.processed_5xx.fetch_add(1, Relaxed);

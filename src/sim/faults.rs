@@ -97,6 +97,9 @@ pub struct Faults {
     /// An order request is processed (the order is booked, or cancelled), then answers 500: the
     /// "500 after acceptance" a client must not take for a failure.
     pub processed_5xx: Probability,
+    /// An order request is processed (the order is booked, or cancelled), then its answer is held
+    /// back for `rest_timeout_after`: a slow venue the client may give up on, or die waiting for.
+    pub order_slow_response: Probability,
     /// Which requests REST faults strike; by default only `POST /orders`.
     pub rest_routes: RestRoutes,
     /// When set, at most this many REST faults are injected in all; later requests are normal.
@@ -121,6 +124,7 @@ impl Default for Faults {
             rest_timeout_after: Duration::from_secs(30),
             order_lost_response: Probability::NEVER,
             processed_5xx: Probability::NEVER,
+            order_slow_response: Probability::NEVER,
             rest_routes: RestRoutes::OrderPosts,
             rest_fault_limit: None,
             windows: Vec::new(),
@@ -140,6 +144,7 @@ impl Faults {
             self.rest_timeout,
             self.order_lost_response,
             self.processed_5xx,
+            self.order_slow_response,
         ]
         .iter()
         .all(|p| p.is_never())
@@ -189,6 +194,13 @@ impl Faults {
         add(
             self.processed_5xx,
             format!("order requests processed, then answered 500 on {scope}"),
+        );
+        add(
+            self.order_slow_response,
+            format!(
+                "order requests processed, then answered after {} s on {scope}",
+                self.rest_timeout_after.as_secs()
+            ),
         );
         let mut text = parts.join(", ");
         if let Some(limit) = self.rest_fault_limit {
@@ -303,6 +315,8 @@ pub(crate) enum RestFate {
     LoseResponse,
     /// Processed, then answered 500.
     ProcessedServerError,
+    /// Processed, then answered after `rest_timeout_after`.
+    ProcessedSlow,
 }
 
 /// The faults and the generator deciding them.
@@ -390,6 +404,8 @@ impl Injector {
             RestFate::LoseResponse
         } else if changes_orders && f.processed_5xx.hit(&mut rng) {
             RestFate::ProcessedServerError
+        } else if changes_orders && f.order_slow_response.hit(&mut rng) {
+            RestFate::ProcessedSlow
         } else {
             RestFate::Normal
         };

@@ -174,6 +174,8 @@ pub struct SimStats {
     pub lost_responses: u64,
     /// Order requests processed, then answered 500.
     pub processed_5xx: u64,
+    /// Order requests processed, then answered late.
+    pub slow_responses: u64,
     #[serde(flatten)]
     pub webhook_faults: FaultCounts,
 }
@@ -214,6 +216,7 @@ pub(crate) struct Inner {
     pub(crate) rest_timeouts: AtomicU64,
     pub(crate) lost_responses: AtomicU64,
     pub(crate) processed_5xx: AtomicU64,
+    pub(crate) slow_responses: AtomicU64,
     /// Authenticated requests by `METHOD path`, so a test can tell how often a request was sent.
     requests: Mutex<std::collections::HashMap<String, u64>>,
     maintenance: Vec<MaintenanceWindow>,
@@ -487,6 +490,7 @@ impl Simulator {
             rest_timeouts: AtomicU64::new(0),
             lost_responses: AtomicU64::new(0),
             processed_5xx: AtomicU64::new(0),
+            slow_responses: AtomicU64::new(0),
             requests: Mutex::new(std::collections::HashMap::new()),
             maintenance: cfg.maintenance,
             alert_interval: cfg.alert_interval,
@@ -607,6 +611,7 @@ impl Simulator {
             rest_timeouts: i.rest_timeouts.load(Ordering::Relaxed),
             lost_responses: i.lost_responses.load(Ordering::Relaxed),
             processed_5xx: i.processed_5xx.load(Ordering::Relaxed),
+            slow_responses: i.slow_responses.load(Ordering::Relaxed),
             webhook_faults: i.outbox.fault_counts(),
         }
     }

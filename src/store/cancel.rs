@@ -5,7 +5,8 @@
 //! request (`requested` or `unknown`) has a `cancel_next_at` and is the only kind that does; a
 //! closed request (`accepted` or `rejected`) is never reopened except by an explicit new request.
 
-use super::{ts, Store, StoreError};
+use super::{Store, StoreError};
+use crate::clock::ts;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;

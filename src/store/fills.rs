@@ -1,8 +1,10 @@
 //! Fills by fill id, fees, the configured fee rates and closed positions (ours beside the
 //! venue's `position.closed`). No business rules.
 
-use super::{dec, opt_dec, ts, Store, StoreError};
-use crate::ingress::events::Fill;
+use super::{dec, opt_dec, Store, StoreError};
+use crate::clock::ts;
+use crate::model::checked;
+use crate::model::events::Fill;
 use crate::portfolio::ClosedPosition;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -285,7 +287,8 @@ impl Store {
             .fetch_all(&mut *conn)
             .await?
         {
-            view.net_realized += dec(&r, "realized_pnl")? - dec(&r, "fees")?;
+            let net = checked::sub(dec(&r, "realized_pnl")?, dec(&r, "fees")?)?;
+            view.net_realized = checked::add(view.net_realized, net)?;
         }
         for r in sqlx::query(
             "SELECT kind, amount FROM account_transactions
@@ -297,8 +300,9 @@ impl Store {
         {
             let amount = dec(&r, "amount")?;
             match r.get::<String, _>("kind").as_str() {
-                "deposit" => view.transfers += amount,
-                _ => view.transfers -= amount,
+                // Venue amounts: their sum may not fit (the caller reports it).
+                "deposit" => view.transfers = checked::add(view.transfers, amount)?,
+                _ => view.transfers = checked::sub(view.transfers, amount)?,
             }
         }
         for r in sqlx::query(
@@ -308,7 +312,7 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?
         {
-            view.unsettled_fees += dec(&r, "fees_booked")?;
+            view.unsettled_fees = checked::add(view.unsettled_fees, dec(&r, "fees_booked")?)?;
         }
         conn.commit().await?;
         Ok(view)

@@ -4,11 +4,18 @@
 //! one writer connection, so write transactions queue instead of failing with "database is locked",
 //! and a small reader pool for the admin API. Decimals are stored as exact text. Migrations live in
 //! `migrations/sqlite/`; a PostgreSQL dialect gets its own folder beside it.
+//!
+//! The writer connection is never trusted after an error: `writer` explains how SQLite and sqlx
+//! can disagree about an open transaction after a full disk (every later "commit" then commits
+//! nothing), and how a commit is confirmed, a failed connection replaced and the store marked not
+//! [`Writable`] until a write round trip ([`Store::round_trip`]) succeeds again.
 
+use crate::clock::ts;
+use crate::model::events::VenuePosition;
 use crate::order::{OrderStatus, Progress};
 use crate::portfolio::Position;
 use crate::risk::{OrderPlan, RiskApproved};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -18,14 +25,16 @@ use std::time::Duration;
 
 mod cancel;
 mod fills;
+mod pnl;
 mod recorded;
 mod risk;
+mod writer;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
+pub use pnl::{FillMark, PnlSample, PnlTotals};
 pub use recorded::{RecordedEvent, RecordedFilter, Recording};
-pub use risk::{FilledEntryRow, SymbolBook};
-
-pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+pub use risk::{FilledEntryRow, SendView, SymbolBook, WorkingEntry};
+pub use writer::{Failure, Tx, Writable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,17 +44,49 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt value in column {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
+    /// A commit SQLite did not confirm (see `writer`): nothing of it may be acknowledged.
+    #[error("commit not confirmed: {0}")]
+    Unconfirmed(String),
+    /// A write round trip whose row a reader does not see.
+    #[error("a committed write is not visible to readers")]
+    NotVisible,
+    /// A venue number the bot cannot compute with: the event carrying it is a dead letter.
+    #[error(transparent)]
+    Overflow(#[from] crate::model::Overflow),
+}
+
+impl StoreError {
+    /// The database cannot take writes right now (disk full, I/O error, locked past the timeout,
+    /// a connection gone, a commit not confirmed): nothing is wrong with the data being written,
+    /// so it must be retried once the store recovers, never dead-lettered or given up on.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => {
+                let code = e
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff);
+                // SQLITE_BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL.
+                matches!(code, Some(5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15))
+            }
+            Self::Db(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_),
+            ) => true,
+            Self::Unconfirmed(_) | Self::NotVisible => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
-}
-
-/// RFC 3339 with milliseconds in UTC: sorts as text in time order.
-pub fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    writable: Writable,
 }
 
 impl Store {
@@ -59,8 +100,10 @@ impl Store {
             // Decisions outlive the inbox rows they came from (retention prunes those), so the
             // one reference between them is documentation, not a constraint.
             .foreign_keys(false);
+        let writable = Writable::default();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(writer::after_release(writable.clone()))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
@@ -68,11 +111,65 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            writable,
+        })
     }
 
+    /// A write transaction on the writer connection; its commit is confirmed or an error.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.writer.begin().await?)
+        Tx::begin(&self.writer, &self.writable).await
+    }
+
+    /// Whether the store can commit (see `writer`).
+    pub fn writable(&self) -> &Writable {
+        &self.writable
+    }
+
+    /// Proves that a write reaches the database: writes a fresh token through the writer
+    /// connection, with `headroom` bytes of padding, commits, and reads the token back through a
+    /// reader. Success marks the store writable again; failure marks it failing. The padding lets
+    /// a recovering store prove real room: on a nearly full disk a one-row write can fit where a
+    /// batch of webhooks does not.
+    pub async fn round_trip(&self, now: DateTime<Utc>, headroom: u32) -> Result<(), StoreError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let result = async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "INSERT INTO store_probe (id, token, written_at, padding)
+                 VALUES (1, ?, ?, zeroblob(?))
+                 ON CONFLICT (id) DO UPDATE SET token = excluded.token,
+                     written_at = excluded.written_at, padding = excluded.padding",
+            )
+            .bind(&token)
+            .bind(ts(now))
+            .bind(headroom)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let seen: Option<String> =
+                sqlx::query_scalar("SELECT token FROM store_probe WHERE id = 1")
+                    .fetch_optional(&self.reader)
+                    .await?;
+            if seen.as_deref() != Some(token.as_str()) {
+                return Err(StoreError::NotVisible);
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.writable.round_trip_ok(now);
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever the error, a write that did not come back means the store is failing.
+                self.writable.fail(&e.to_string());
+                Err(e)
+            }
+        }
     }
 
     pub async fn close(&self) {
@@ -88,12 +185,18 @@ impl Store {
     pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
         let mut out = Vec::with_capacity(events.len());
         let mut tx = self.begin().await?;
-        // SQLite allows 32766 bound values; 4 per row.
+        // SQLite allows 32766 bound values; 5 per row.
         for chunk in events.chunks(4096) {
-            let mut sql = String::with_capacity(120 + chunk.len() * 14);
-            sql.push_str("INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES ");
+            let mut sql = String::with_capacity(140 + chunk.len() * 16);
+            sql.push_str(
+                "INSERT INTO inbox (dedupe_key, event_type, received_at, body, webhook_id) VALUES ",
+            );
             for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+                sql.push_str(if i == 0 {
+                    "(?,?,?,?,?)"
+                } else {
+                    ",(?,?,?,?,?)"
+                });
             }
             sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING seq, dedupe_key");
             let mut query = sqlx::query(&sql);
@@ -102,7 +205,8 @@ impl Store {
                     .bind(&e.dedupe_key)
                     .bind(&e.event_type)
                     .bind(ts(e.received_at))
-                    .bind(&e.body[..]);
+                    .bind(&e.body[..])
+                    .bind(e.webhook_id.as_deref());
             }
             let inserted: std::collections::HashMap<String, i64> = query
                 .fetch_all(&mut *tx)
@@ -126,22 +230,92 @@ impl Store {
 
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, dedupe_key, event_type, body, attempts FROM inbox
-             WHERE status = 'pending' ORDER BY seq LIMIT ?",
+            "SELECT seq, COALESCE(legacy_key, dedupe_key) AS identity, event_type, body, attempts,
+                    received_at
+             FROM inbox WHERE status = 'pending' ORDER BY seq LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.writer)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxEvent {
-                seq: r.get("seq"),
-                dedupe_key: r.get("dedupe_key"),
-                event_type: r.get("event_type"),
-                body: r.get("body"),
-                attempts: r.get("attempts"),
+        rows.into_iter()
+            .map(|r| {
+                let received_at: String = r.get("received_at");
+                Ok(InboxEvent {
+                    seq: r.get("seq"),
+                    identity: r.get("identity"),
+                    event_type: r.get("event_type"),
+                    body: r.get("body"),
+                    attempts: r.get("attempts"),
+                    received_at: crate::venue::wire::parse_timestamp(&received_at).ok_or(
+                        StoreError::Corrupt {
+                            column: "received_at",
+                            value: received_at,
+                        },
+                    )?,
+                })
             })
-            .collect())
+            .collect()
+    }
+
+    /// Once after the upgrade that changed the dedupe rule (migration 0010): gives the events
+    /// stored before it and received since `since` the new dedupe key, keeping the old one as
+    /// their identity, so a venue retry of one of them is still a duplicate. Older events need
+    /// nothing: a retry of them is past the freshness window and never applied. Newest first, in
+    /// small transactions; a row whose new key another row already holds (the same event stored
+    /// twice under the old rule) keeps its old key. Returns how many rows were rekeyed.
+    pub async fn rekey_legacy_events(
+        &self,
+        since: DateTime<Utc>,
+        key_of: impl Fn(&[u8]) -> String,
+    ) -> Result<u64, StoreError> {
+        const BATCH: i64 = 500;
+        let through: Option<i64> = sqlx::query_scalar("SELECT MAX(through_seq) FROM inbox_rekey")
+            .fetch_one(&self.writer)
+            .await?;
+        let Some(mut through) = through else {
+            return Ok(0);
+        };
+        let since = ts(since);
+        let mut rekeyed = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, body, received_at FROM inbox WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
+            )
+            .bind(through)
+            .bind(BATCH)
+            .fetch_all(&self.writer)
+            .await?;
+            let mut tx = self.begin().await?;
+            let mut done = rows.len() < BATCH as usize;
+            for r in &rows {
+                let seq: i64 = r.get("seq");
+                through = seq - 1;
+                if r.get::<String, _>("received_at") < since {
+                    done = true;
+                    break;
+                }
+                let key = key_of(&r.get::<Vec<u8>, _>("body"));
+                rekeyed += sqlx::query(
+                    "UPDATE inbox SET legacy_key = dedupe_key, dedupe_key = ?1
+                     WHERE seq = ?2 AND legacy_key IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM inbox WHERE dedupe_key = ?1)",
+                )
+                .bind(&key)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if done {
+                sqlx::query("DELETE FROM inbox_rekey")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            if done {
+                return Ok(rekeyed);
+            }
+        }
     }
 
     pub async fn set_event_status(
@@ -243,7 +417,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key
+            "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key,
+                    webhook_id
              FROM inbox WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT ?2",
         )
         .bind(status)
@@ -257,7 +432,7 @@ impl Store {
     pub async fn event(&self, seq: i64) -> Result<Option<(EventSummary, Vec<u8>)>, StoreError> {
         let row = sqlx::query(
             "SELECT seq, event_type, status, attempts, received_at, processed_at, error, dedupe_key,
-                    body
+                    webhook_id, body
              FROM inbox WHERE seq = ?",
         )
         .bind(seq)
@@ -320,7 +495,7 @@ impl Store {
     /// reports only update its status).
     pub async fn save_transaction(
         tx: &mut SqliteConnection,
-        t: &crate::ingress::events::AccountTransaction,
+        t: &crate::model::events::AccountTransaction,
         event_seq: i64,
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
@@ -517,7 +692,7 @@ impl Store {
         Ok(())
     }
 
-    /// Orders to send now: new intents, and unknown outcomes whose retry time has come.
+    /// Orders to send now: intents, and unknown outcomes, whose (retry) time has come.
     /// Read through the reader pool: a WAL reader sees every committed intent, and the executor's
     /// pick-up then does not queue behind write transactions and their fsyncs on the one writer.
     pub async fn orders_to_submit(
@@ -527,8 +702,9 @@ impl Store {
     ) -> Result<Vec<OrderRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE status = 'intent' OR (status = 'unknown' AND next_attempt_at <= ?)
-             ORDER BY created_at, client_order_id LIMIT ?"
+             WHERE (status = 'intent' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
+                OR (status = 'unknown' AND next_attempt_at <= ?1)
+             ORDER BY created_at, client_order_id LIMIT ?2"
         ))
         .bind(ts(now))
         .bind(limit)
@@ -537,13 +713,55 @@ impl Store {
         rows.iter().map(OrderRow::from_row).collect()
     }
 
-    /// The earliest time an unknown order is due for another look.
+    /// The earliest time an unknown (or waiting) order is due for another look.
     pub async fn next_retry_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM orders WHERE status = 'unknown'")
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM orders WHERE status IN ('intent', 'unknown')",
         )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    /// An order that may not be sent now: looked at again at `retry_at`, its status unchanged.
+    pub async fn mark_waiting(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+        why: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET last_error = ?, next_attempt_at = ?, updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(why)
+        .bind(ts(retry_at))
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// An order that will never be sent (the venue has confirmed it does not have it): it ends
+    /// `cancelled` with the reason.
+    pub async fn mark_dropped(
+        conn: &mut SqliteConnection,
+        client_order_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE orders SET status = 'cancelled', dropped_reason = ?, next_attempt_at = NULL,
+                 updated_at = ?
+             WHERE client_order_id = ? AND status IN ('intent', 'unknown')",
+        )
+        .bind(reason)
+        .bind(ts(now))
+        .bind(client_order_id)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     pub async fn order_by_client_id(
@@ -796,22 +1014,25 @@ impl Store {
             .collect()
     }
 
+    /// Records the venue's view of a position, unless what is held is newer (by `reported_at`).
+    /// Returns whether it was recorded.
     pub async fn save_venue_position(
         tx: &mut SqliteConnection,
         v: &VenuePosition,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO venue_positions (symbol, side, quantity, average_price, unrealized_pnl,
-                 mark_price, realized_pnl, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 mark_price, realized_pnl, updated_at, as_of)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (symbol) DO UPDATE SET side = COALESCE(excluded.side, side),
                  quantity = excluded.quantity,
                  average_price = COALESCE(excluded.average_price, average_price),
                  unrealized_pnl = COALESCE(excluded.unrealized_pnl, unrealized_pnl),
                  mark_price = COALESCE(excluded.mark_price, mark_price),
                  realized_pnl = COALESCE(excluded.realized_pnl, realized_pnl),
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, as_of = excluded.as_of
+             WHERE venue_positions.as_of IS NULL OR excluded.as_of >= venue_positions.as_of",
         )
         .bind(&v.symbol)
         .bind(&v.side)
@@ -821,32 +1042,36 @@ impl Store {
         .bind(v.mark_price.map(|d| d.to_string()))
         .bind(v.realized_pnl.map(|d| d.to_string()))
         .bind(ts(now))
+        .bind(ts(v.reported_at))
         .execute(tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
+    /// Records a balance as the venue reported it `as_of`, unless the balance held is newer.
+    /// Returns whether it was recorded.
     pub async fn save_balance(
         tx: &mut SqliteConnection,
-        asset: &str,
-        available: Decimal,
-        locked: Decimal,
-        total: Decimal,
+        balance: &BalanceReport<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO balances (asset, available, locked, total, updated_at) VALUES (?, ?, ?, ?, ?)
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO balances (asset, available, locked, total, updated_at, as_of)
+             VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (asset) DO UPDATE SET available = excluded.available,
-                 locked = excluded.locked, total = excluded.total, updated_at = excluded.updated_at",
+                 locked = excluded.locked, total = excluded.total, updated_at = excluded.updated_at,
+                 as_of = excluded.as_of
+             WHERE balances.as_of IS NULL OR excluded.as_of >= balances.as_of",
         )
-        .bind(asset)
-        .bind(available.to_string())
-        .bind(locked.to_string())
-        .bind(total.to_string())
+        .bind(balance.asset)
+        .bind(balance.available.to_string())
+        .bind(balance.locked.to_string())
+        .bind(balance.total.to_string())
         .bind(ts(now))
+        .bind(ts(balance.as_of))
         .execute(tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn list_balances(&self) -> Result<Vec<BalanceView>, StoreError> {
@@ -924,7 +1149,7 @@ const ORDER_COLUMNS: &str = "client_order_id, venue_order_id, strategy, symbol, 
     quantity, price, time_in_force, status, venue_status, filled_quantity, average_price,
     reject_code, reject_message, submit_attempts, last_error, created_at, updated_at, role,
     parent_client_order_id, stop_price, fees_booked, cancel_state, cancel_reason,
-    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at";
+    cancel_requested_at, cancel_attempts, cancel_error, cancel_done_at, dropped_reason";
 
 fn dec(row: &sqlx::sqlite::SqliteRow, column: &'static str) -> Result<Decimal, StoreError> {
     let s: String = row.get(column);
@@ -954,19 +1179,27 @@ pub struct EventView {
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// From the signed bytes only (`crate::inbox::dedupe_key`).
     pub dedupe_key: String,
     pub event_type: String,
     pub received_at: DateTime<Utc>,
     pub body: axum::body::Bytes,
+    /// The unsigned `X-Webhook-Id` header, kept for display only.
+    pub webhook_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct InboxEvent {
     pub seq: i64,
-    pub dedupe_key: String,
+    /// What identities derived from this event (a signal's `clientOrderId`s) are computed from:
+    /// its dedupe key, or for an event stored before the dedupe rule changed, the key it was
+    /// first decided under (so processing it again derives the same ids).
+    pub identity: String,
     pub event_type: String,
     pub body: Vec<u8>,
     pub attempts: i64,
+    /// When ingress committed it: an event's age is measured against this.
+    pub received_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -980,6 +1213,8 @@ pub struct EventSummary {
     pub processed_at: Option<String>,
     pub error: Option<String>,
     pub dedupe_key: String,
+    /// The venue's `X-Webhook-Id` header, if it sent one: shown, never a key (it is not signed).
+    pub webhook_id: Option<String>,
 }
 
 impl EventSummary {
@@ -993,6 +1228,7 @@ impl EventSummary {
             processed_at: r.get("processed_at"),
             error: r.get("error"),
             dedupe_key: r.get("dedupe_key"),
+            webhook_id: r.get("webhook_id"),
         }
     }
 }
@@ -1089,6 +1325,9 @@ pub struct OrderRow {
     pub fees: Decimal,
     /// The order's cancel request, if one was ever made.
     pub cancel: Option<CancelView>,
+    /// Why it was never sent (it is `cancelled`): a halt, maintenance or the reducing state at
+    /// send time, or an opening order grown too old to send.
+    pub dropped_reason: Option<String>,
 }
 
 impl OrderRow {
@@ -1118,6 +1357,7 @@ impl OrderRow {
             stop_price: opt_dec(r, "stop_price")?,
             fees: dec(r, "fees_booked")?,
             cancel: CancelView::from_row(r),
+            dropped_reason: r.get("dropped_reason"),
         })
     }
 
@@ -1159,21 +1399,14 @@ pub struct PositionView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct VenuePosition {
-    pub symbol: String,
-    pub side: Option<String>,
-    pub quantity: Decimal,
-    pub average_price: Option<Decimal>,
-    pub unrealized_pnl: Option<Decimal>,
-    pub mark_price: Option<Decimal>,
-    pub realized_pnl: Option<Decimal>,
-    /// `marginRatio` from `position.updated`, when the venue sends it.
-    pub margin_ratio: Option<Decimal>,
-    /// A `position.closed`: `realized_pnl` is the closed position's, to compare with ours.
-    pub closed: bool,
-    /// When the venue said it (the envelope's timestamp).
-    pub reported_at: DateTime<Utc>,
+/// One asset's balance as the venue reported it at `as_of`.
+#[derive(Debug, Clone, Copy)]
+pub struct BalanceReport<'a> {
+    pub asset: &'a str,
+    pub available: Decimal,
+    pub locked: Decimal,
+    pub total: Decimal,
+    pub as_of: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1196,10 +1429,94 @@ mod tests {
             event_type: "test".to_owned(),
             received_at: at,
             body: axum::body::Bytes::from(format!("{{\"k\":\"{key}\"}}")),
+            webhook_id: None,
         }
     }
 
-    async fn store() -> (Store, tempfile::TempDir) {
+    #[tokio::test]
+    async fn events_stored_under_the_old_dedupe_rule_keep_their_identity_and_recent_ones_dedupe_by_body(
+    ) {
+        let (store, _dir) = store().await;
+        let now = Utc::now();
+        // What a database written by the previous version holds: keys from an unsigned header,
+        // `data.id` and the raw body; one event too old for the venue to still retry.
+        let legacy = [
+            (
+                "hdr:w-2",
+                r#"{"event":"signal.generated","data":{"n":2}}"#,
+                now - chrono::Duration::days(3),
+            ),
+            (
+                "hdr:w-1",
+                r#"{"event":"signal.generated","data":{"n":1}}"#,
+                now,
+            ),
+            (
+                "id:m-1",
+                r#"{"event":"system.maintenance","data":{"id":"m-1"}}"#,
+                now,
+            ),
+        ];
+        for (key, body, at) in legacy {
+            sqlx::query("INSERT INTO inbox (dedupe_key, event_type, received_at, body) VALUES (?, 't', ?, ?)")
+                .bind(key)
+                .bind(ts(at))
+                .bind(body.as_bytes())
+                .execute(&store.writer)
+                .await
+                .unwrap();
+        }
+        sqlx::query("INSERT INTO inbox_rekey (through_seq) VALUES (3)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+
+        let rekeyed = store
+            .rekey_legacy_events(now - chrono::Duration::hours(2), crate::inbox::dedupe_key)
+            .await
+            .unwrap();
+        assert_eq!(rekeyed, 2, "the two recent events");
+        assert_eq!(
+            store
+                .rekey_legacy_events(now, crate::inbox::dedupe_key)
+                .await
+                .unwrap(),
+            0,
+            "once only"
+        );
+
+        // A venue retry of a recent one, re-serialised, is a duplicate; of the old one it is new
+        // (and the freshness rule keeps it from being applied).
+        let retry = |body: &str| NewEvent {
+            dedupe_key: crate::inbox::dedupe_key(body.as_bytes()),
+            event_type: "t".into(),
+            received_at: now,
+            body: axum::body::Bytes::from(body.to_owned()),
+            webhook_id: Some("w-9".into()),
+        };
+        let stored = store
+            .insert_events(&[
+                retry(r#"{ "data": {"n": 1}, "event": "signal.generated" }"#),
+                retry(r#"{"event":"signal.generated","data":{"n":2}}"#),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(stored[0], None);
+        assert!(stored[1].is_some());
+        // Identities stay what the old version decided under, so clientOrderIds do too.
+        let identities: Vec<String> = store
+            .pending_events(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.identity)
+            .collect();
+        assert_eq!(identities[..3], ["hdr:w-2", "hdr:w-1", "id:m-1"]);
+        assert!(identities[3].starts_with("json:"));
+    }
+
+    /// A fresh store in a temporary directory (kept alive by the returned handle).
+    pub(super) async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         (Store::open(&url).await.unwrap(), dir)

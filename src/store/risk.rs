@@ -1,7 +1,8 @@
 //! The risk manager's tables: trading state, maintenance windows, alert size scales, the realized
 //! PnL ledger and the equity peak, plus the account numbers a decision needs. No business rules.
 
-use super::{dec, opt_dec, ts, OrderRow, Store, StoreError, ORDER_COLUMNS};
+use super::{dec, opt_dec, OrderRow, Store, StoreError, ORDER_COLUMNS};
+use crate::clock::ts;
 use crate::risk::alerts::SizeScale;
 use crate::risk::maintenance::Window;
 use crate::risk::state::{SetBy, StateEntry, TradingState};
@@ -144,20 +145,26 @@ impl Store {
     // ---- maintenance --------------------------------------------------------------------------
 
     /// Inserts or updates (same key) a window. An update of the times clears `reconciled_at`.
+    /// Records a notice's window, or updates the window with its key, unless the notice held
+    /// for it was sent later than this one (`noticed_at`). Returns whether it was recorded.
     pub async fn upsert_window(
         conn: &mut SqliteConnection,
         w: &Window,
+        noticed_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO maintenance_windows (window_key, start_at, end_at, services, description,
-                 received_at, reconciled_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                 received_at, reconciled_at, notice_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (window_key) DO UPDATE SET start_at = excluded.start_at,
                  end_at = excluded.end_at, services = excluded.services,
                  description = excluded.description, received_at = excluded.received_at,
                  reconciled_at = CASE WHEN end_at = excluded.end_at AND start_at = excluded.start_at
                                       THEN COALESCE(reconciled_at, excluded.reconciled_at)
-                                      ELSE excluded.reconciled_at END",
+                                      ELSE excluded.reconciled_at END,
+                 notice_at = excluded.notice_at
+             WHERE maintenance_windows.notice_at IS NULL
+                OR excluded.notice_at >= maintenance_windows.notice_at",
         )
         .bind(&w.key)
         .bind(ts(w.start))
@@ -166,9 +173,10 @@ impl Store {
         .bind(&w.description)
         .bind(ts(now))
         .bind(w.reconciled_at.map(ts))
+        .bind(ts(noticed_at))
         .execute(conn)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Windows that may still matter: not yet reconciled, or ending after `since`.
@@ -501,16 +509,31 @@ impl Store {
         at.map(|s| time("created_at", s)).transpose()
     }
 
-    /// Orders that are not in a terminal state and were sent (for the reconciliation pass).
+    /// Orders not in a terminal state, intents included (for the reconciliation passes: an
+    /// intent may have reached the venue just before a crash, before its outcome was recorded).
     pub async fn working_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE status NOT IN ('intent', 'filled', 'cancelled', 'rejected', 'expired')
+             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')
              ORDER BY created_at"
         ))
         .fetch_all(&self.writer)
         .await?;
         rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Symbols with an order whose existence at the venue is not known yet (`intent`, or
+    /// `unknown` after an ambiguous answer): their positions are not compared with the venue's
+    /// until it is, since such an order may have filled there already.
+    pub async fn symbols_with_unresolved_orders(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT symbol FROM orders WHERE status IN ('intent', 'unknown')",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Sent orders, not terminal, whose venue id is known and that had no news since `cutoff`
@@ -647,6 +670,46 @@ impl Store {
     }
 
     /// Our signed position on every symbol.
+    /// What the last check before sending looks at (`crate::risk::release`), read in one
+    /// snapshot: trading states, maintenance windows that may still matter, positions, and every
+    /// working entry.
+    pub async fn send_view(&self, windows_since: DateTime<Utc>) -> Result<SendView, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let states = Self::trading_states(&mut tx).await?;
+        let windows = Self::open_windows(&mut tx, windows_since).await?;
+        let positions = sqlx::query("SELECT symbol, quantity FROM positions")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.get("symbol"), dec(r, "quantity")?)))
+            .collect::<Result<_, StoreError>>()?;
+        let working = sqlx::query(
+            "SELECT client_order_id, symbol, side, quantity, filled_quantity, created_at
+             FROM orders
+             WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(WorkingEntry {
+                client_order_id: r.get("client_order_id"),
+                symbol: r.get("symbol"),
+                side: r.get("side"),
+                remaining: dec(r, "quantity")? - dec(r, "filled_quantity")?,
+                created_at: r.get("created_at"),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+        tx.rollback().await?;
+        Ok(SendView {
+            states,
+            windows,
+            positions,
+            working,
+        })
+    }
+
     pub async fn positions_now(&self) -> Result<BTreeMap<String, Decimal>, StoreError> {
         let rows = sqlx::query("SELECT symbol, quantity FROM positions")
             .fetch_all(&self.writer)
@@ -655,6 +718,26 @@ impl Store {
             .map(|r| Ok((r.get("symbol"), dec(r, "quantity")?)))
             .collect()
     }
+}
+
+/// See [`Store::send_view`].
+#[derive(Debug, Clone, Default)]
+pub struct SendView {
+    pub states: Vec<StateEntry>,
+    pub windows: Vec<Window>,
+    pub positions: BTreeMap<String, Decimal>,
+    pub working: Vec<WorkingEntry>,
+}
+
+/// An entry not yet in a terminal state.
+#[derive(Debug, Clone)]
+pub struct WorkingEntry {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: String,
+    /// Its unfilled quantity.
+    pub remaining: Decimal,
+    pub created_at: String,
 }
 
 /// A filled entry with protective levels, as stored.

@@ -338,10 +338,13 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Strategy, Str
         line: key.and_then(|k| line_of(text, k)),
         message,
     };
-    let raw: StrategyFile = toml::from_str(text).map_err(|e| StrategyError {
-        file: file.to_owned(),
-        line: e.span().map(|s| text[..s.start].matches('\n').count() + 1),
-        message: e.message().to_owned(),
+    let raw: StrategyFile = toml::from_str(text).map_err(|e| {
+        let (line, message) = crate::config::describe_toml_error(text, &e);
+        StrategyError {
+            file: file.to_owned(),
+            line,
+            message,
+        }
     })?;
     let recommendations = raw
         .recommendations
@@ -966,6 +969,12 @@ on_opposite_signal = "reverse"
                 "unknown key",
                 GOOD.replace("min_confidence", "min_confidense"),
                 "min_confidense",
+                Some(4),
+            ),
+            (
+                "a number written as a string",
+                GOOD.replace("= 70", "= \"70\""),
+                "min_confidence: invalid type: string \"70\", expected i64",
                 Some(4),
             ),
             (

@@ -8,14 +8,14 @@
 pub mod sign;
 pub mod wire;
 
-use crate::admin::health::Health;
-use crate::admin::metrics::Metrics;
 use crate::clock::SharedClock;
 use crate::config::Credentials;
 use crate::notify::{Notification, Notifier};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
-use wire::{ErrorResponse, OrderResponse, PlaceOrderRequest, PriceResponse};
+use wire::{ErrorResponse, Listed, OrderResponse, PlaceOrderRequest, PriceResponse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VenueError {
@@ -165,8 +165,11 @@ impl VenueClient {
         timeout: Duration,
         clock: SharedClock,
     ) -> Result<Self, String> {
+        wire::check_base_url(base_url)?;
         let url = reqwest::Url::parse(base_url).map_err(|e| format!("venue base_url: {e}"))?;
         let http = reqwest::Client::builder()
+            // A redirect would carry X-API-Key and a signed request to another address.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -217,10 +220,11 @@ impl VenueClient {
         &self,
         client_order_id: &str,
     ) -> Result<Option<OrderResponse>, VenueError> {
-        let orders: Vec<OrderResponse> = self
+        let orders: Listed<OrderResponse> = self
             .get_json(&wire::paths::orders_by_client_id(client_order_id))
             .await?;
         Ok(orders
+            .0
             .into_iter()
             .find(|o| o.client_order_id.as_deref() == Some(client_order_id)))
     }
@@ -231,8 +235,9 @@ impl VenueClient {
         status: &str,
         limit: usize,
     ) -> Result<Vec<OrderResponse>, VenueError> {
-        self.get_json(&wire::paths::orders_with_status(status, limit))
+        self.get_json::<Listed<_>>(&wire::paths::orders_with_status(status, limit))
             .await
+            .map(|l| l.0)
     }
 
     pub async fn get_order(&self, order_id: &str) -> Result<OrderResponse, VenueError> {
@@ -247,11 +252,15 @@ impl VenueClient {
     }
 
     pub async fn positions(&self) -> Result<Vec<wire::PositionResponse>, VenueError> {
-        self.get_json(wire::paths::POSITIONS).await
+        self.get_json::<Listed<_>>(wire::paths::POSITIONS)
+            .await
+            .map(|l| l.0)
     }
 
     pub async fn balances(&self) -> Result<Vec<wire::BalanceResponse>, VenueError> {
-        self.get_json(wire::paths::BALANCES).await
+        self.get_json::<Listed<_>>(wire::paths::BALANCES)
+            .await
+            .map(|l| l.0)
     }
 
     pub async fn price(&self, symbol: &str) -> Result<PriceResponse, VenueError> {
@@ -283,7 +292,9 @@ impl VenueClient {
     }
 
     pub async fn list_webhooks(&self) -> Result<Vec<wire::WebhookInfo>, VenueError> {
-        self.get_json(wire::paths::WEBHOOKS).await
+        self.get_json::<Listed<_>>(wire::paths::WEBHOOKS)
+            .await
+            .map(|l| l.0)
     }
 
     pub async fn update_webhook(
@@ -416,6 +427,24 @@ impl VenueClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(wire::parse_retry_after);
+        if status.is_redirection() {
+            // Not followed (see `new`); said plainly, since it usually means a wrong base_url.
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(no location)")
+                .to_owned();
+            let error = serde_json::json!({"error": {
+                "code": "redirect",
+                "message": format!("the venue answered {status} with a redirect to {location}; redirects are not followed (the API key would go along): check [venue] base_url"),
+            }});
+            return Ok(Reply {
+                status,
+                retry_after,
+                bytes: axum::body::Bytes::from(error.to_string()),
+            });
+        }
         let bytes = response
             .bytes()
             .await
@@ -481,4 +510,137 @@ fn describe_transport_error(e: &reqwest::Error) -> String {
         "request failed"
     };
     format!("{kind}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use std::sync::{Arc, Mutex};
+
+    /// A server that answers every request with `answer(uri)` and records each request's path
+    /// and whether it carried `X-API-Key`.
+    async fn stub(
+        answer: impl Fn(&Uri) -> (StatusCode, HeaderMap, String) + Clone + Send + Sync + 'static,
+    ) -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
+        let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let answer = answer.clone();
+            let log = log.clone();
+            async move {
+                let with_key = headers.contains_key(wire::HEADER_API_KEY);
+                log.lock().unwrap().push((uri.to_string(), with_key));
+                answer(&uri)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn client(url: &str) -> VenueClient {
+        let credentials = Credentials {
+            api_key: Secret::new("key-that-must-not-travel".to_owned()),
+            api_secret: Secret::new("secret".to_owned()),
+        };
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        VenueClient::new(url, credentials, Duration::from_secs(5), clock).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_api_key_stays_with_the_venue() {
+        let (elsewhere, elsewhere_seen) =
+            stub(|_| (StatusCode::OK, HeaderMap::new(), "[]".into())).await;
+        let target = elsewhere.clone();
+        let (venue, venue_seen) = stub(move |uri| {
+            let mut headers = HeaderMap::new();
+            let location = format!("{target}{}", uri.path().trim_start_matches("/api/v1"));
+            headers.insert(axum::http::header::LOCATION, location.parse().unwrap());
+            (StatusCode::TEMPORARY_REDIRECT, headers, String::new())
+        })
+        .await;
+        let venue = client(&venue);
+        let err = venue.positions().await.unwrap_err();
+        assert!(
+            matches!(&err, VenueError::Status { status: 307, message, .. } if message.contains("redirect")),
+            "{err}"
+        );
+        let outcome = venue
+            .place_order(&wire::PlaceOrderRequest {
+                symbol: "BTC/USD".into(),
+                side: "buy".into(),
+                order_type: "market".into(),
+                quantity: rust_decimal::Decimal::ONE,
+                price: None,
+                stop_price: None,
+                time_in_force: "GTC".into(),
+                client_order_id: "sx-redirect".into(),
+            })
+            .await;
+        assert!(
+            matches!(outcome, OrderOutcome::Unknown { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(venue_seen.lock().unwrap().len(), 2);
+        assert!(
+            elsewhere_seen.lock().unwrap().is_empty(),
+            "followed to {:?}",
+            elsewhere_seen.lock().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn list_answers_are_read_bare_or_wrapped() {
+        let (url, _) = stub(|uri| {
+            let body = match uri.path() {
+                "/api/v1/positions" => {
+                    r#"{"data":[{"symbol":"BTC/USD","side":"long","quantity":0.5}],"page":1}"#
+                }
+                "/api/v1/account/balances" => {
+                    r#"{"balances":[{"asset":"USD","available":10,"locked":0,"total":10}]}"#
+                }
+                _ if uri.query().is_some_and(|q| q.contains("clientOrderId")) => {
+                    r#"{"orders":[{"orderId":"o-1","clientOrderId":"sx-1","symbol":"BTC/USD","side":"buy","type":"market","quantity":1,"status":"filled"}]}"#
+                }
+                _ => "[]",
+            };
+            (StatusCode::OK, HeaderMap::new(), body.to_owned())
+        })
+        .await;
+        let venue = client(&url);
+        let positions = venue.positions().await.unwrap();
+        assert_eq!(positions[0].quantity, rust_decimal::Decimal::new(5, 1));
+        assert_eq!(venue.balances().await.unwrap()[0].asset, "USD");
+        let found = venue.find_by_client_order_id("sx-1").await.unwrap();
+        assert_eq!(found.unwrap().order_id, "o-1");
+        assert!(venue
+            .orders_with_status("open", 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_venue_url_is_https_unless_it_is_loopback() {
+        for ok in [
+            "https://api.vibetrading.tech/api/v1",
+            "http://127.0.0.1:9/api/v1",
+            "http://127.8.0.1/api/v1",
+            "http://localhost:9/api/v1",
+            "http://[::1]:9/api/v1",
+        ] {
+            assert!(wire::check_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.vibetrading.tech/api/v1",
+            "http://192.168.1.10/api/v1",
+            "http://localhost.example.com/api/v1",
+            "ws://127.0.0.1/api/v1",
+        ] {
+            assert!(wire::check_base_url(bad).is_err(), "{bad}");
+        }
+    }
 }

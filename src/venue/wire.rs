@@ -18,8 +18,14 @@ pub const HEADER_TIMESTAMP: &str = "X-Timestamp";
 pub const HEADER_SIGNATURE: &str = "X-Signature";
 /// Header carrying the webhook's HMAC.
 pub const HEADER_WEBHOOK_SIGNATURE: &str = "X-Webhook-Signature";
-/// **[decided]** an explicit event id header, used for dedupe when present.
+/// An event id header a venue may send. **[decided, revised]** it is not signed, so it is stored
+/// for display only and never used as a key (see `crate::inbox::dedupe_key`).
 pub const HEADER_WEBHOOK_ID: &str = "X-Webhook-Id";
+/// **[decided]** a webhook whose signed envelope `timestamp` is older than this when it arrives is
+/// not applied (`[webhook] max_event_age_secs`; the venue's 5 retries fit inside).
+pub const DEFAULT_MAX_EVENT_AGE_SECS: u64 = 3600;
+/// **[decided]** nor is one dated more than this far ahead of our clock (clock skew).
+pub const WEBHOOK_MAX_FUTURE_SKEW_SECS: i64 = 60;
 /// **[decided]** the server accepts a request timestamp within this many seconds of its clock.
 pub const TIMESTAMP_TOLERANCE_SECS: i64 = 30;
 
@@ -105,78 +111,18 @@ pub struct Envelope {
     pub event: String,
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Kept as its text and read straight into each event's typed data: a detour through
+    /// `serde_json::Value` cannot hand a `Decimal` an integer beyond 64 bits.
     #[serde(default)]
-    pub data: serde_json::Value,
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
-/// Just what ingress needs from a body: the event name and `data.id`. Everything else in `data`
-/// is skipped without being built into values.
-#[derive(Debug, Deserialize)]
-pub struct EnvelopePeek {
-    pub event: String,
-    #[serde(default)]
-    pub data: Option<DataIdPeek>,
-}
-
-/// `data.id` if `data` is an object holding one; any other `data` peeks as no id.
-#[derive(Debug, Default)]
-pub struct DataIdPeek {
-    pub id: Option<serde_json::Value>,
-}
-
-impl<'de> Deserialize<'de> for DataIdPeek {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = DataIdPeek;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<DataIdPeek, A::Error> {
-                let mut id = None;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key == "id" {
-                        id = Some(map.next_value::<serde_json::Value>()?);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-                Ok(DataIdPeek { id })
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<DataIdPeek, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(DataIdPeek::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-            fn visit_unit<E>(self) -> Result<DataIdPeek, E> {
-                Ok(DataIdPeek::default())
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-impl EnvelopePeek {
-    /// **[decided]** `data.id`, when present, is the event's identity for dedupe.
-    pub fn data_id(&self) -> Option<String> {
-        id_text(self.data.as_ref()?.id.as_ref()?)
+impl Envelope {
+    /// The `data` object's JSON text (`null` when absent).
+    pub fn data_text(&self) -> &str {
+        self.data
+            .as_deref()
+            .map_or("null", serde_json::value::RawValue::get)
     }
 }
 
@@ -334,6 +280,69 @@ pub struct AlertData {
     pub message: Option<String>,
     #[serde(default)]
     pub affected_symbols: Vec<String>,
+}
+
+/// **[decided]** the keys an object answer of a list endpoint (`GET /orders`, `/positions`,
+/// `/account/balances`, `/webhooks`) may hold its array under. The docs show no shape: a bare
+/// array is what we expect, a wrapped one is read too rather than leaving the bot unready.
+pub const LIST_WRAPPERS: [&str; 7] = [
+    "data",
+    "items",
+    "results",
+    "orders",
+    "positions",
+    "balances",
+    "webhooks",
+];
+
+/// The answer of a list endpoint: a bare JSON array, or an object holding it under one of
+/// [`LIST_WRAPPERS`] (other keys, such as paging fields, are ignored; the array may itself be
+/// wrapped once more, as in `{"data": {"orders": [...]}}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Listed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Listed<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a JSON array, or an object holding one under any of {LIST_WRAPPERS:?}"
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Listed<T>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Listed(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Listed<T>, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if found.is_none() && LIST_WRAPPERS.contains(&key.as_str()) {
+                        found = Some(map.next_value::<Listed<T>>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                found.ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "an object with no list under any of {LIST_WRAPPERS:?}"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// One entry of `GET /positions`.
@@ -526,6 +535,30 @@ pub fn parse_retry_after(value: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
+/// The venue's address must be `https://`: every request carries the API key and a signed
+/// order. Plain `http://` is accepted only for a loopback address (the simulator, in tests and
+/// `sigex demo`, where nothing crosses a network).
+pub fn check_base_url(base_url: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(base_url)
+        .map_err(|e| format!("[venue] base_url {base_url:?} is not a URL ({e})"))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "[venue] base_url {base_url:?} must start with https://: the API key and signed \
+             orders must not cross a network in clear text (http:// is accepted only for a \
+             loopback address such as the simulator's)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,27 +610,22 @@ mod tests {
     }
 
     #[test]
-    fn the_ingress_peek_reads_the_event_and_data_id_only() {
-        let cases: &[(&str, &str, Option<&str>)] = &[
-            (
-                r#"{"event":"a","data":{"id":"x1","big":[1,2,{"c":3}]}}"#,
-                "a",
-                Some("x1"),
-            ),
-            (r#"{"event":"b","data":{"id":42}}"#, "b", Some("42")),
-            (r#"{"event":"c","data":{"other":1}}"#, "c", None),
-            (r#"{"event":"d","data":[1,2]}"#, "d", None),
-            (r#"{"event":"e","data":"text"}"#, "e", None),
-            (r#"{"event":"f"}"#, "f", None),
-            (r#"{"event":"g","data":{"id":""}}"#, "g", None),
-            (r#"{"event":"h","data":3.5}"#, "h", None),
-            (r#"{"event":"i","data":-7}"#, "i", None),
-            (r#"{"event":"j","data":null}"#, "j", None),
+    fn a_list_is_read_bare_or_wrapped_and_anything_else_is_an_error() {
+        let ok: &[(&str, &[u32])] = &[
+            ("[1,2]", &[1, 2]),
+            ("[]", &[]),
+            (r#"{"data":[1,2],"page":1,"next":null}"#, &[1, 2]),
+            (r#"{"orders":[3]}"#, &[3]),
+            (r#"{"total":2,"results":[4,5]}"#, &[4, 5]),
+            (r#"{"data":{"orders":[6]}}"#, &[6]),
         ];
-        for (body, event, id) in cases {
-            let peek: EnvelopePeek = serde_json::from_str(body).unwrap();
-            assert_eq!(peek.event, *event);
-            assert_eq!(peek.data_id().as_deref(), *id, "{body}");
+        for (text, want) in ok {
+            let got: Listed<u32> = serde_json::from_str(text).unwrap();
+            assert_eq!(got.0, *want, "{text}");
+        }
+        for text in [r#"{"page":1}"#, r#"{"data":null}"#, "7", r#""[1]""#] {
+            let err = serde_json::from_str::<Listed<u32>>(text).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{text}");
         }
     }
 

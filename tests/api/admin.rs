@@ -42,13 +42,14 @@ async fn readiness_metrics_and_the_dashboard_reflect_a_trading_bot() {
         );
     }
 
+    // The sampler took a point at start; both fills are marked on the curve after it.
     let equity = app
-        .wait_for("two points on the PnL curve", || async {
+        .wait_for("two fills on the PnL curve", || async {
             let e = app.get("/api/equity").await;
-            (e.as_array().unwrap().len() == 2).then_some(e)
+            (e["fills"].as_array().unwrap().len() == 2).then_some(e)
         })
         .await;
-    assert!(equity[1]["pnl"].is_number(), "{equity}");
+    assert!(equity["samples"][0]["netPnl"].is_number(), "{equity}");
 
     let summary = app.get("/api/summary").await;
     assert_eq!(summary["ready"], true, "{summary}");
@@ -87,6 +88,44 @@ async fn mutations_are_disabled_without_a_token_and_refused_without_the_right_on
     app.stop().await;
 }
 
+/// RFC 7235: the scheme of `Authorization: Bearer <token>` is case-insensitive, on every
+/// protected endpoint.
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let app = spawn_app_with_token().await;
+    let post = |path: &'static str, authorization: String, body: &'static str| {
+        app.http
+            .post(format!("{}{path}", app.admin_url))
+            .header("Authorization", authorization)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let r = post(
+            "/api/events/999/replay",
+            format!("{scheme} {ADMIN_TOKEN}"),
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 409, "{scheme}: past authentication");
+        let r = post(
+            "/api/admin/resume",
+            format!("{scheme} {ADMIN_TOKEN}"),
+            r#"{"reason": "checked"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}: trading-state change");
+    }
+    let r = post("/api/admin/resume", format!("Basic {ADMIN_TOKEN}"), "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_operator_cancel_sends_a_signed_delete_and_records_the_cancelled_order() {
     let app = spawn_app_with_token().await;
@@ -114,7 +153,7 @@ async fn an_operator_cancel_sends_a_signed_delete_and_records_the_cancelled_orde
     let sigex::venue::SubmitOutcome::Accepted(placed) = venue.place_order(&request).await else {
         panic!("the simulator refused the limit order");
     };
-    let now = sigex::store::ts(chrono::Utc::now());
+    let now = sigex::clock::ts(chrono::Utc::now());
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database_path().display()))
         .await
         .unwrap();

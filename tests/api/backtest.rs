@@ -1139,7 +1139,7 @@ async fn venue_prices_are_fetched_once_and_then_read_from_the_cache() {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let (stop, mut stopped) = sigex::app::shutdown_pair();
+    let (stop, mut stopped) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { stopped.wait().await }),
@@ -1363,6 +1363,7 @@ async fn events_export_writes_the_inbox_as_json_lines_filtered_by_type_and_time(
         event_type: t.into(),
         received_at: when.parse().unwrap(),
         body: axum::body::Bytes::from(body.to_string()),
+        webhook_id: None,
     })
     .collect();
     store.insert_events(&events).await.unwrap();

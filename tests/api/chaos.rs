@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -80,233 +80,222 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
         "[reconcile]\nstale_after_secs = 1"
     )
     .unwrap();
-    let bot = Arc::new(Mutex::new(Bot {
-        config,
-        log: dir.path().join("bot.log"),
-        child: None,
-    }));
-    bot.lock().unwrap().start();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let bot = Bot::started(config, dir.path());
+    // The bot is watched throughout: if it dies, the test says so with its log.
+    crate::crash::while_running(&bot, async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
 
-    // Buy/sell alternating per symbol keeps positions inside the strategy's limit.
-    let script: Vec<String> = (0..signals)
-        .map(|n| {
-            let symbol = ["BTC/USD", "ETH/USD"][n % 2];
-            let side = if (n / 2) % 2 == 0 { "buy" } else { "sell" };
-            signal_body(symbol, side, 90, n as u32 + 1)
-        })
-        .collect();
-    let mut kill_at: Vec<usize> = (0..kills).map(|_| rng.gen_range(1..signals)).collect();
-    kill_at.sort_unstable();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let sender = {
-        let (http, url, acked) = (http.clone(), webhook_url.clone(), acked.clone());
-        tokio::spawn(async move {
-            for body in script {
-                for attempt in 0.. {
-                    assert!(attempt < 3000, "signal never acknowledged");
-                    let sent = http
-                        .post(&url)
-                        .header("Content-Type", "application/json")
-                        .header("X-Webhook-Signature", sign(body.as_bytes()))
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    if matches!(&sent, Ok(r) if r.status() == 200) {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                        break;
+        // Buy/sell alternating per symbol keeps positions inside the strategy's limit.
+        let script: Vec<String> = (0..signals)
+            .map(|n| {
+                let symbol = ["BTC/USD", "ETH/USD"][n % 2];
+                let side = if (n / 2) % 2 == 0 { "buy" } else { "sell" };
+                signal_body(symbol, side, 90, n as u32 + 1)
+            })
+            .collect();
+        let mut kill_at: Vec<usize> = (0..kills).map(|_| rng.gen_range(1..signals)).collect();
+        kill_at.sort_unstable();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let sender = {
+            let (http, url, acked) = (http.clone(), webhook_url.clone(), acked.clone());
+            tokio::spawn(async move {
+                for body in script {
+                    for attempt in 0.. {
+                        assert!(attempt < 3000, "signal never acknowledged");
+                        let sent = http
+                            .post(&url)
+                            .header("Content-Type", "application/json")
+                            .header("X-Webhook-Signature", sign(body.as_bytes()))
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        if matches!(&sent, Ok(r) if r.status() == 200) {
+                            acked.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // About 100 signals a second.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                // About 100 signals a second.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
-    for at in kill_at {
-        while acked.load(Ordering::SeqCst) < at {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let bot = bot.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut bot = bot.lock().unwrap();
-            bot.kill();
-            bot.start();
-        })
-        .await
-        .unwrap();
-    }
-    sender.await.unwrap();
-
-    let get = |path: &'static str| {
-        let (http, admin_url) = (http.clone(), admin_url.clone());
-        async move {
-            http.get(format!("{admin_url}{path}"))
-                .send()
-                .await
-                .ok()?
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-        }
-    };
-    let terminal = |s: &str| matches!(s, "filled" | "cancelled" | "rejected" | "expired");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let orders = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders never settled (seed {seed}); see {}",
-            dir.path().join("bot.log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (Some(counts), Some(orders)) = (
-            get("/api/events").await,
-            get("/api/orders?limit=100000").await,
-        ) else {
-            continue;
+            })
         };
-        let orders = orders.as_array().unwrap().clone();
-        let venue = sim.orders();
-        let settled = counts.get("pending").is_none()
-            && orders
-                .iter()
-                .all(|o| terminal(o["status"].as_str().unwrap_or("")))
-            && venue.iter().all(|o| terminal(&o.status))
-            && venue.len() == orders.len();
-        if settled {
-            break orders;
+        for at in kill_at {
+            crate::crash::kill_and_restart_at(&bot, &acked, at).await;
         }
-    };
-    // Every intent has exactly one venue order, and both sides agree on each.
-    let venue: BTreeMap<String, _> = sim
-        .orders()
-        .into_iter()
-        .map(|o| (o.client_order_id.clone().unwrap(), o))
-        .collect();
-    assert_eq!(
-        venue.len(),
-        sim.orders().len(),
-        "a clientOrderId twice at the venue (seed {seed})"
-    );
-    let ours: BTreeSet<String> = orders
-        .iter()
-        .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ours, venue.keys().cloned().collect(), "seed {seed}");
-    for o in &orders {
-        let v = &venue[o["clientOrderId"].as_str().unwrap()];
-        assert_eq!(o["status"], v.status.as_str(), "seed {seed}: {o}");
-        assert_eq!(
-            dec(&o["filledQuantity"]),
-            v.filled_quantity,
-            "seed {seed}: {o}"
-        );
-    }
-    assert!(!ours.is_empty(), "the run placed orders");
-    let mut decided: BTreeMap<String, usize> = BTreeMap::new();
-    if let Some(decisions) = get("/api/signals?limit=100000").await {
-        for d in decisions.as_array().unwrap() {
-            *decided
-                .entry(d["decision"].as_str().unwrap_or("").to_owned())
-                .or_default() += 1;
-        }
-    }
-    println!(
-        "chaos: {} orders, decisions {decided:?}, venue faults {:?}",
-        orders.len(),
-        sim.stats()
-    );
-    // Positions by our fills equal the venue's.
-    let positions = get("/api/positions").await.unwrap();
-    let ours: BTreeMap<String, Decimal> = positions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["symbol"].as_str().unwrap().to_owned(),
-                dec(&p["quantity"]),
-            )
-        })
-        .filter(|(_, q)| !q.is_zero())
-        .collect();
-    let theirs: BTreeMap<String, Decimal> = sim
-        .positions()
-        .into_iter()
-        .map(|p| {
-            let q = if p.side == "short" {
-                -p.quantity.abs()
-            } else {
-                p.quantity
+        sender.await.unwrap();
+
+        let get = |path: &'static str| {
+            let (http, admin_url) = (http.clone(), admin_url.clone());
+            async move {
+                http.get(format!("{admin_url}{path}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+            }
+        };
+        let terminal = |s: &str| matches!(s, "filled" | "cancelled" | "rejected" | "expired");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let orders = loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "orders never settled (seed {seed}); see {}",
+                dir.path().join("bot.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (Some(counts), Some(orders)) = (
+                get("/api/events").await,
+                get("/api/orders?limit=100000").await,
+            ) else {
+                continue;
             };
-            (p.symbol, q)
-        })
-        .filter(|(_, q)| !q.is_zero())
-        .collect();
-    assert_eq!(ours, theirs, "seed {seed}: positions differ");
-    // The strategy's limit: max_position_notional 2500 (at the venue's mark price).
-    for p in sim.positions() {
-        let notional = p.quantity.abs() * p.mark_price;
-        assert!(
-            notional <= Decimal::from(2500),
-            "seed {seed}: {} position notional {notional}",
-            p.symbol
+            let orders = orders.as_array().unwrap().clone();
+            let venue = sim.orders();
+            let settled = counts.get("pending").is_none()
+                && orders
+                    .iter()
+                    .all(|o| terminal(o["status"].as_str().unwrap_or("")))
+                && venue.iter().all(|o| terminal(&o.status))
+                && venue.len() == orders.len();
+            if settled {
+                break orders;
+            }
+        };
+        // Every intent has exactly one venue order, and both sides agree on each.
+        let venue: BTreeMap<String, _> = sim
+            .orders()
+            .into_iter()
+            .map(|o| (o.client_order_id.clone().unwrap(), o))
+            .collect();
+        assert_eq!(
+            venue.len(),
+            sim.orders().len(),
+            "a clientOrderId twice at the venue (seed {seed})"
         );
-    }
-    // Fees and PnL from our fills equal the venue's once every ended order's fill list has been
-    // read. Realized PnL alone depends on the order fills were booked in (callbacks reorder);
-    // realized plus unrealized at the venue's mark does not.
-    let venue_books = sim.balance();
-    let marks: BTreeMap<String, Decimal> = sim
-        .positions()
-        .into_iter()
-        .map(|p| (p.symbol, p.mark_price))
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let positions = loop {
+        let ours: BTreeSet<String> = orders
+            .iter()
+            .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ours, venue.keys().cloned().collect(), "seed {seed}");
+        for o in &orders {
+            let v = &venue[o["clientOrderId"].as_str().unwrap()];
+            assert_eq!(o["status"], v.status.as_str(), "seed {seed}: {o}");
+            assert_eq!(
+                dec(&o["filledQuantity"]),
+                v.filled_quantity,
+                "seed {seed}: {o}"
+            );
+        }
+        assert!(!ours.is_empty(), "the run placed orders");
+        let mut decided: BTreeMap<String, usize> = BTreeMap::new();
+        if let Some(decisions) = get("/api/signals?limit=100000").await {
+            for d in decisions.as_array().unwrap() {
+                *decided
+                    .entry(d["decision"].as_str().unwrap_or("").to_owned())
+                    .or_default() += 1;
+            }
+        }
+        println!(
+            "chaos: {} orders, decisions {decided:?}, venue faults {:?}",
+            orders.len(),
+            sim.stats()
+        );
+        // Positions by our fills equal the venue's.
         let positions = get("/api/positions").await.unwrap();
-        let fees: Decimal = positions
+        let ours: BTreeMap<String, Decimal> = positions
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| dec(&p["fees"]))
-            .sum();
-        if fees == venue_books.fees_paid {
-            break positions;
+            .map(|p| {
+                (
+                    p["symbol"].as_str().unwrap().to_owned(),
+                    dec(&p["quantity"]),
+                )
+            })
+            .filter(|(_, q)| !q.is_zero())
+            .collect();
+        let theirs: BTreeMap<String, Decimal> = sim
+            .positions()
+            .into_iter()
+            .map(|p| {
+                let q = if p.side == "short" {
+                    -p.quantity.abs()
+                } else {
+                    p.quantity
+                };
+                (p.symbol, q)
+            })
+            .filter(|(_, q)| !q.is_zero())
+            .collect();
+        assert_eq!(ours, theirs, "seed {seed}: positions differ");
+        // The strategy's limit: max_position_notional 2500 (at the venue's mark price).
+        for p in sim.positions() {
+            let notional = p.quantity.abs() * p.mark_price;
+            assert!(
+                notional <= Decimal::from(2500),
+                "seed {seed}: {} position notional {notional}",
+                p.symbol
+            );
         }
+        // Fees and PnL from our fills equal the venue's once every ended order's fill list has been
+        // read. Realized PnL alone depends on the order fills were booked in (callbacks reorder);
+        // realized plus unrealized at the venue's mark does not.
+        let venue_books = sim.balance();
+        let marks: BTreeMap<String, Decimal> = sim
+            .positions()
+            .into_iter()
+            .map(|p| (p.symbol, p.mark_price))
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let positions = loop {
+            let positions = get("/api/positions").await.unwrap();
+            let fees: Decimal = positions
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| dec(&p["fees"]))
+                .sum();
+            if fees == venue_books.fees_paid {
+                break positions;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "seed {seed}: fees never settled: ours {fees}, venue {}",
+                venue_books.fees_paid
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let ours_pnl: Decimal = positions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let q = dec(&p["quantity"]);
+                let mark = marks
+                    .get(p["symbol"].as_str().unwrap())
+                    .copied()
+                    .unwrap_or_default();
+                let unrealized = if q.is_zero() {
+                    Decimal::ZERO
+                } else {
+                    q * (mark - dec(&p["averagePrice"]))
+                };
+                dec(&p["realizedPnl"]) + unrealized
+            })
+            .sum();
+        let venue_pnl = venue_books.realized_pnl + venue_books.unrealized_pnl;
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "seed {seed}: fees never settled: ours {fees}, venue {}",
-            venue_books.fees_paid
+            (ours_pnl - venue_pnl).abs() <= Decimal::new(1, 4),
+            "seed {seed}: PnL ours {ours_pnl}, venue {venue_pnl}"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let ours_pnl: Decimal = positions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let q = dec(&p["quantity"]);
-            let mark = marks
-                .get(p["symbol"].as_str().unwrap())
-                .copied()
-                .unwrap_or_default();
-            let unrealized = if q.is_zero() {
-                Decimal::ZERO
-            } else {
-                q * (mark - dec(&p["averagePrice"]))
-            };
-            dec(&p["realizedPnl"]) + unrealized
-        })
-        .sum();
-    let venue_pnl = venue_books.realized_pnl + venue_books.unrealized_pnl;
-    assert!(
-        (ours_pnl - venue_pnl).abs() <= Decimal::new(1, 4),
-        "seed {seed}: PnL ours {ours_pnl}, venue {venue_pnl}"
-    );
+    })
+    .await;
     bot.lock().unwrap().kill();
     sim_stop.trigger();
 }

@@ -152,3 +152,138 @@ async fn webhooks_are_registered_listed_updated_tested_and_deleted_through_the_v
     assert!(!listed.contains(&id), "{listed}");
     app.stop().await;
 }
+
+#[test]
+fn sigex_variables_that_are_not_config_keys_are_ignored_and_a_stray_one_is_warned_about() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sigex"))
+        .args(["check", "--config", "sigex.example.toml"])
+        .current_dir(root)
+        .env("SIGEX_WEBHOOK__SECRET", "whsec_0123456789abcdef")
+        .env("SIGEX_ADMIN_URL", "http://127.0.0.1:8081")
+        .env("SIGEX_SIM_API_KEY", "sim-key")
+        .env("SIGEX_CHAOS_SEED", "42")
+        .env("SIGEX_WEBHOOK_LISTEN", "typo: one underscore")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SIGEX_WEBHOOK_LISTEN") && stderr.contains("not a config key"),
+        "{stderr}"
+    );
+    for quiet in ["SIGEX_ADMIN_URL", "SIGEX_SIM_API_KEY", "SIGEX_CHAOS_SEED"] {
+        assert!(!stderr.contains(quiet), "{quiet} warned about: {stderr}");
+    }
+    // stderr is a pipe here, not a terminal: no colour codes in the log line.
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes in piped stderr: {stderr:?}"
+    );
+}
+
+#[test]
+fn a_bad_value_from_the_environment_is_reported_against_the_variable() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, value, expected) in [
+        (
+            "SIGEX_WEBHOOK__SECRET",
+            "whsec_...",
+            "environment variable SIGEX_WEBHOOK__SECRET: [webhook] secret is shorter",
+        ),
+        (
+            "SIGEX_MODE",
+            "papr",
+            "environment variable SIGEX_MODE: mode: unknown variant `papr`",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigex"))
+            .args(["check", "--config", "sigex.example.toml"])
+            .current_dir(root)
+            .env("SIGEX_WEBHOOK__SECRET", "whsec_0123456789abcdef")
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("sigex.example.toml:"), "{name}: {stderr}");
+    }
+}
+
+/// The `export SIGEX_...='...'` lines of README's "Running the bot", as a newcomer pastes them.
+fn readme_exports() -> Vec<(String, String)> {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Running the bot")
+        .nth(1)
+        .expect("README has a Running the bot section");
+    let block = section.split("```").nth(1).expect("with a shell block");
+    block
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once('=')?;
+            let value = rest.split('\'').nth(1)?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_recipe_for_running_the_bot_passes_check_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exports = readme_exports();
+    assert!(
+        exports.iter().any(|(k, _)| k == "SIGEX_WEBHOOK__SECRET"),
+        "{exports:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sigex"))
+        .args(["check", "--config", "sigex.example.toml"])
+        .current_dir(root)
+        .env_remove("SIGEX_WEBHOOK__SECRET")
+        .envs(exports)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_becomes_ready_with_sigex_variables_that_are_not_config_keys_set() {
+    use crate::crash::{rig, while_running, Bot, Rig};
+    let dir = tempfile::tempdir().unwrap();
+    let Rig {
+        sim_stop,
+        admin_url,
+        config,
+        ..
+    } = rig(
+        dir.path(),
+        sigex::sim::SimConfig::new("crash-key", "crash-secret", crate::helpers::WEBHOOK_SECRET),
+    )
+    .await;
+    // Bot::start sets SIGEX_ADMIN_URL, SIGEX_SIM_API_KEY and SIGEX_CHAOS_SEED.
+    let bot = Bot::started(config, dir.path());
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    while_running(&bot, async {
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the bot never became ready"
+            );
+            let ready = http.get(format!("{admin_url}/readyz")).send().await;
+            if matches!(&ready, Ok(r) if r.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    bot.lock().unwrap().kill();
+    sim_stop.trigger();
+}

@@ -41,7 +41,10 @@ fn post(name: &'static str, body: impl Into<String>, sig: Sig, status: u16) -> C
 }
 
 fn signed_event(event: &str, data: &str) -> String {
-    format!(r#"{{"event":"{event}","timestamp":"2026-11-27T12:00:00Z","data":{data}}}"#)
+    format!(
+        r#"{{"event":"{event}","timestamp":"{}","data":{data}}}"#,
+        crate::helpers::epoch_iso()
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -439,52 +442,13 @@ async fn the_allowlist_admits_listed_sources_and_trusted_proxies_only() {
 #[tokio::test]
 async fn webhooks_can_be_served_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "keyUsage=digitalSignature",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl makes the test certificate");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = crate::helpers::test_certificate(dir.path());
     let (c, k) = (cert.clone(), key.clone());
     let app = spawn_app_tweaked(move |cfg| cfg.webhook.tls = Some((c, k))).await;
     let https_url = app
         .webhook_url
         .replace("http://127.0.0.1", "https://localhost");
-    let client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
-        )
-        .resolve("localhost", "127.0.0.1:0".parse().unwrap())
-        .build()
-        .unwrap();
+    let client = crate::helpers::https_client(&cert);
     let body = signed_event("test", r#"{"message":"over tls"}"#);
     let r = client
         .post(&https_url)

@@ -299,7 +299,7 @@ async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
     let db = sqlx::SqlitePool::connect(&app.database_url())
         .await
         .unwrap();
-    let now = sigex::store::ts(chrono::Utc::now());
+    let now = sigex::clock::ts(chrono::Utc::now());
     sqlx::query(
         "UPDATE orders SET cancel_state = 'unknown', cancel_reason = 'unfilled_timeout',
              cancel_requested_at = ?, cancel_attempts = 1, cancel_next_at = ?,
@@ -373,7 +373,7 @@ async fn a_cancel_refused_as_not_cancellable_is_resolved_by_asking_the_venue() {
             .find(|o| o.order_id == placed.order_id && o.status == "filled")
     })
     .await;
-    let now = sigex::store::ts(chrono::Utc::now());
+    let now = sigex::clock::ts(chrono::Utc::now());
     let db = sqlx::SqlitePool::connect(&app.database_url())
         .await
         .unwrap();

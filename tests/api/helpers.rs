@@ -1,12 +1,13 @@
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sigex::app::{self, RunningBot, ShutdownTrigger};
+use sigex::app::RunningBot;
 use sigex::clock::{SharedClock, SystemClock};
 use sigex::config::{
     AdminConfig, Config, Credentials, InboxConfig, Mode, PaperConfig, Secret, StorageConfig,
     TradingConfig, VenueConfig, WebhookConfig,
 };
+use sigex::shutdown::ShutdownTrigger;
 use sigex::sim::{SimConfig, Simulator};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,7 +124,7 @@ pub async fn spawn_app_unreconciled(
     let sim = Simulator::new(sim_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_addr = listener.local_addr().unwrap();
-    let (sim_stop, mut sim_shutdown) = app::shutdown_pair();
+    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { sim_shutdown.wait().await }),
@@ -178,7 +179,7 @@ pub async fn spawn_paper_app_with_strategy(
 ) -> TestApp {
     let mut config = test_config(&dir, Mode::Paper, None, live_url);
     configure(&mut config);
-    let (sim_stop, _) = app::shutdown_pair();
+    let (sim_stop, _) = sigex::shutdown::shutdown_pair();
     let bot = sigex::app::start(config, strategies_from(strategy), clock())
         .await
         .unwrap();
@@ -214,6 +215,7 @@ fn test_config(
             credentials,
             request_timeout: Duration::from_secs(5),
             max_orders_per_second: sigex::config::DEFAULT_MAX_ORDERS_PER_SECOND,
+            max_intent_age: sigex::config::DEFAULT_MAX_INTENT_AGE,
         },
         webhook: WebhookConfig::new(loopback, Secret::new(WEBHOOK_SECRET)),
         inbox: InboxConfig::default(),
@@ -280,11 +282,27 @@ pub fn sign(body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct.
+/// The time test webhooks are dated at: fixed for the whole test process, so a body built twice is
+/// byte-identical (a duplicate), and recent, so the freshness rule lets it be applied.
+pub fn epoch() -> chrono::DateTime<chrono::Utc> {
+    static EPOCH: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = chrono::Utc::now();
+        now - chrono::Duration::milliseconds(i64::from(now.timestamp_subsec_millis()))
+    })
+}
+
+/// [`epoch`] as an envelope `timestamp`.
+pub fn epoch_iso() -> String {
+    sigex::clock::ts(epoch())
+}
+
+/// A `signal.generated` body; `nonce` makes otherwise equal signals distinct (it dates the
+/// signal `nonce` milliseconds before [`epoch`]).
 pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u32) -> String {
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": format!("2026-11-27T12:00:{:02}.{:03}Z", nonce % 60, nonce % 1000),
+        "timestamp": sigex::clock::ts(epoch() - chrono::Duration::milliseconds(i64::from(nonce))),
         "data": {
             "symbol": symbol,
             "recommendation": recommendation,
@@ -296,6 +314,17 @@ pub fn signal_body(symbol: &str, recommendation: &str, confidence: u32, nonce: u
         }
     })
     .to_string()
+}
+
+/// POSTs `body`, signed with the webhook secret, to `url`.
+pub async fn post_signed_to(http: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header("X-Webhook-Signature", sign(body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("webhook endpoint reachable")
 }
 
 impl TestApp {
@@ -425,7 +454,7 @@ impl TestApp {
     /// Stops the bot only (the simulator keeps running), so a test can change its database.
     pub async fn stop_bot(&mut self) {
         if let Some(bot) = self.bot.take() {
-            bot.stop().await;
+            stopped_without_a_death(bot).await;
         }
     }
 
@@ -454,7 +483,7 @@ impl TestApp {
     /// Stops the bot and hands back its data directory, for a restart on the same database.
     pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(bot) = self.bot.take() {
-            bot.stop().await;
+            stopped_without_a_death(bot).await;
         }
         self.sim_stop.trigger();
         self._dir
@@ -463,6 +492,15 @@ impl TestApp {
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self._dir.path().join("test.db").display())
     }
+}
+
+/// Stops `bot`; every test that stops a bot also checks that none of its tasks died meanwhile.
+async fn stopped_without_a_death(bot: RunningBot) {
+    let stopped = bot.stop().await;
+    assert!(
+        !matches!(stopped, sigex::app::Stopped::AfterTaskDeath(_)),
+        "a task died during the test: {stopped:?}"
+    );
 }
 
 /// What a local notification receiver got: `(path, JSON body)` per request it answered 200.
@@ -487,7 +525,7 @@ pub async fn spawn_receiver(fail_first: usize) -> (String, Received) {
                  axum::Json(body): axum::Json<Value>| async move {
                     use std::sync::atomic::Ordering;
                     if failures
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .try_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
                     {
                         return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
@@ -502,4 +540,55 @@ pub async fn spawn_receiver(fail_first: usize) -> (String, Received) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     (format!("http://{addr}"), received)
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made by `openssl` in `dir`: the
+/// `(certificate, key)` PEM files.
+pub fn test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "keyUsage=digitalSignature",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// A client that trusts `cert` and reaches `localhost` on 127.0.0.1.
+pub fn https_client(cert: &std::path::Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap(),
+        )
+        .resolve("localhost", "127.0.0.1:0".parse().unwrap())
+        .build()
+        .unwrap()
 }

@@ -48,7 +48,7 @@ fn signal(n: u32) -> String {
     };
     serde_json::json!({
         "event": "signal.generated",
-        "timestamp": "2026-11-27T12:00:00Z",
+        "timestamp": crate::helpers::epoch_iso(),
         "data": {"symbol": symbol, "recommendation": rec, "confidence": 90, "nonce": n}
     })
     .to_string()
@@ -82,7 +82,7 @@ async fn sigterm_mid_stream_loses_no_acknowledged_webhook_and_no_secret_reaches_
     let sim = Simulator::new(SimConfig::new(API_KEY, API_SECRET, WEBHOOK_SECRET));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_addr = listener.local_addr().unwrap();
-    let (sim_stop, mut sim_shutdown) = sigex::app::shutdown_pair();
+    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
     tokio::spawn(
         sim.clone()
             .serve(listener, async move { sim_shutdown.wait().await }),
@@ -234,7 +234,7 @@ url_env = "LIFECYCLE_TEST_SLACK_URL"
         .await
         .unwrap();
     for body in &acknowledged {
-        let key = sigex::inbox::dedupe_key(None, None, body.as_bytes());
+        let key = sigex::inbox::dedupe_key(body.as_bytes());
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM inbox WHERE dedupe_key = ?")
                 .bind(&key)

@@ -151,3 +151,46 @@ async fn with_venue_prices_paper_mode_reads_market_data_and_nothing_else() {
         "only market data was read: {paths:?}"
     );
 }
+
+/// The paper venue's callbacks reach the bot whatever guards its public webhook listener: TLS,
+/// and an allowlist that only admits the venue's published ranges (behind a trusted proxy).
+#[tokio::test]
+async fn paper_callbacks_arrive_when_the_public_listener_has_tls_and_an_allowlist() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = crate::helpers::test_certificate(certs.path());
+    let app = spawn_paper_app_with(
+        tempfile::tempdir().unwrap(),
+        "http://127.0.0.1:9/api/v1".into(),
+        move |c| {
+            c.webhook.tls = Some((cert, key));
+            c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
+            c.webhook.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        },
+    )
+    .await;
+    // The signal comes from the venue's range, through TLS and the proxy.
+    let body = crate::helpers::signal_body("BTC/USD", "buy", 90, 1);
+    let r = crate::helpers::https_client(&certs.path().join("cert.pem"))
+        .post(
+            app.webhook_url
+                .replace("http://127.0.0.1", "https://localhost"),
+        )
+        .header("Content-Type", "application/json")
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header("X-Webhook-Signature", crate::helpers::sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The paper venue's own order events got in, signed, over its loopback listener.
+    app.wait_for("the paper venue's order events", || async {
+        let types = app.get("/api/event-types").await;
+        (types["order.updated"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
+    let orders = app.settled_orders(1).await;
+    assert_eq!(orders[0]["status"], "filled", "{orders:?}");
+    assert_eq!(app.sim.stats().webhooks_failed, 0, "{:?}", app.sim.stats());
+    app.stop().await;
+}

@@ -173,3 +173,71 @@ async fn a_position_closed_that_arrives_before_our_closing_fill_waits_for_it() {
     assert!(e["deferred"].is_null() || e["deferred"] == 0, "{e}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn unrealized_pnl_is_marked_at_the_market_price_alike_in_every_view_and_sampled_over_time() {
+    let app = crate::helpers::spawn_app_full(
+        // Prices move only when the test moves them.
+        |sim| sim.engine.walk.volatility_bps = Decimal::ZERO,
+        |bot| bot.admin.pnl_sample_interval = std::time::Duration::from_millis(100),
+        crate::helpers::TEST_STRATEGY,
+    )
+    .await;
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_orders(1).await;
+    let mark = Decimal::from(51_000);
+    app.sim.set_mid_price("BTC/USD", mark);
+    // The sampler reads the new market price; the summary, the positions and the curve use it.
+    let summary = app
+        .wait_for("the position marked at the market price", || async {
+            let s = app.get("/api/summary").await;
+            (dec(&s["positions"][0]["markPrice"]) == mark).then_some(s)
+        })
+        .await;
+    let p = &summary["positions"][0];
+    let expected = dec(&p["quantity"]) * (mark - dec(&p["averagePrice"]));
+    assert!(expected > Decimal::ZERO, "{summary}");
+    assert_eq!(dec(&p["unrealizedPnl"]), expected, "{summary}");
+    assert_eq!(dec(&summary["unrealizedPnl"]), expected, "{summary}");
+    let positions = app.positions().await;
+    assert_eq!(
+        dec(&positions[0]["unrealizedPnl"]),
+        expected,
+        "{positions:?}"
+    );
+    let equity = app
+        .wait_for("samples at the new mark", || async {
+            let e = app.get("/api/equity").await;
+            let samples = e["samples"].as_array()?;
+            let last = samples.last()?;
+            (samples.len() >= 3 && dec(&last["unrealizedPnl"]) == expected).then_some(e)
+        })
+        .await;
+    assert_eq!(equity["fills"].as_array().unwrap().len(), 1, "{equity}");
+    let last = equity["samples"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        dec(&last["netPnl"]),
+        dec(&last["realizedPnl"]) + dec(&last["unrealizedPnl"]) - dec(&last["fees"])
+    );
+
+    // Closed: the position leaves the summary's list, its realized PnL stays in the totals.
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    app.settled_orders(2).await;
+    let summary = app
+        .wait_for("the closed position gone from the list", || async {
+            let s = app.get("/api/summary").await;
+            s["positions"].as_array()?.is_empty().then_some(s)
+        })
+        .await;
+    assert!(dec(&summary["realizedPnl"]) > Decimal::ZERO, "{summary}");
+    assert_eq!(dec(&summary["unrealizedPnl"]), Decimal::ZERO, "{summary}");
+    // The book still has the flat symbol, with its realized PnL.
+    let positions = app.positions().await;
+    assert!(dec(&positions[0]["quantity"]).is_zero(), "{positions:?}");
+    app.stop().await;
+}

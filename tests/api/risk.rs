@@ -33,8 +33,7 @@ impl TestApp {
         .await
     }
 
-    /// Posts an event with its own `X-Webhook-Id`, so two notices sharing a `data.id` are two
-    /// deliveries (without the header, the inbox dedupes on `data.id`).
+    /// Posts an event with an `X-Webhook-Id` header, which is shown and never used as a key.
     async fn post_event_with_id(&self, webhook_id: &str, event: &str, data: Value) {
         let body = json!({"event": event, "timestamp": iso(Utc::now()), "data": data}).to_string();
         let r = self
@@ -406,13 +405,14 @@ async fn a_limit_order_not_filled_within_its_timeout_is_cancelled() {
     app.stop().await;
 }
 
+/// The venue re-sends a notice under the same `data.id` with new times and no event id header:
+/// that is news about the window, not a duplicate.
 #[tokio::test]
-async fn an_updated_maintenance_notice_replaces_its_window() {
+async fn a_moved_maintenance_window_re_sent_under_the_same_id_moves() {
     let app = spawn_app().await;
     let now = Utc::now();
     let notice = |start: chrono::DateTime<Utc>, end: chrono::DateTime<Utc>| json!({"id": "mw-1", "startTime": iso(start), "endTime": iso(end), "affectedServices": ["trading"]});
-    app.post_event_with_id(
-        "delivery-1",
+    app.post_event(
         "system.maintenance",
         notice(now + Duration::minutes(1), now + Duration::minutes(30)),
     )
@@ -420,8 +420,7 @@ async fn an_updated_maintenance_notice_replaces_its_window() {
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     assert_eq!(app.decision_number(1).await["decision"], "refused");
     // Postponed by two hours: outside the lead time, trading goes on.
-    app.post_event_with_id(
-        "delivery-2",
+    app.post_event(
         "system.maintenance",
         notice(now + Duration::hours(2), now + Duration::hours(3)),
     )
@@ -432,6 +431,12 @@ async fn an_updated_maintenance_notice_replaces_its_window() {
     let windows = app.trading_state().await["maintenanceWindows"].clone();
     assert_eq!(windows.as_array().unwrap().len(), 1, "{windows}");
     assert_eq!(windows[0]["key"], "mw-1");
+    let start = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        start(&windows[0]["start"]),
+        start(&iso(now + Duration::hours(2)).into()),
+        "{windows}"
+    );
     app.stop().await;
 }
 

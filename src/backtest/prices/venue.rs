@@ -127,8 +127,8 @@ async fn fetch_day(
             .map_err(|e| {
                 BacktestError::Other(format!(
                     "fetching {symbol} candles {} to {} from the venue: {e}",
-                    crate::store::ts(start),
-                    crate::store::ts(end)
+                    crate::clock::ts(start),
+                    crate::clock::ts(end)
                 ))
             })?;
         for b in bars {
@@ -145,7 +145,7 @@ async fn fetch_day(
             last = Some(at);
             out.push_str(&format!(
                 "{},{},{},{},{},{}\n",
-                crate::store::ts(at),
+                crate::clock::ts(at),
                 b.open,
                 b.high,
                 b.low,

@@ -1,11 +1,33 @@
 //! Stored webhook bodies → typed domain events. This is where a signed but unusable event is
 //! recognised (and becomes a dead letter with the reason), and where venue values are validated.
+//!
+//! Freshness ([`parse_fresh`]): an event with effects whose signed envelope `timestamp` is older
+//! than `[webhook] max_event_age_secs` when it was received, dated more than
+//! `WEBHOOK_MAX_FUTURE_SKEW_SECS` ahead, or undated, is [`ParseError::Stale`]: acknowledged, kept
+//! as a dead letter, never applied. So a captured webhook replayed later changes nothing.
 
 use crate::model::{InvalidValue, Recommendation, Signal, Symbol, TechnicalAnalysis};
-use crate::store::VenuePosition;
 use crate::venue::wire::{self, Envelope};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+
+/// A position as the venue reported it (`position.*` events, `GET /positions`).
+#[derive(Debug, Clone)]
+pub struct VenuePosition {
+    pub symbol: String,
+    pub side: Option<String>,
+    pub quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub unrealized_pnl: Option<Decimal>,
+    pub mark_price: Option<Decimal>,
+    pub realized_pnl: Option<Decimal>,
+    /// `marginRatio` from `position.updated`, when the venue sends it.
+    pub margin_ratio: Option<Decimal>,
+    /// A `position.closed`: `realized_pnl` is the closed position's, to compare with ours.
+    pub closed: bool,
+    /// When the venue said it (the envelope's timestamp).
+    pub reported_at: DateTime<Utc>,
+}
 
 /// What a webhook means to the bot.
 #[derive(Debug, Clone)]
@@ -20,9 +42,16 @@ pub enum Event {
         available: Decimal,
         locked: Decimal,
         total: Decimal,
+        /// When the venue said it (the envelope's timestamp): an older report never overwrites
+        /// a newer one.
+        at: DateTime<Utc>,
     },
-    /// `system.maintenance`: a validated window.
-    Maintenance(crate::risk::maintenance::Window),
+    /// `system.maintenance`: a validated window, and when the venue sent the notice (an older
+    /// notice never overwrites a newer one about the same window).
+    Maintenance {
+        window: crate::risk::maintenance::Window,
+        noticed_at: DateTime<Utc>,
+    },
     /// `system.alert`.
     Alert {
         level: String,
@@ -108,9 +137,114 @@ pub enum ParseError {
     Envelope(String),
     #[error("{event}: {message}")]
     Data { event: String, message: String },
+    /// Outside the freshness window (or undated): acknowledged and kept, never applied.
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
+/// **[decided]** how old (by its signed envelope `timestamp`, against when ingress received it)
+/// an event with effects may be and still be applied, and how far in the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// `[webhook] max_event_age_secs`.
+    pub max_age: chrono::Duration,
+    /// Clock difference tolerated for an event dated in the future.
+    pub max_skew: chrono::Duration,
+}
+
+impl Freshness {
+    pub fn new(max_age: chrono::Duration) -> Self {
+        Self {
+            max_age,
+            max_skew: chrono::Duration::seconds(wire::WEBHOOK_MAX_FUTURE_SKEW_SECS),
+        }
+    }
+
+    /// `Err` with the reason when an event signed at `signed_at` (`None`: no readable
+    /// timestamp) and received at `received_at` must not be applied.
+    pub fn check(
+        &self,
+        signed_at: Option<DateTime<Utc>>,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let Some(signed_at) = signed_at else {
+            return Err(
+                "the envelope carries no readable timestamp, so its age cannot be checked".into(),
+            );
+        };
+        let age = received_at - signed_at;
+        if age > self.max_age {
+            return Err(format!(
+                "signed at {}, received {} later; events older than {} s are not applied",
+                crate::clock::ts(signed_at),
+                human(age),
+                self.max_age.num_seconds()
+            ));
+        }
+        if -age > self.max_skew {
+            return Err(format!(
+                "signed at {}, {} after it was received; events dated more than {} s ahead of \
+                 our clock are not applied",
+                crate::clock::ts(signed_at),
+                human(-age),
+                self.max_skew.num_seconds()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self::new(chrono::Duration::seconds(
+            wire::DEFAULT_MAX_EVENT_AGE_SECS as i64,
+        ))
+    }
+}
+
+fn human(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        ..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+impl Event {
+    /// Whether applying it changes anything (`test` and unknown events only get recorded).
+    pub fn has_effects(&self) -> bool {
+        !matches!(self, Event::Recorded { .. } | Event::Unknown { .. })
+    }
+}
+
+/// [`parse`], then the freshness rule: an event with effects that is older than `freshness`
+/// allows, dated too far in the future, or undated, is [`ParseError::Stale`].
+pub fn parse_fresh(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    freshness: &Freshness,
+) -> Result<Event, ParseError> {
+    let (event, signed_at) = parse_dated(body, received_at)?;
+    if event.has_effects() {
+        freshness
+            .check(signed_at, received_at)
+            .map_err(ParseError::Stale)?;
+    }
+    Ok(event)
+}
+
+/// Parses a stored body without the freshness rule; an undated event counts as sent at
+/// `received_at`.
 pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseError> {
+    parse_dated(body, received_at).map(|(event, _)| event)
+}
+
+/// The event, and its signed envelope timestamp when readable.
+fn parse_dated(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<(Event, Option<DateTime<Utc>>), ParseError> {
     let env: Envelope =
         serde_json::from_slice(body).map_err(|e| ParseError::Envelope(e.to_string()))?;
     let event = env.event.clone();
@@ -119,17 +253,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
         message,
     };
     let invalid = |e: InvalidValue| data_err(e.to_string());
-    let timestamp = env
-        .timestamp
-        .as_deref()
-        .and_then(wire::parse_timestamp)
-        .unwrap_or(received_at);
+    let signed_at = env.timestamp.as_deref().and_then(wire::parse_timestamp);
+    let timestamp = signed_at.unwrap_or(received_at);
     macro_rules! data {
         ($t:ty) => {
-            serde_json::from_value::<$t>(env.data.clone()).map_err(|e| data_err(e.to_string()))?
+            serde_json::from_str::<$t>(env.data_text()).map_err(|e| data_err(e.to_string()))?
         };
     }
-    Ok(match env.event.as_str() {
+    let event = match env.event.as_str() {
         "signal.generated" => {
             let d = data!(wire::SignalData);
             let confidence = d.confidence.as_i64().ok_or_else(|| {
@@ -222,13 +353,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                 available: d.available,
                 locked: d.locked,
                 total: d.total,
+                at: timestamp,
             }
         }
         "system.maintenance" => {
             let d = data!(wire::MaintenanceData);
             let id = d.id.as_ref().and_then(wire::id_text);
-            Event::Maintenance(
-                crate::risk::maintenance::Window::from_notice(
+            Event::Maintenance {
+                window: crate::risk::maintenance::Window::from_notice(
                     id.as_deref(),
                     d.start_time.as_deref(),
                     d.end_time.as_deref(),
@@ -236,7 +368,8 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
                     d.description,
                 )
                 .map_err(data_err)?,
-            )
+                noticed_at: timestamp,
+            }
         }
         "system.alert" => {
             let d = data!(wire::AlertData);
@@ -271,7 +404,8 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Event, ParseErro
         }
         "test" => Event::Recorded { event: env.event },
         _ => Event::Unknown { event: env.event },
-    })
+    };
+    Ok((event, signed_at))
 }
 
 fn non_empty(field: &'static str, s: String) -> Result<String, InvalidValue> {
@@ -283,10 +417,10 @@ fn non_empty(field: &'static str, s: String) -> Result<String, InvalidValue> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/tests/fixtures/seed-events/{name}.json",
             env!("CARGO_MANIFEST_DIR")
@@ -295,7 +429,7 @@ mod tests {
     }
 
     /// The venue's documented events, one fixture each in tests/fixtures/seed-events.
-    const SEED_EVENTS: [&str; 12] = [
+    pub(crate) const SEED_EVENTS: [&str; 12] = [
         "order.created",
         "order.updated",
         "order.cancelled",
@@ -326,6 +460,25 @@ mod tests {
         assert_eq!(s.confidence, 87);
         assert_eq!(s.technical.support, Some("48500.0".parse().unwrap()));
         assert_eq!(s.technical.macd.as_deref(), Some("bullish"));
+    }
+
+    #[test]
+    fn an_integer_beyond_64_bits_that_a_decimal_holds_is_read_exactly() {
+        let body = br#"{"event":"account.balance_updated","timestamp":"2026-11-27T12:00:00Z",
+            "data":{"asset":"USD","available":79228162514264337593543950335,
+                    "locked":-18446744073709551616,"total":18446744073709551616}}"#;
+        let Event::Balance {
+            available,
+            locked,
+            total,
+            ..
+        } = parse(body, Utc::now()).unwrap()
+        else {
+            panic!("not a balance")
+        };
+        assert_eq!(available, Decimal::MAX);
+        assert_eq!(locked, "-18446744073709551616".parse().unwrap());
+        assert_eq!(total, "18446744073709551616".parse().unwrap());
     }
 
     #[test]
@@ -370,6 +523,90 @@ mod tests {
         }
     }
 
+    fn dated(event: &str, at: DateTime<Utc>, data: &str) -> Vec<u8> {
+        format!(
+            r#"{{"event":"{event}","timestamp":"{}","data":{data}}}"#,
+            crate::clock::ts(at)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_event_outside_the_freshness_window_is_stale_and_harmless_ones_are_not_checked() {
+        let received = Utc::now();
+        let window = Freshness::new(chrono::Duration::seconds(3600));
+        let alert = r#"{"level":"critical","title":"t","affectedSymbols":[]}"#;
+        let cases: &[(&str, Vec<u8>, bool)] = &[
+            (
+                "fresh",
+                dated(
+                    "system.alert",
+                    received - chrono::Duration::seconds(3599),
+                    alert,
+                ),
+                true,
+            ),
+            (
+                "an hour and a second old",
+                dated(
+                    "system.alert",
+                    received - chrono::Duration::seconds(3601),
+                    alert,
+                ),
+                false,
+            ),
+            (
+                "two days old",
+                dated("system.alert", received - chrono::Duration::days(2), alert),
+                false,
+            ),
+            (
+                "59 s ahead",
+                dated(
+                    "system.alert",
+                    received + chrono::Duration::seconds(59),
+                    alert,
+                ),
+                true,
+            ),
+            (
+                "61 s ahead",
+                dated(
+                    "system.alert",
+                    received + chrono::Duration::seconds(61),
+                    alert,
+                ),
+                false,
+            ),
+            (
+                "undated",
+                format!(r#"{{"event":"system.alert","data":{alert}}}"#).into_bytes(),
+                false,
+            ),
+            (
+                "an old test event has no effect",
+                dated(
+                    "test",
+                    received - chrono::Duration::days(2),
+                    r#"{"message":"m"}"#,
+                ),
+                true,
+            ),
+            (
+                "an undated unknown event has no effect",
+                br#"{"event":"shiny.new","data":{}}"#.to_vec(),
+                true,
+            ),
+        ];
+        for (name, body, applied) in cases {
+            match parse_fresh(body, received, &window) {
+                Ok(_) => assert!(applied, "{name}: applied"),
+                Err(ParseError::Stale(why)) => assert!(!applied, "{name}: stale ({why})"),
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+    }
+
     #[test]
     fn unknown_events_are_recorded() {
         let e = parse(br#"{"event":"shiny.new","data":{}}"#, Utc::now()).unwrap();
@@ -379,10 +616,10 @@ mod tests {
     }
 
     /// SplitMix64: a tiny seeded generator, so every run tries the same inputs.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -390,7 +627,7 @@ mod tests {
             z ^ (z >> 31)
         }
 
-        fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
     }
@@ -414,10 +651,17 @@ mod tests {
         "3.5",
         "\"BTC/USD\"",
         "[[[[[[[[]]]]]]]]",
+        // Valid decimals at the edge of what a Decimal holds: their sums and products do not fit.
+        "5e28",
+        "-5e28",
+        "79228162514264337593543950335",
+        "1e-28",
+        "0",
+        "1e20",
     ];
 
     /// Replaces one JSON value somewhere in `v` with something nasty.
-    fn mutate(v: &mut serde_json::Value, rng: &mut Rng) {
+    pub(crate) fn mutate(v: &mut serde_json::Value, rng: &mut Rng) {
         let nasty = || {
             NASTY_VALUES
                 .iter()

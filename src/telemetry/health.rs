@@ -1,13 +1,15 @@
 //! Liveness and readiness: a shared `Health` handle that the parts report into, and the pure
 //! readiness verdict computed from it on `GET /readyz`.
 //!
-//! Guarantees: reporting never blocks and never fails (atomics only), so instrumenting a hot path
-//! costs nothing; the verdict names every failing check, so an operator sees why at a glance.
+//! Guarantees: reporting never blocks and never fails (atomics, and a lock taken only when a task
+//! dies), so instrumenting a hot path costs nothing; the verdict names every failing check, so an
+//! operator sees why at a glance.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// A venue answer older than this makes the bot not ready.
 pub const VENUE_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(60);
@@ -26,6 +28,16 @@ struct Inner {
     venue_ok_at: AtomicI64,
     /// Venue failures since the last success.
     venue_failures: AtomicU32,
+    /// Long-lived tasks that ended unexpectedly (`supervise`).
+    dead: watch::Sender<Vec<TaskDeath>>,
+}
+
+/// A long-lived task that ended before it was told to stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskDeath {
+    pub task: String,
+    /// `panicked: <message>` or `returned before shutdown`.
+    pub why: String,
 }
 
 impl Health {
@@ -69,6 +81,28 @@ impl Health {
         self.0.venue_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// A supervised task died: readiness fails and whoever waits in [`Health::wait_for_death`]
+    /// wakes up.
+    pub fn task_died(&self, death: TaskDeath) {
+        self.0.dead.send_modify(|dead| dead.push(death));
+    }
+
+    pub fn dead_tasks(&self) -> Vec<TaskDeath> {
+        self.0.dead.borrow().clone()
+    }
+
+    /// Resolves with the first task that died (at once if one has).
+    pub async fn wait_for_death(&self) -> TaskDeath {
+        let mut rx = self.0.dead.subscribe();
+        if let Ok(dead) = rx.wait_for(|d| !d.is_empty()).await {
+            if let Some(first) = dead.first() {
+                return first.clone();
+            }
+        }
+        // The sender lives in `self`, so the wait above cannot fail; never resolve if it did.
+        std::future::pending().await
+    }
+
     pub fn venue_ok_at(&self) -> Option<DateTime<Utc>> {
         match self.0.venue_ok_at.load(Ordering::Relaxed) {
             0 => None,
@@ -80,8 +114,9 @@ impl Health {
 /// Inputs of the readiness verdict that come from outside the handle.
 pub struct Observed {
     pub now: DateTime<Utc>,
-    /// `Err` with the reason when the database did not answer.
-    pub database: Result<(), String>,
+    /// `Err` with the reason when the store is not known to commit (no recent write round trip,
+    /// a failed write, or a reader that does not answer).
+    pub store: Result<(), String>,
     /// Age of the oldest pending inbox event, if any.
     pub inbox_lag: Option<chrono::Duration>,
 }
@@ -99,8 +134,17 @@ pub fn failing_checks(health: &Health, seen: &Observed) -> Vec<FailedCheck> {
     if health.is_draining() {
         fail("draining", "shutting down: webhooks are refused".into());
     }
-    if let Err(e) = &seen.database {
-        fail("database", format!("database unreachable: {e}"));
+    if let Err(e) = &seen.store {
+        fail("store", e.clone());
+    }
+    for death in health.dead_tasks() {
+        fail(
+            "tasks",
+            format!(
+                "task {} died ({}); sigex is stopping",
+                death.task, death.why
+            ),
+        );
     }
     if !health.is_reconciled() {
         fail(
@@ -150,7 +194,7 @@ mod tests {
             reconciled: bool,
             draining: bool,
             venue_ok: Option<i64>,
-            database: Result<(), String>,
+            store: Result<(), String>,
             lag_secs: Option<i64>,
             failing: &'static [&'static str],
         }
@@ -160,7 +204,7 @@ mod tests {
                 reconciled: true,
                 draining: false,
                 venue_ok: Some(95),
-                database: Ok(()),
+                store: Ok(()),
                 lag_secs: Some(1),
                 failing: &[],
             },
@@ -169,7 +213,7 @@ mod tests {
                 reconciled: false,
                 draining: false,
                 venue_ok: None,
-                database: Ok(()),
+                store: Ok(()),
                 lag_secs: None,
                 failing: &["reconciliation", "venue"],
             },
@@ -178,18 +222,18 @@ mod tests {
                 reconciled: true,
                 draining: false,
                 venue_ok: Some(0),
-                database: Ok(()),
+                store: Ok(()),
                 lag_secs: Some(31),
                 failing: &["venue", "inbox_lag"],
             },
             Case {
-                name: "a broken database while draining",
+                name: "a store that cannot commit, while draining",
                 reconciled: true,
                 draining: true,
                 venue_ok: Some(100),
-                database: Err("disk I/O error".into()),
+                store: Err("cannot commit: database or disk is full".into()),
                 lag_secs: None,
-                failing: &["draining", "database"],
+                failing: &["draining", "store"],
             },
         ];
         for case in cases {
@@ -205,12 +249,33 @@ mod tests {
             }
             let seen = Observed {
                 now: at(100),
-                database: case.database,
+                store: case.store,
                 inbox_lag: case.lag_secs.map(chrono::Duration::seconds),
             };
             let names: Vec<_> = failing_checks(&h, &seen).iter().map(|f| f.check).collect();
             assert_eq!(names, case.failing, "{}", case.name);
         }
+    }
+
+    #[test]
+    fn a_dead_task_fails_readiness_by_name() {
+        let h = Health::new();
+        h.mark_reconciled();
+        h.venue_ok(at(100));
+        let seen = || Observed {
+            now: at(100),
+            store: Ok(()),
+            inbox_lag: None,
+        };
+        assert!(failing_checks(&h, &seen()).is_empty());
+        h.task_died(TaskDeath {
+            task: "dispatcher".into(),
+            why: "panicked: boom".into(),
+        });
+        let failing = failing_checks(&h, &seen());
+        assert_eq!(failing.len(), 1);
+        assert_eq!(failing[0].check, "tasks");
+        assert!(failing[0].detail.contains("dispatcher"), "{failing:?}");
     }
 
     #[test]
