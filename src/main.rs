@@ -1,5 +1,5 @@
 //! The `sigex` command line: `run`, `check`, `status`, `events`, `webhooks`, `halt`, `resume`,
-//! `paper reset`, `sim` and `demo`.
+//! `paper reset`, `sim`, `demo` and `backtest`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -56,7 +56,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Inspect the inbox: list events and dead letters, show one, replay one.
+    /// Inspect the inbox: list events and dead letters, show one, replay one, export them.
     Events {
         #[command(flatten)]
         config: ConfigArg,
@@ -151,6 +151,60 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         admin_listen: SocketAddr,
     },
+    /// Replay recorded signals through strategy files, the risk gate and the paper venue's
+    /// matching engine; print a summary and write report.html and report.json.
+    Backtest(Box<BacktestArgs>),
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// The strategy files to test (a directory of *.toml, as `[strategies] dir`).
+    #[arg(long)]
+    strategies: PathBuf,
+    /// Recorded events: a sigex database (its inbox), a `sigex events export` JSON Lines file,
+    /// or a directory of webhook JSON files.
+    #[arg(long)]
+    signals: String,
+    /// Prices: SYMBOL=FILE.csv (repeatable; the candles CSV of `[paper.candles]`), candles (the
+    /// config's [paper.candles]), venue (the venue's 1m candles, fetched once and cached), or
+    /// random-walk[:SEED].
+    #[arg(long, required = true, num_args = 1..)]
+    prices: Vec<String>,
+    /// Limits, symbol specs, maintenance and alert policy, and the paper venue (fees, book,
+    /// latency, starting balance, seed) from this config; no secret is needed.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Trade only signals from this time (RFC 3339, or a date for its 00:00 UTC).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Replay nothing after this time; open positions are marked at its prices.
+    #[arg(long, value_parser = parse_time)]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    /// A second strategy directory, run over the same signals and prices, side by side.
+    #[arg(long, conflicts_with = "sweep")]
+    compare: Option<PathBuf>,
+    /// One run per value of a strategy number: KEY=FROM..TO:STEP, e.g. min_confidence=60..95:5
+    /// (keys: min_confidence, cooldown_secs, max_signal_age_secs, max_position_notional,
+    /// notional, quantity, percent).
+    #[arg(long)]
+    sweep: Option<String>,
+    /// Where report.html and report.json are written.
+    #[arg(long, default_value = "backtest-report")]
+    out: PathBuf,
+    /// Where --prices venue caches candles (default $XDG_CACHE_HOME/sigex/candles or
+    /// ~/.cache/sigex/candles).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    sigex::venue::wire::parse_timestamp(s)
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
+        .ok_or_else(|| format!("{s:?} is neither RFC 3339 nor a date (YYYY-MM-DD)"))
 }
 
 #[derive(Subcommand)]
@@ -176,6 +230,23 @@ enum EventsCommand {
     Replay {
         /// The event's sequence number (first column of `events list`).
         seq: i64,
+    },
+    /// Write the recorded events as JSON Lines (each with its sequence number, arrival time,
+    /// type, dedupe key and signed body), for `sigex backtest --signals`. Needs only the
+    /// config's [storage] database_url.
+    Export {
+        /// Only events received at or after this time (RFC 3339 or a date).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events received at or before this time.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only these event types, comma-separated (e.g. signal.generated,system.alert).
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Write here (atomically) instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -381,7 +452,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
         // These print their own output; keep the log to problems.
-        Command::Demo { .. } | Command::Status { .. } => "warn",
+        Command::Demo { .. } | Command::Status { .. } | Command::Backtest(_) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -445,8 +516,28 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Command::Backtest(args) => backtest(*args).await,
         }
     })
+}
+
+async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
+    let opts = sigex::backtest::Options {
+        strategies: args.strategies,
+        compare: args.compare,
+        config: args.config,
+        signals: args.signals,
+        prices: args.prices,
+        from: args.from,
+        to: args.to,
+        sweep: args.sweep,
+        cache_dir: args.cache_dir,
+    };
+    let report = sigex::backtest::run(&opts, std::env::vars()).await?;
+    let (json, html) = report.write(&args.out)?;
+    print!("{}", report.text());
+    println!("\nreport: {}\n        {}", html.display(), json.display());
+    Ok(())
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -550,6 +641,34 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
+    if let EventsCommand::Export {
+        from,
+        to,
+        types,
+        out,
+    } = command
+    {
+        let url = sigex::config::database_url_only(&path, std::env::vars())?;
+        let filter = sigex::store::RecordedFilter {
+            types,
+            from: from.map(sigex::clock::ts),
+            to: to.map(sigex::clock::ts),
+        };
+        match out {
+            Some(file) => {
+                let mut sink = sigex::backtest::report::AtomicFile::create(&file)?;
+                let n = sigex::backtest::source::export(&url, &filter, &mut sink).await?;
+                sink.commit()?;
+                eprintln!("{n} events written to {}", file.display());
+            }
+            None => {
+                let mut sink = std::io::BufWriter::new(std::io::stdout().lock());
+                sigex::backtest::source::export(&url, &filter, &mut sink).await?;
+                std::io::Write::flush(&mut sink)?;
+            }
+        }
+        return Ok(());
+    }
     let config = load_config(&path)?;
     let store = sigex::store::Store::open(&config.storage.database_url).await?;
     match command {
@@ -587,6 +706,7 @@ async fn events(path: PathBuf, command: EventsCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&e)?);
             println!("body:\n{}", String::from_utf8_lossy(&body));
         }
+        EventsCommand::Export { .. } => unreachable!("handled above"),
         EventsCommand::Replay { seq } => {
             if store.replay_event(seq).await? {
                 println!("event {seq} queued again; a running bot processes it within a second");

@@ -167,10 +167,20 @@ pub async fn spawn_paper_app_with(
     live_url: String,
     configure: impl FnOnce(&mut Config),
 ) -> TestApp {
+    spawn_paper_app_with_strategy(dir, live_url, configure, TEST_STRATEGY).await
+}
+
+/// Like [`spawn_paper_app_with`], trading under the given strategy file text.
+pub async fn spawn_paper_app_with_strategy(
+    dir: tempfile::TempDir,
+    live_url: String,
+    configure: impl FnOnce(&mut Config),
+    strategy: &str,
+) -> TestApp {
     let mut config = test_config(&dir, Mode::Paper, None, live_url);
     configure(&mut config);
     let (sim_stop, _) = sigex::shutdown::shutdown_pair();
-    let bot = sigex::app::start(config, strategies(), clock())
+    let bot = sigex::app::start(config, strategies_from(strategy), clock())
         .await
         .unwrap();
     reconciled(&bot).await;
@@ -220,10 +230,6 @@ fn test_config(
         shutdown_deadline: sigex::config::DEFAULT_SHUTDOWN_DEADLINE,
         reconcile: sigex::config::ReconcileConfig::default(),
     }
-}
-
-fn strategies() -> Vec<sigex::strategy::Strategy> {
-    strategies_from(TEST_STRATEGY)
 }
 
 fn strategies_from(text: &str) -> Vec<sigex::strategy::Strategy> {
