@@ -1,17 +1,19 @@
 //! The `sigex` command line: the arguments of every command (`run`, `check`, `status`, `events`,
-//! `webhooks`, `halt`, `resume`, `paper reset`, `sim` and `demo`), what each does, and how an
-//! error at the top reaches the operator.
+//! `webhooks`, `halt`, `resume`, `paper reset`, `sim`, `demo` and `backtest`), what each does, and
+//! how an error at the top reaches the operator.
 //!
 //! Guarantees: every subcommand, argument and flag has help text (a test walks clap's tree); a
 //! command that fails ends with its message and cause chain on stderr and a non-zero exit status,
 //! never with a backtrace (even under `RUST_BACKTRACE=1`): the message is the fix, the frames
 //! are noise to an operator. Logs go to stderr; stdout carries only command output.
 
+mod backtest;
 mod config_arg;
 mod events;
 mod paper;
 mod run;
 mod sim;
+mod time_arg;
 mod trading;
 mod webhooks;
 
@@ -59,7 +61,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Inspect the inbox: list events and dead letters, show one, replay one.
+    /// Inspect the inbox: list events and dead letters, show one, replay one, export them.
     Events {
         #[command(flatten)]
         config: ConfigArg,
@@ -154,6 +156,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         admin_listen: SocketAddr,
     },
+    /// Replay recorded signals through strategy files, the risk gate and the paper venue's
+    /// matching engine; print a summary and write report.html and report.json.
+    Backtest(Box<backtest::BacktestArgs>),
 }
 
 impl Cli {
@@ -163,7 +168,7 @@ impl Cli {
     pub fn dispatch(self) -> anyhow::Result<ExitCode> {
         let default_level = match self.command {
             // These print their own output; keep the log to problems.
-            Command::Demo { .. } | Command::Status { .. } => "warn",
+            Command::Demo { .. } | Command::Status { .. } | Command::Backtest(_) => "warn",
             _ => "info",
         };
         init_logging(self.log_format, default_level);
@@ -225,6 +230,7 @@ impl Command {
                 })
                 .await?
             }
+            Command::Backtest(args) => backtest::run(*args).await?,
         }
         Ok(ExitCode::SUCCESS)
     }

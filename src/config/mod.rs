@@ -10,7 +10,7 @@ mod secret;
 mod toml_error;
 mod trading;
 
-pub use paper::{parse_candles, PaperConfig, PriceSource};
+pub use paper::{parse_candle_line, parse_candles, PaperConfig, PriceSource};
 pub use secret::Secret;
 pub use toml_error::describe as describe_toml_error;
 pub use trading::TradingConfig;
@@ -426,58 +426,7 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: origin.to_owned(),
-            message,
-        };
-        // Errors name where the value came from: the line of the file (the table has lost the
-        // spans, so a mistake is looked up again in the text), or the environment variable.
-        let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
-            path: match line {
-                Some(l) => format!("{origin}:{l}"),
-                None => origin.to_owned(),
-            },
-            message,
-        };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, message) = toml_error::describe(text, &e);
-            at_line(line, message)
-        })?;
-        for (section, key) in SECRET_KEYS {
-            if table.get(*section).and_then(|s| s.get(*key)).is_some() {
-                return Err(invalid(format!(
-                    "[{section}] {key} must not be written in the config file; set the environment \
-                     variable SIGEX_{}__{} or point [{section}] {key}_file at a file holding it",
-                    section.to_uppercase(),
-                    key.to_uppercase()
-                )));
-            }
-        }
-        let file_table = table.clone();
-        let overrides = env::overrides(&schema(), env)?;
-        for o in &overrides {
-            o.apply(&mut table)?;
-        }
-        let raw: RawConfig = match table.try_into() {
-            Ok(raw) => raw,
-            Err(e) => {
-                return Err(shape_error(
-                    text,
-                    &file_table,
-                    &overrides,
-                    e.message(),
-                    at_line,
-                ))
-            }
-        };
-        resolve(raw, origin).map_err(|m| {
-            let from_env = named_key(&m)
-                .and_then(|(section, key)| overrides.iter().find(|o| o.names(section, key)));
-            match from_env {
-                Some(o) => o.error(m),
-                None => at_line(locate(text, &m), m),
-            }
-        })
+        from_toml_with(text, origin, env, resolve)
     }
 
     /// `SIGEX_*` variables in `env` that are neither config keys nor variables sigex reads
@@ -485,6 +434,167 @@ impl Config {
     pub fn stray_variables(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
         env::stray(&schema(), env)
     }
+}
+
+/// What `sigex backtest` takes from a config file: the trading rules (`[limits]`, `[symbols]`,
+/// `[maintenance]`, `[alerts]`), the paper venue's engine, account and candles (`[paper]`), and
+/// the venue's URL and credentials for `--prices venue`. The file is read as strictly as for
+/// `run`, but the secrets only a running bot needs are not required.
+#[derive(Debug, Clone)]
+pub struct BacktestSettings {
+    pub trading: TradingConfig,
+    pub paper: PaperConfig,
+    pub venue_base_url: String,
+    /// From `SIGEX_VENUE__API_KEY` / `SIGEX_VENUE__API_SECRET` (or the `*_file` keys) when set.
+    pub credentials: Option<Credentials>,
+    pub request_timeout: Duration,
+    /// `[webhook] max_event_age_secs`: a recorded event older than this when received is a
+    /// dead letter in the replay, as it was live.
+    pub freshness: crate::model::events::Freshness,
+}
+
+impl BacktestSettings {
+    /// Reads `path`, or with none the defaults; `SIGEX_*` overrides from `env` apply either way
+    /// (so `SIGEX_VENUE__API_KEY` and friends reach `--prices venue` without a config file).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (origin, text) = match path {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                (origin, text)
+            }
+            None => ("(no config file)".to_owned(), String::new()),
+        };
+        from_toml_with(&text, &origin, env, resolve_backtest)
+    }
+}
+
+/// `[webhook] max_event_age_secs`, checked.
+fn max_event_age_secs(written: Option<u64>) -> Result<u64, String> {
+    let secs = written.unwrap_or(crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS);
+    if !(60..=7 * 86_400).contains(&secs) {
+        return Err(format!(
+            "[webhook] max_event_age_secs = {secs} is out of range; use 60 to 604800 (the \
+             venue's retries must fit inside it)"
+        ));
+    }
+    Ok(secs)
+}
+
+fn resolve_backtest(raw: RawConfig, origin: &str) -> Result<BacktestSettings, String> {
+    let base_dir = Path::new(origin).parent().unwrap_or(Path::new("."));
+    let api_key = read_secret(
+        "venue",
+        "api_key",
+        raw.venue.api_key,
+        raw.venue.api_key_file,
+        base_dir,
+    )?;
+    let api_secret = read_secret(
+        "venue",
+        "api_secret",
+        raw.venue.api_secret,
+        raw.venue.api_secret_file,
+        base_dir,
+    )?;
+    let credentials = match (api_key, api_secret) {
+        (Some(api_key), Some(api_secret)) => Some(Credentials {
+            api_key,
+            api_secret,
+        }),
+        _ => None,
+    };
+    let max_event_age = max_event_age_secs(raw.webhook.max_event_age_secs)?;
+    Ok(BacktestSettings {
+        freshness: crate::model::events::Freshness::new(chrono::Duration::seconds(
+            max_event_age as i64,
+        )),
+        trading: trading::resolve(trading::RawTrading {
+            limits: raw.limits,
+            maintenance: raw.maintenance,
+            alerts: raw.alerts,
+            symbols: raw.symbols,
+            symbol_defaults: raw.symbol_defaults,
+        })?,
+        paper: paper::resolve(raw.paper, base_dir)?,
+        venue_base_url: raw
+            .venue
+            .base_url
+            .unwrap_or_else(|| crate::venue::wire::DEFAULT_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned(),
+        credentials,
+        request_timeout: Duration::from_millis(raw.venue.request_timeout_ms.unwrap_or(10_000)),
+    })
+}
+
+/// The file's text with its `SIGEX_*` overrides applied, in the file's shape, then `resolve`d:
+/// refused (naming the line of the file, or the environment variable) when it holds a secret,
+/// an unknown key, a value of the wrong type or one `resolve` rejects.
+fn from_toml_with<T>(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    resolve: impl FnOnce(RawConfig, &str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: origin.to_owned(),
+        message,
+    };
+    // Errors name where the value came from: the line of the file (the table has lost the
+    // spans, so a mistake is looked up again in the text), or the environment variable.
+    let at_line = |line: Option<usize>, message: String| ConfigError::Invalid {
+        path: match line {
+            Some(l) => format!("{origin}:{l}"),
+            None => origin.to_owned(),
+        },
+        message,
+    };
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, message) = toml_error::describe(text, &e);
+        at_line(line, message)
+    })?;
+    for (section, key) in SECRET_KEYS {
+        if table.get(*section).and_then(|s| s.get(*key)).is_some() {
+            return Err(invalid(format!(
+                "[{section}] {key} must not be written in the config file; set the environment \
+                 variable SIGEX_{}__{} or point [{section}] {key}_file at a file holding it",
+                section.to_uppercase(),
+                key.to_uppercase()
+            )));
+        }
+    }
+    let file_table = table.clone();
+    let overrides = env::overrides(&schema(), env)?;
+    for o in &overrides {
+        o.apply(&mut table)?;
+    }
+    let raw: RawConfig = match table.try_into() {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Err(shape_error(
+                text,
+                &file_table,
+                &overrides,
+                e.message(),
+                at_line,
+            ))
+        }
+    };
+    resolve(raw, origin).map_err(|m| {
+        let from_env = named_key(&m)
+            .and_then(|(section, key)| overrides.iter().find(|o| o.names(section, key)));
+        match from_env {
+            Some(o) => o.error(m),
+            None => at_line(locate(text, &m), m),
+        }
+    })
 }
 
 /// The config file's keys, from its serde types (the allow-list of environment overrides).
@@ -694,16 +804,7 @@ fn resolve(raw: RawConfig, origin: &str) -> Result<Config, String> {
             "[inbox] retention_days = {retention_days} is out of range; use 1 to 3650"
         ));
     }
-    let max_event_age_secs = raw
-        .webhook
-        .max_event_age_secs
-        .unwrap_or(crate::venue::wire::DEFAULT_MAX_EVENT_AGE_SECS);
-    if !(60..=7 * 86_400).contains(&max_event_age_secs) {
-        return Err(format!(
-            "[webhook] max_event_age_secs = {max_event_age_secs} is out of range; use 60 to 604800 \
-             (the venue's retries must fit inside it)"
-        ));
-    }
+    let max_event_age_secs = max_event_age_secs(raw.webhook.max_event_age_secs)?;
     // Dedupe records must outlive the freshness window: a replay older than retention is then
     // always stale, and one younger is always a duplicate.
     let horizon = max_event_age_secs as i64 + crate::venue::wire::WEBHOOK_MAX_FUTURE_SKEW_SECS;

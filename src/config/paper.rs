@@ -36,6 +36,9 @@ pub struct PaperConfig {
     /// Traded symbols and their starting mid prices.
     pub symbols: Vec<(String, Decimal)>,
     pub engine: EngineConfig,
+    /// `[paper.candles]` as written (resolved against the config's directory): what
+    /// `sigex backtest --prices candles` reads.
+    pub candle_files: Vec<(String, PathBuf)>,
 }
 
 impl Default for PaperConfig {
@@ -53,6 +56,7 @@ impl Default for PaperConfig {
                 ("SOL/USD".into(), Decimal::new(150, 0)),
             ],
             engine: EngineConfig::default(),
+            candle_files: Vec::new(),
         }
     }
 }
@@ -172,6 +176,7 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
         );
     }
     let mut price_source = PriceSource::RandomWalk;
+    let mut candle_files = Vec::new();
     let candles = match source {
         "random_walk" | "venue" => {
             if !raw.candles.is_empty() {
@@ -204,6 +209,7 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
                 } else {
                     file.clone()
                 };
+                candle_files.push((symbol.clone(), path.clone()));
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     format!(
                         "[paper] candles for {symbol}: cannot read {} ({e})",
@@ -264,6 +270,7 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
         })?,
         symbols,
         engine,
+        candle_files,
     })
 }
 
@@ -272,48 +279,52 @@ pub(super) fn resolve(raw: RawPaper, base_dir: &Path) -> Result<PaperConfig, Str
 pub fn parse_candles(text: &str) -> Result<Vec<Candle>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with("timestamp") || line.starts_with('#') {
-            continue;
+        if let Some(candle) = parse_candle_line(line).map_err(|e| format!("line {}: {e}", n + 1))? {
+            out.push(candle);
         }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let bad = |what: &str| format!("line {}: {what}", n + 1);
-        if f.len() != 6 {
-            return Err(bad("expected timestamp,open,high,low,close,volume"));
-        }
-        let timestamp = chrono::DateTime::parse_from_rfc3339(f[0])
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .ok()
-            .or_else(|| {
-                f[0].parse::<i64>()
-                    .ok()
-                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-            })
-            .ok_or_else(|| bad("timestamp is neither RFC 3339 nor Unix seconds"))?;
-        let d = |i: usize, name: &str| {
-            Decimal::from_str_exact(f[i]).map_err(|_| bad(&format!("{name} is not a number")))
-        };
-        let candle = Candle {
-            timestamp,
-            open: d(1, "open")?,
-            high: d(2, "high")?,
-            low: d(3, "low")?,
-            close: d(4, "close")?,
-            volume: d(5, "volume")?,
-        };
-        let prices = [candle.open, candle.high, candle.low, candle.close];
-        if prices.iter().any(|p| *p <= Decimal::ZERO)
-            || candle.low > candle.high
-            || prices.iter().any(|p| *p < candle.low || *p > candle.high)
-        {
-            return Err(bad(
-                "prices must be positive with low <= open, close <= high",
-            ));
-        }
-        out.push(candle);
     }
     if out.is_empty() {
         return Err("no candles".into());
     }
     Ok(out)
+}
+
+/// One line of a candles file: `Ok(None)` for a blank line, the header or a `#` comment.
+pub fn parse_candle_line(line: &str) -> Result<Option<Candle>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with("timestamp") || line.starts_with('#') {
+        return Ok(None);
+    }
+    let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    if f.len() != 6 {
+        return Err("expected timestamp,open,high,low,close,volume".into());
+    }
+    let timestamp = chrono::DateTime::parse_from_rfc3339(f[0])
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            f[0].parse::<i64>()
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        })
+        .ok_or("timestamp is neither RFC 3339 nor Unix seconds")?;
+    let d = |i: usize, name: &str| {
+        Decimal::from_str_exact(f[i]).map_err(|_| format!("{name} is not a number"))
+    };
+    let candle = Candle {
+        timestamp,
+        open: d(1, "open")?,
+        high: d(2, "high")?,
+        low: d(3, "low")?,
+        close: d(4, "close")?,
+        volume: d(5, "volume")?,
+    };
+    let prices = [candle.open, candle.high, candle.low, candle.close];
+    if prices.iter().any(|p| *p <= Decimal::ZERO)
+        || candle.low > candle.high
+        || prices.iter().any(|p| *p < candle.low || *p > candle.high)
+    {
+        return Err("prices must be positive with low <= open, close <= high".into());
+    }
+    Ok(Some(candle))
 }

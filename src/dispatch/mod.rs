@@ -21,12 +21,12 @@
 use crate::clock::SharedClock;
 use crate::config::TradingConfig;
 use crate::model::events::{self, Event, ParseError};
-use crate::model::{checked, Price, Signal, Symbol};
+use crate::model::{Price, Signal, Symbol};
 use crate::notify::{Notification, Notifier};
 use crate::order;
 use crate::reconcile::{self, NewsOutcome};
-use crate::risk::state::{SetBy, StateEntry, TradingState};
-use crate::risk::{self, alerts::AlertEffect, limits::Breach, maintenance, state};
+use crate::risk::limits::{day_start, QUOTE_ASSET};
+use crate::risk::{self, alerts::AlertChange, maintenance, state};
 use crate::shutdown::Shutdown;
 use crate::store::{Decision, EventStatus, InboxEvent, Store, StoreError, Tx};
 use crate::strategy::{Evaluation, Strategy};
@@ -79,8 +79,6 @@ const CLOSED_MATCH_WAIT: ChronoDuration = ChronoDuration::minutes(10);
 const BATCH: i64 = 256;
 /// How long a fetched reference price is reused for sizing.
 const PRICE_TTL: Duration = Duration::from_secs(2);
-/// The asset balances, equity and the loss limits are counted in.
-const QUOTE_ASSET: &str = "USD";
 const EQUITY_PEAK: &str = "equity_peak";
 
 /// [`events::parse_fresh`], with a panic inside it turned into a parse error: the event becomes a
@@ -98,11 +96,6 @@ fn parse_isolated(
             )))
         },
     )
-}
-
-/// 00:00 UTC of `now`'s day: the daily realized-loss limit counts from there.
-fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 pub struct Dispatcher {
@@ -541,8 +534,8 @@ impl Dispatcher {
                     note = Some(OLDER_THAN_HELD.to_owned());
                 } else if asset == QUOTE_ASSET {
                     let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
-                    if peak.is_none_or(|p| *total > p) {
-                        Store::set_risk_value(&mut *tx, EQUITY_PEAK, *total, now).await?;
+                    if let Some(peak) = risk::limits::peak_after_balance(peak, *total) {
+                        Store::set_risk_value(&mut *tx, EQUITY_PEAK, peak, now).await?;
                     }
                     self.apply_breakers(tx, now).await?;
                 }
@@ -572,18 +565,19 @@ impl Dispatcher {
             Ok(Event::Transaction(t)) => {
                 tracing::info!(seq = event.seq, kind = t.kind, asset = %t.asset, amount = %t.amount, "account transaction");
                 let new = Store::save_transaction(&mut *tx, t, event.seq).await?;
-                let completed = t.status.as_deref().is_none_or(|s| s == "completed");
                 // Only the first sight of a transfer moves the equity peak: a replay must not.
-                if new && completed && t.asset == QUOTE_ASSET && t.amount > Decimal::ZERO {
-                    let signed = if t.kind == "deposit" {
-                        t.amount
-                    } else {
-                        -t.amount
-                    };
-                    if let Some(peak) = Store::risk_value(&mut *tx, EQUITY_PEAK).await? {
-                        let moved = checked::add(peak, signed)?.max(Decimal::ZERO);
+                if new {
+                    let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
+                    let moved = risk::limits::peak_after_transfer(
+                        peak,
+                        t.kind,
+                        &t.asset,
+                        t.amount,
+                        t.status.as_deref(),
+                    )?;
+                    if let Some(moved) = moved {
                         Store::set_risk_value(&mut *tx, EQUITY_PEAK, moved, now).await?;
-                        tracing::info!(amount = %signed, peak = %moved, "equity peak moved by a transfer");
+                        tracing::info!(amount = %t.amount, kind = t.kind, peak = %moved, "equity peak moved by a transfer");
                     }
                 }
             }
@@ -670,41 +664,28 @@ impl Dispatcher {
         title: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let reason = format!("system.alert {level}: {title}");
         let states = Store::trading_states(&mut *tx).await?;
-        for effect in self.trading.alerts.effects(level, symbols, now) {
-            let (symbol, state) = match effect {
-                AlertEffect::Scale {
-                    symbol,
-                    factor,
-                    until,
-                } => {
-                    Store::set_size_scale(&mut *tx, symbol.as_deref(), factor, until, &reason)
-                        .await?;
-                    tracing::warn!(symbol = ?symbol, %factor, %until, %reason, "alert: order sizes scaled");
-                    continue;
+        for change in self
+            .trading
+            .alerts
+            .changes(level, symbols, title, &states, now)
+        {
+            match change {
+                AlertChange::Scale(s) => {
+                    Store::set_size_scale(
+                        &mut *tx,
+                        s.symbol.as_deref(),
+                        s.factor,
+                        s.until,
+                        &s.reason,
+                    )
+                    .await?;
+                    tracing::warn!(symbol = ?s.symbol, factor = %s.factor, until = %s.until, reason = %s.reason, "alert: order sizes scaled");
                 }
-                AlertEffect::Reduce { symbol } => (symbol, TradingState::Reducing),
-                AlertEffect::Halt { symbol } => (symbol, TradingState::Halted),
-            };
-            let current = states
-                .iter()
-                .find(|s| s.symbol == symbol)
-                .map(|s| s.state)
-                .unwrap_or(TradingState::Active);
-            if current < state {
-                Store::set_trading_state(
-                    &mut *tx,
-                    &StateEntry {
-                        symbol: symbol.clone(),
-                        state,
-                        reason: reason.clone(),
-                        since: now,
-                        set_by: SetBy::Alert,
-                    },
-                )
-                .await?;
-                tracing::error!(symbol = ?symbol, state = state.as_str(), %reason, "alert: trading state changed");
+                AlertChange::State(entry) => {
+                    Store::set_trading_state(&mut *tx, &entry).await?;
+                    tracing::error!(symbol = ?entry.symbol, state = entry.state.as_str(), reason = %entry.reason, "alert: trading state changed");
+                }
             }
         }
         Ok(())
@@ -717,38 +698,13 @@ impl Dispatcher {
             return Ok(());
         }
         let daily = Store::realized_since(&mut *tx, day_start(now)).await?;
-        let mut breach = limits
-            .daily_loss_breach(daily)
-            .map(|b| (b, SetBy::DailyLoss));
-        if breach.is_none() {
-            let balance = Store::balance(&mut *tx, QUOTE_ASSET).await?;
-            let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
-            if let (Some((_, equity)), Some(peak)) = (balance, peak) {
-                breach = limits
-                    .drawdown_breach(equity, peak)
-                    .map(|b| (b, SetBy::Drawdown));
-            }
-        }
-        let Some((Breach::DailyLoss(reason) | Breach::Drawdown(reason), set_by)) = breach else {
-            return Ok(());
-        };
+        let equity = Store::balance(&mut *tx, QUOTE_ASSET).await?.map(|b| b.1);
+        let peak = Store::risk_value(&mut *tx, EQUITY_PEAK).await?;
         let states = Store::trading_states(&mut *tx).await?;
-        let halted = states
-            .iter()
-            .any(|s| s.symbol.is_none() && s.state == TradingState::Halted);
-        if !halted {
-            tracing::error!(%reason, "trading halted by a circuit breaker");
-            Store::set_trading_state(
-                &mut *tx,
-                &StateEntry {
-                    symbol: None,
-                    state: TradingState::Halted,
-                    reason,
-                    since: now,
-                    set_by,
-                },
-            )
-            .await?;
+        let account = states.iter().find(|s| s.symbol.is_none());
+        if let Some(halt) = limits.breaker_halt(daily, equity, peak, account, now) {
+            tracing::error!(reason = %halt.reason, "trading halted by a circuit breaker");
+            Store::set_trading_state(&mut *tx, &halt).await?;
         }
         Ok(())
     }
@@ -760,39 +716,11 @@ impl Dispatcher {
             return Ok(());
         }
         let ratio = Store::max_margin_ratio(&mut *tx).await?;
-        let exceeded = ratio.and_then(|r| self.trading.limits.margin_ratio_exceeded(r));
         let states = Store::trading_states(&mut *tx).await?;
         let account = states.iter().find(|s| s.symbol.is_none());
-        match (exceeded, account) {
-            (Some(reason), None) => {
-                tracing::error!(%reason, "trading reduced by the margin-ratio limit");
-                Store::set_trading_state(
-                    &mut *tx,
-                    &StateEntry {
-                        symbol: None,
-                        state: TradingState::Reducing,
-                        reason,
-                        since: now,
-                        set_by: SetBy::MarginRatio,
-                    },
-                )
-                .await?;
-            }
-            (None, Some(a)) if a.set_by == SetBy::MarginRatio => {
-                tracing::warn!("margin ratio back within the limit; trading active again");
-                Store::set_trading_state(
-                    &mut *tx,
-                    &StateEntry {
-                        symbol: None,
-                        state: TradingState::Active,
-                        reason: "margin ratio back within the limit".into(),
-                        since: now,
-                        set_by: SetBy::MarginRatio,
-                    },
-                )
-                .await?;
-            }
-            _ => {}
+        if let Some(entry) = self.trading.limits.margin_rule(ratio, account, now) {
+            tracing::warn!(state = entry.state.as_str(), reason = %entry.reason, "trading state set by the margin-ratio limit");
+            Store::set_trading_state(&mut *tx, &entry).await?;
         }
         Ok(())
     }
@@ -803,6 +731,7 @@ impl Dispatcher {
         let strategy = self.strategies.iter().find(|s| s.trades(&signal.symbol));
         let evaluation = match strategy {
             None => Evaluation::Ignored {
+                filter: crate::strategy::Filter::NotTraded,
                 reason: format!("no strategy trades {}", signal.symbol),
             },
             Some(s) => s.evaluate(signal, self.clock.now()),
@@ -874,7 +803,7 @@ impl Dispatcher {
         };
         let client_order_id;
         match (evaluation, strategy, price) {
-            (Evaluation::Ignored { reason }, _, _) => decision.reason = reason,
+            (Evaluation::Ignored { reason, .. }, _, _) => decision.reason = reason,
             (Evaluation::Intent { .. }, _, Some(Err(reason))) => {
                 decision.decision = "refused";
                 decision.reason = format!("no reference price for {}: {reason}", signal.symbol);
@@ -897,17 +826,10 @@ impl Dispatcher {
                 };
                 // Sizing and limits multiply venue numbers (prices, balances, the signal's
                 // levels); one a `Decimal` cannot hold refuses the signal with the reason.
-                let verdict =
-                    std::panic::catch_unwind(|| risk::decide(&request)).unwrap_or_else(|payload| {
-                        Err(format!(
-                            "the order's numbers do not fit a decimal ({})",
-                            crate::supervise::panic_message(&*payload)
-                        ))
-                    });
-                match verdict {
-                    Err(reason) => {
+                match risk::decide_guarded(&request) {
+                    Err(refusal) => {
                         decision.decision = "refused";
-                        decision.reason = reason;
+                        decision.reason = refusal.reason;
                     }
                     Ok(approved) => {
                         client_order_id =
@@ -921,26 +843,8 @@ impl Dispatcher {
                         )
                         .await?;
                         let plan = approved.get();
-                        let mut reason = format!(
-                            "{} {} {} {} (~{} USD at {}{})",
-                            plan.order_type,
-                            plan.side,
-                            plan.quantity.get(),
-                            plan.symbol,
-                            (plan.quantity.get() * price.get()).round_dp(2),
-                            price.get(),
-                            plan.limit_price
-                                .map(|l| format!(", limit {}", l.get()))
-                                .unwrap_or_default()
-                        );
-                        if plan.reduces_only {
-                            reason.push_str("; reduces the position");
-                        }
-                        if let Some((factor, why)) = &gate.size_scale {
-                            reason.push_str(&format!("; size x{factor} by {why}"));
-                        }
                         decision.decision = "ordered";
-                        decision.reason = reason;
+                        decision.reason = plan.describe(price, gate.size_scale.as_ref());
                         decision.client_order_id = Some(&client_order_id);
                         tracing::info!(client_order_id = %client_order_id, strategy = %strategy.name, symbol = %plan.symbol, side = %plan.side, quantity = %plan.quantity.get(), order_type = plan.order_type, "order intent");
                     }
@@ -990,37 +894,31 @@ impl Dispatcher {
             size_scale: Store::size_scale(&mut *tx, symbol, now).await?,
         };
         let books = Store::books(&mut *tx).await?;
-        let mut gross_other = Decimal::ZERO;
-        let mut unpriced = Vec::new();
-        let mut strategy_open_symbols = 0;
-        for (s, book) in &books {
-            if s == symbol {
-                continue;
-            }
-            match book.last_price.or_else(|| other_prices.get(s).copied()) {
-                Some(p) => gross_other += book.exposure.worst_case() * p,
-                None => unpriced.push(s.clone()),
-            }
-            if strategy.symbols.iter().any(|x| x.as_str() == s)
-                || book.strategies.contains(&strategy.name)
-            {
-                strategy_open_symbols += 1;
-            }
-        }
+        let elsewhere = risk::elsewhere(
+            books.iter().map(|(s, b)| risk::OpenBook {
+                symbol: s,
+                exposure: b.exposure,
+                last_price: b.last_price,
+                strategies: &b.strategies,
+            }),
+            symbol,
+            strategy,
+            |s| other_prices.get(s).copied(),
+        );
         let (open_orders, orders_last_minute) =
             Store::order_counts_since(&mut *tx, now - ChronoDuration::seconds(60)).await?;
         let balance = Store::balance(&mut *tx, QUOTE_ASSET).await?;
         let account = risk::AccountView {
             exposure: books.get(symbol).map(|b| b.exposure).unwrap_or_default(),
-            gross_other,
-            unpriced,
+            gross_other: elsewhere.gross,
+            unpriced: elsewhere.unpriced,
             open_orders,
             orders_last_minute,
             available_usd: balance.map(|b| b.0),
             equity_usd: balance.map(|b| b.1),
             daily_realized: Store::realized_since(&mut *tx, day_start(now)).await?,
             last_order_at: Store::last_order_at(&mut *tx, &strategy.name, symbol).await?,
-            strategy_open_symbols,
+            strategy_open_symbols: elsewhere.strategy_open_symbols,
         };
         Ok((gate, account))
     }

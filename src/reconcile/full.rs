@@ -20,7 +20,7 @@ use crate::model::{Price, Side, Symbol};
 use crate::notify::Notifier;
 use crate::risk::maintenance::{self, MaintenanceSettings};
 use crate::risk::protect::{self, FilledEntry};
-use crate::risk::{state, Gate, Protect};
+use crate::risk::{state, Gate, Protect, Role};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::venue::VenueClient;
@@ -151,10 +151,7 @@ impl Supervisor {
                 let starting: Vec<_> = windows
                     .iter()
                     .filter(|w| {
-                        w.affects_trading()
-                            && w.reconciled_at.is_none()
-                            && w.has_begun(&self.settings, now)
-                            && !w.is_past(&self.settings, now)
+                        w.cancels_open_orders(&self.settings, now)
                             && !cancelled_for.contains(&w.key)
                     })
                     .collect();
@@ -346,29 +343,19 @@ impl Supervisor {
             return Ok(());
         }
         let positions = self.store.positions_now().await?;
-        // Per (symbol, role): quantity still covered, newest orders first.
-        let mut covered: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
+        let mut judged = Vec::with_capacity(working.len());
         for order in &working {
-            let position = positions.get(&order.symbol).copied().unwrap_or_default();
-            // A protective sell protects a long (position > 0); a protective buy a short.
-            let closes = if order.side == "sell" {
-                position
-            } else {
-                -position
-            };
-            let remaining = order.quantity - order.filled_quantity;
-            let key = (order.symbol.clone(), order.role.clone());
-            let used = covered.entry(key).or_default();
-            let why = if closes <= rust_decimal::Decimal::ZERO {
-                Some("its position is closed")
-            } else if self.store.sibling_filled(order).await? {
-                Some("its sibling filled")
-            } else if *used + remaining > closes {
-                Some("together they exceed the position")
-            } else {
-                *used += remaining;
-                None
-            };
+            judged.push(protect::WorkingProtective {
+                symbol: &order.symbol,
+                role: Role::parse(&order.role).unwrap_or(Role::StopLoss),
+                side: Side::parse(&order.side).unwrap_or(Side::Buy),
+                remaining: order.quantity - order.filled_quantity,
+                sibling_filled: self.store.sibling_filled(order).await?,
+            });
+        }
+        let verdicts =
+            protect::stale_protection(&judged, |s| positions.get(s).copied().unwrap_or_default());
+        for (order, why) in working.iter().zip(verdicts) {
             let Some(why) = why else { continue };
             if order.order_id.is_none() || order.cancel.is_some() {
                 // Not at the venue yet (or its POST outcome is unknown): look again next round.

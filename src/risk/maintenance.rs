@@ -97,6 +97,16 @@ impl Window {
         self.start - s.lead <= now
     }
 
+    /// With `cancel_open_orders`: working orders are to be cancelled now (the lead time has
+    /// begun, the window is not over, and it was not reconciled already).
+    pub fn cancels_open_orders(&self, s: &MaintenanceSettings, now: DateTime<Utc>) -> bool {
+        s.cancel_open_orders
+            && self.affects_trading()
+            && self.reconciled_at.is_none()
+            && self.has_begun(s, now)
+            && !self.is_past(s, now)
+    }
+
     /// Needs a reconciliation pass before trading resumes.
     pub fn awaits_reconciliation(&self, s: &MaintenanceSettings, now: DateTime<Utc>) -> bool {
         self.affects_trading() && self.reconciled_at.is_none() && self.is_past(s, now)

@@ -63,6 +63,32 @@ pub struct OrderPlan {
     pub protect: Protect,
 }
 
+impl OrderPlan {
+    /// The decision's text: what is ordered, at what reference price, and why its size is what
+    /// it is (`market buy 0.02 BTC/USD (~1000.00 USD at 50000)`).
+    pub fn describe(&self, price: Price, size_scale: Option<&(Decimal, String)>) -> String {
+        let mut reason = format!(
+            "{} {} {} {} (~{} USD at {}{})",
+            self.order_type,
+            self.side,
+            self.quantity.get(),
+            self.symbol,
+            (self.quantity.get() * price.get()).round_dp(2),
+            price.get(),
+            self.limit_price
+                .map(|l| format!(", limit {}", l.get()))
+                .unwrap_or_default()
+        );
+        if self.reduces_only {
+            reason.push_str("; reduces the position");
+        }
+        if let Some((factor, why)) = size_scale {
+            reason.push_str(&format!("; size x{factor} by {why}"));
+        }
+        reason
+    }
+}
+
 /// What an order is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -138,6 +164,55 @@ pub struct AccountView {
     pub strategy_open_symbols: u32,
 }
 
+/// One symbol's position and working entries, as a decision about another symbol counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenBook<'a> {
+    pub symbol: &'a str,
+    pub exposure: Exposure,
+    /// The last price we filled at on it.
+    pub last_price: Option<Decimal>,
+    /// Strategies with working orders on it.
+    pub strategies: &'a [String],
+}
+
+/// What the other symbols' books add up to, for a decision on one symbol.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// Worst-case value (USD) of every other symbol's position and working orders.
+    pub gross: Decimal,
+    /// Other symbols with exposure whose price is unknown.
+    pub unpriced: Vec<String>,
+    /// Other symbols the strategy holds: it lists them, or has working orders on them.
+    pub strategy_open_symbols: u32,
+}
+
+/// Sums the books of every symbol but `symbol` with exposure left: each valued at its last fill
+/// price, else at `price_of` (a reference price), else listed as unpriced (the gross-exposure
+/// limit then refuses orders that grow exposure).
+pub fn elsewhere<'a>(
+    books: impl IntoIterator<Item = OpenBook<'a>>,
+    symbol: &str,
+    strategy: &Strategy,
+    price_of: impl Fn(&str) -> Option<Decimal>,
+) -> Elsewhere {
+    let mut out = Elsewhere::default();
+    for book in books {
+        if book.symbol == symbol || book.exposure.worst_case().is_zero() {
+            continue;
+        }
+        match book.last_price.or_else(|| price_of(book.symbol)) {
+            Some(p) => out.gross += book.exposure.worst_case() * p,
+            None => out.unpriced.push(book.symbol.to_owned()),
+        }
+        if strategy.symbols.iter().any(|x| x.as_str() == book.symbol)
+            || book.strategies.contains(&strategy.name)
+        {
+            out.strategy_open_symbols += 1;
+        }
+    }
+    out
+}
+
 /// Trading state, maintenance and alert scaling that apply to this symbol now.
 #[derive(Debug, Clone, Default)]
 pub struct Gate {
@@ -147,6 +222,89 @@ pub struct Gate {
     pub state: Option<StateEntry>,
     /// A size factor from an alert, with its description.
     pub size_scale: Option<(Decimal, String)>,
+}
+
+/// The rule behind a refusal. The reason's text says it with its numbers; the rule is for
+/// counting and matching (the backtest report, tests), never parsed back out of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// A maintenance window forbids orders.
+    Maintenance,
+    /// Halted, or reducing while the order would open.
+    TradingState,
+    /// The daily realized-loss breaker.
+    DailyLoss,
+    /// A `hold` that closes, with no position to close.
+    NoPosition,
+    /// A sell with no long left to close, shorts not allowed.
+    LongOnly,
+    /// Working orders already cover the position.
+    NothingToClose,
+    Cooldown,
+    MaxConcurrentPositions,
+    /// The sizing method cannot size the order (no balance, no stop level, ...).
+    Sizing,
+    /// The size rounds below the symbol's minimum quantity.
+    MinQuantity,
+    MaxOrderNotional,
+    /// The strategy's `max_position_notional`.
+    MaxPositionNotional,
+    /// The account's `[limits] max_position_notional`.
+    AccountMaxPositionNotional,
+    MaxGrossExposure,
+    MaxOpenOrders,
+    MaxOrdersPerMinute,
+    /// The limit price rounds to nothing.
+    LimitPrice,
+    /// A venue number (price, balance, a signal's level) too large for the order's arithmetic.
+    Overflow,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maintenance => "maintenance",
+            Self::TradingState => "trading_state",
+            Self::DailyLoss => "daily_loss",
+            Self::NoPosition => "no_position",
+            Self::LongOnly => "long_only",
+            Self::NothingToClose => "nothing_to_close",
+            Self::Cooldown => "cooldown",
+            Self::MaxConcurrentPositions => "max_concurrent_positions",
+            Self::Sizing => "sizing",
+            Self::MinQuantity => "min_quantity",
+            Self::MaxOrderNotional => "max_order_notional",
+            Self::MaxPositionNotional => "max_position_notional",
+            Self::AccountMaxPositionNotional => "account_max_position_notional",
+            Self::MaxGrossExposure => "max_gross_exposure",
+            Self::MaxOpenOrders => "max_open_orders",
+            Self::MaxOrdersPerMinute => "max_orders_per_minute",
+            Self::LimitPrice => "limit_price",
+            Self::Overflow => "overflow",
+        }
+    }
+}
+
+/// Why no order: the rule that decided and the reason, with the numbers it compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: Rule,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(rule: Rule, reason: impl Into<String>) -> Self {
+        Self {
+            rule,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 pub struct Request<'a> {
@@ -167,26 +325,54 @@ fn usd(d: Decimal) -> Decimal {
     d.round_dp(2)
 }
 
+/// [`decide`], with a panic inside it turned into a refusal: sizing and limits multiply venue
+/// numbers (prices, balances, a signal's levels), and one a `Decimal` cannot hold refuses the
+/// signal with the reason instead of taking the caller down.
+pub fn decide_guarded(r: &Request) -> Result<RiskApproved<OrderPlan>, Refusal> {
+    std::panic::catch_unwind(|| decide(r)).unwrap_or_else(|payload| {
+        Err(Refusal::new(
+            Rule::Overflow,
+            format!(
+                "the order's numbers do not fit a decimal ({})",
+                crate::supervise::panic_message(&*payload)
+            ),
+        ))
+    })
+}
+
 /// The one decision: an approved, sized order or the reason there is none.
-pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
+pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, Refusal> {
     let symbol = &r.signal.symbol;
     let p = r.price.get();
     if let Some(reason) = &r.gate.maintenance {
-        return Err(reason.clone());
+        return Err(Refusal::new(Rule::Maintenance, reason.clone()));
     }
     let reducing = match &r.gate.state {
-        Some(s) if s.state == TradingState::Halted => return Err(s.describe()),
+        Some(s) if s.state == TradingState::Halted => {
+            return Err(Refusal::new(Rule::TradingState, s.describe()))
+        }
         Some(s) => Some(s),
         None => None,
     };
     if let Some(limits::Breach::DailyLoss(m) | limits::Breach::Drawdown(m)) =
         r.limits.daily_loss_breach(r.account.daily_realized)
     {
-        return Err(m);
+        return Err(Refusal::new(Rule::DailyLoss, m));
     }
 
     let e = r.account.exposure;
     let reverse = r.strategy.exits.reverse_on_opposite;
+    let long_only = || {
+        Refusal::new(
+            Rule::LongOnly,
+            format!(
+                "long-only: no long {symbol} position left to sell (position {}, working sells \
+                 {}); set allow_short = true to open shorts",
+                e.position.normalize(),
+                e.working_sell.normalize()
+            ),
+        )
+    };
     let long_left = (e.position - e.working_sell).max(Decimal::ZERO);
     let short_left = (-e.position - e.working_buy).max(Decimal::ZERO);
     // (side, quantity that closes, whether to open beyond it)
@@ -194,8 +380,9 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         Direction::Close if e.position > Decimal::ZERO => (Side::Sell, long_left, false),
         Direction::Close if e.position < Decimal::ZERO => (Side::Buy, short_left, false),
         Direction::Close => {
-            return Err(format!(
-                "hold closes positions, but there is no {symbol} position"
+            return Err(Refusal::new(
+                Rule::NoPosition,
+                format!("hold closes positions, but there is no {symbol} position"),
             ))
         }
         Direction::Buy if e.position < Decimal::ZERO => (Side::Buy, short_left, reverse),
@@ -203,31 +390,29 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         Direction::Sell if e.position > Decimal::ZERO => {
             (Side::Sell, long_left, reverse && r.strategy.allow_short)
         }
-        Direction::Sell if !r.strategy.allow_short => {
-            return Err(format!(
-            "long-only: no long {symbol} position left to sell (position {}, working sells {}); \
-                 set allow_short = true to open shorts",
-            e.position.normalize(),
-            e.working_sell.normalize()
-        ))
-        }
+        Direction::Sell if !r.strategy.allow_short => return Err(long_only()),
         Direction::Sell => (Side::Sell, Decimal::ZERO, true),
     };
     let open = open && reducing.is_none();
     if close_qty.is_zero() && !open {
         return Err(match (reducing, side) {
             (Some(s), _) if e.position.is_zero() || !matches!(r.direction, Direction::Close) => {
-                format!("{}; only orders that reduce a position are allowed", s.describe())
+                Refusal::new(
+                    Rule::TradingState,
+                    format!(
+                        "{}; only orders that reduce a position are allowed",
+                        s.describe()
+                    ),
+                )
             }
-            (_, Side::Sell) if !r.strategy.allow_short => format!(
-                "long-only: no long {symbol} position left to sell (position {}, working sells {}); \
-                 set allow_short = true to open shorts",
-                e.position.normalize(),
-                e.working_sell.normalize()
-            ),
-            _ => format!(
-                "nothing left to close on {symbol}: working orders already cover the position {}",
-                e.position.normalize()
+            (_, Side::Sell) if !r.strategy.allow_short => long_only(),
+            _ => Refusal::new(
+                Rule::NothingToClose,
+                format!(
+                    "nothing left to close on {symbol}: working orders already cover the \
+                     position {}",
+                    e.position.normalize()
+                ),
             ),
         });
     }
@@ -238,10 +423,13 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         if let (Some(cooldown), Some(last)) = (r.strategy.cooldown, r.account.last_order_at) {
             if r.now < last + cooldown {
                 if close_qty.is_zero() {
-                    return Err(format!(
-                        "cooldown {}s on {symbol}: the last order was {}s ago",
-                        cooldown.num_seconds(),
-                        (r.now - last).num_seconds()
+                    return Err(Refusal::new(
+                        Rule::Cooldown,
+                        format!(
+                            "cooldown {}s on {symbol}: the last order was {}s ago",
+                            cooldown.num_seconds(),
+                            (r.now - last).num_seconds()
+                        ),
                     ));
                 }
                 // A reversal inside the cooldown only closes.
@@ -253,9 +441,12 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         let flat_here = e.position.is_zero() && e.worst_case().is_zero();
         if let Some(max) = r.strategy.max_concurrent_positions {
             if flat_here && r.account.strategy_open_symbols >= max && close_qty.is_zero() {
-                return Err(format!(
-                    "max concurrent positions {max} reached: {} symbols already open",
-                    r.account.strategy_open_symbols
+                return Err(Refusal::new(
+                    Rule::MaxConcurrentPositions,
+                    format!(
+                        "max concurrent positions {max} reached: {} symbols already open",
+                        r.account.strategy_open_symbols
+                    ),
                 ));
             }
         }
@@ -271,7 +462,7 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         match sizing::raw_quantity(&r.strategy.sizing, &inputs) {
             Ok(q) => open_qty = q,
             // A reversal whose opening leg cannot be sized still closes.
-            Err(reason) if close_qty.is_zero() => return Err(reason),
+            Err(reason) if close_qty.is_zero() => return Err(Refusal::new(Rule::Sizing, reason)),
             Err(_) => {}
         }
         if let Some((factor, _)) = &r.gate.size_scale {
@@ -282,15 +473,19 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
     let raw = close_qty + open_qty;
     let rounded = r.spec.round_quantity(raw);
     if rounded.is_zero() || rounded < r.spec.min_quantity {
-        return Err(format!(
-            "quantity {} rounds down to {} at lot step {}, below the minimum order size {}",
-            raw.round_dp(8).normalize(),
-            rounded,
-            r.spec.lot_step.normalize(),
-            r.spec.min_quantity.normalize()
+        return Err(Refusal::new(
+            Rule::MinQuantity,
+            format!(
+                "quantity {} rounds down to {} at lot step {}, below the minimum order size {}",
+                raw.round_dp(8).normalize(),
+                rounded,
+                r.spec.lot_step.normalize(),
+                r.spec.min_quantity.normalize()
+            ),
         ));
     }
-    let quantity = Quantity::new(rounded).map_err(|e| e.to_string())?;
+    let quantity =
+        Quantity::new(rounded).map_err(|e| Refusal::new(Rule::MinQuantity, e.to_string()))?;
 
     // Worst case in this direction: every working order on this side fills.
     let (current, after) = match side {
@@ -313,70 +508,97 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
         let (current_n, after_n, opening_n) = ((current * p).abs(), (after * p).abs(), opening * p);
         if let Some(max) = r.limits.max_order_notional {
             if opening_n > max {
-                return Err(format!(
-                    "max order notional {max} would be exceeded: {} {symbol} at {p} = {} USD",
-                    opening.normalize(),
-                    usd(opening_n)
+                return Err(Refusal::new(
+                    Rule::MaxOrderNotional,
+                    format!(
+                        "max order notional {max} would be exceeded: {} {symbol} at {p} = {} USD",
+                        opening.normalize(),
+                        usd(opening_n)
+                    ),
                 ));
             }
         }
-        for (name, limit) in [
-            ("max position notional", r.strategy.max_position_notional),
+        for (rule, name, limit) in [
             (
+                Rule::MaxPositionNotional,
+                "max position notional",
+                r.strategy.max_position_notional,
+            ),
+            (
+                Rule::AccountMaxPositionNotional,
                 "account max position notional",
                 r.limits.max_position_notional,
             ),
         ] {
             if let Some(max) = limit {
                 if after_n > max {
-                    return Err(format!(
-                        "{name} {max} would be exceeded: {:.2} + {:.2} = {:.2} USD",
-                        current_n,
-                        rounded * p,
-                        after_n
+                    return Err(Refusal::new(
+                        rule,
+                        format!(
+                            "{name} {max} would be exceeded: {:.2} + {:.2} = {:.2} USD",
+                            current_n,
+                            rounded * p,
+                            after_n
+                        ),
                     ));
                 }
             }
         }
         if let Some(max) = r.limits.max_gross_exposure {
             if !r.account.unpriced.is_empty() {
-                return Err(format!(
-                    "max gross exposure {max} cannot be checked: no price for {}",
-                    r.account.unpriced.join(", ")
+                return Err(Refusal::new(
+                    Rule::MaxGrossExposure,
+                    format!(
+                        "max gross exposure {max} cannot be checked: no price for {}",
+                        r.account.unpriced.join(", ")
+                    ),
                 ));
             }
             let other = r.account.gross_other;
             // This symbol's worst case after the order, in either direction.
             let here = after.abs().max(e.worst_case()) * p;
             if other + here > max {
-                return Err(format!(
-                    "max gross exposure {max} would be exceeded: other symbols {} + {symbol} {} = {} USD",
-                    usd(other),
-                    usd(here),
-                    usd(other + here)
+                return Err(Refusal::new(
+                    Rule::MaxGrossExposure,
+                    format!(
+                        "max gross exposure {max} would be exceeded: other symbols {} + {symbol} \
+                         {} = {} USD",
+                        usd(other),
+                        usd(here),
+                        usd(other + here)
+                    ),
                 ));
             }
         }
     }
     if let Some(max) = r.limits.max_open_orders {
         if r.account.open_orders >= max {
-            return Err(format!(
-                "max open orders {max} reached: {} orders are open",
-                r.account.open_orders
+            return Err(Refusal::new(
+                Rule::MaxOpenOrders,
+                format!(
+                    "max open orders {max} reached: {} orders are open",
+                    r.account.open_orders
+                ),
             ));
         }
     }
     if let Some(max) = r.limits.max_orders_per_minute {
         if r.account.orders_last_minute >= max {
-            return Err(format!(
-                "max orders per minute {max} reached: {} orders in the last 60 s",
-                r.account.orders_last_minute
+            return Err(Refusal::new(
+                Rule::MaxOrdersPerMinute,
+                format!(
+                    "max orders per minute {max} reached: {} orders in the last 60 s",
+                    r.account.orders_last_minute
+                ),
             ));
         }
     }
     if reducing.is_some() && increases {
         // Unreachable by construction (no opening leg in reducing); kept as a last line.
-        return Err("trading is reducing: this order would grow a position".into());
+        return Err(Refusal::new(
+            Rule::TradingState,
+            "trading is reducing: this order would grow a position",
+        ));
     }
 
     let (order_type, limit_price) = match r.strategy.orders.kind {
@@ -386,9 +608,12 @@ pub fn decide(r: &Request) -> Result<RiskApproved<OrderPlan>, String> {
             let offset = p * offset_bps / BPS;
             let raw = if buy { p - offset } else { p + offset };
             let price = Price::new(r.spec.round_price(raw, buy)).map_err(|_| {
-                format!(
-                    "limit price {raw} rounds to zero at tick {}",
-                    r.spec.tick_size
+                Refusal::new(
+                    Rule::LimitPrice,
+                    format!(
+                        "limit price {raw} rounds to zero at tick {}",
+                        r.spec.tick_size
+                    ),
                 )
             })?;
             ("limit", Some(price))

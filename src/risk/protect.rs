@@ -108,6 +108,54 @@ pub fn protective_orders(
     Ok(out)
 }
 
+/// A working protective order, as [`stale_protection`] judges it.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkingProtective<'a> {
+    pub symbol: &'a str,
+    pub role: Role,
+    pub side: Side,
+    /// Quantity not filled yet.
+    pub remaining: Decimal,
+    /// Another protective order of the same entry has (partly) filled.
+    pub sibling_filled: bool,
+}
+
+/// Which working protective orders must be cancelled because they could open a position instead
+/// of closing one, with the reason: their position is closed or points the other way, their
+/// sibling filled, or together with the newer ones of their kind they exceed the position.
+/// `orders` come newest first; `position_of` gives our signed position per symbol.
+pub fn stale_protection(
+    orders: &[WorkingProtective],
+    position_of: impl Fn(&str) -> Decimal,
+) -> Vec<Option<&'static str>> {
+    // Per (symbol, role): the quantity the newer orders already cover.
+    let mut covered: Vec<((&str, Role), Decimal)> = Vec::new();
+    orders
+        .iter()
+        .map(|o| {
+            // A protective sell protects a long (position > 0); a protective buy a short.
+            let closes = -o.side.sign() * position_of(o.symbol);
+            let i = match covered.iter().position(|(k, _)| *k == (o.symbol, o.role)) {
+                Some(i) => i,
+                None => {
+                    covered.push(((o.symbol, o.role), Decimal::ZERO));
+                    covered.len() - 1
+                }
+            };
+            if closes <= Decimal::ZERO {
+                Some("its position is closed")
+            } else if o.sibling_filled {
+                Some("its sibling filled")
+            } else if covered[i].1 + o.remaining > closes {
+                Some("together they exceed the position")
+            } else {
+                covered[i].1 += o.remaining;
+                None
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +263,38 @@ mod tests {
                 (w, g) => panic!("{name}: want {w:?}, got {:?}", g.map(|v| v.len())),
             }
         }
+    }
+
+    #[test]
+    fn protective_orders_that_could_open_a_position_are_marked_for_cancelling() {
+        let o = |symbol, role, side, remaining: &str, sibling_filled| WorkingProtective {
+            symbol,
+            role,
+            side,
+            remaining: d(remaining),
+            sibling_filled,
+        };
+        let orders = [
+            o("BTC/USD", Role::StopLoss, Side::Sell, "0.3", false),
+            o("BTC/USD", Role::StopLoss, Side::Sell, "0.3", false),
+            o("BTC/USD", Role::TakeProfit, Side::Sell, "0.3", true),
+            o("ETH/USD", Role::StopLoss, Side::Sell, "1", false),
+            o("SOL/USD", Role::StopLoss, Side::Buy, "2", false),
+        ];
+        let positions = |s: &str| match s {
+            "BTC/USD" => d("0.5"),
+            "ETH/USD" => d("0"),
+            _ => d("-2"),
+        };
+        assert_eq!(
+            stale_protection(&orders, positions),
+            vec![
+                None,
+                Some("together they exceed the position"),
+                Some("its sibling filled"),
+                Some("its position is closed"),
+                None,
+            ]
+        );
     }
 }

@@ -88,10 +88,11 @@ struct Case {
     direction: Direction,
     price: &'static str,
     setup: fn(&mut Strategy, &mut AccountLimits, &mut Gate, &mut AccountView),
-    want: Result<&'static str, &'static str>,
+    /// The quantity, or the rule that refuses and a part of its reason.
+    want: Result<&'static str, (Rule, &'static str)>,
 }
 
-fn run(c: &Case) -> Result<OrderPlan, String> {
+fn run(c: &Case) -> Result<OrderPlan, Refusal> {
     let mut s = strategy();
     let mut limits = AccountLimits::default();
     let mut gate = Gate::default();
@@ -125,50 +126,53 @@ fn each_rule_of_the_gate_approves_or_refuses_with_its_numbers() {
     let cases = [
         Case { name: "fixed notional rounds down to the lot", direction: Buy, price: "30000", setup: |_, _, _, _| {}, want: Ok("0.0166") },
         Case { name: "second buy fits the strategy limit", direction: Buy, price: "500", setup: |_, _, _, a| pos(a, "1", "0", "0"), want: Ok("1") },
-        Case { name: "third buy would exceed the strategy limit", direction: Buy, price: "500", setup: |_, _, _, a| pos(a, "2", "0", "0"), want: Err("max position notional 1200 would be exceeded: 1000.00 + 500.00 = 1500.00 USD") },
-        Case { name: "working buys count toward the limit", direction: Buy, price: "500", setup: |_, _, _, a| pos(a, "0", "2", "0"), want: Err("would be exceeded") },
-        Case { name: "account position limit applies too", direction: Buy, price: "500", setup: |_, l, _, _| l.max_position_notional = Some(d("400")), want: Err("account max position notional 400 would be exceeded: 0.00 + 500.00 = 500.00 USD") },
-        Case { name: "max order notional refuses a big order", direction: Buy, price: "500", setup: |_, l, _, _| l.max_order_notional = Some(d("499")), want: Err("max order notional 499 would be exceeded: 1 BTC/USD at 500 = 500 USD") },
+        Case { name: "third buy would exceed the strategy limit", direction: Buy, price: "500", setup: |_, _, _, a| pos(a, "2", "0", "0"), want: Err((Rule::MaxPositionNotional, "max position notional 1200 would be exceeded: 1000.00 + 500.00 = 1500.00 USD")) },
+        Case { name: "working buys count toward the limit", direction: Buy, price: "500", setup: |_, _, _, a| pos(a, "0", "2", "0"), want: Err((Rule::MaxPositionNotional, "would be exceeded")) },
+        Case { name: "account position limit applies too", direction: Buy, price: "500", setup: |_, l, _, _| l.max_position_notional = Some(d("400")), want: Err((Rule::AccountMaxPositionNotional, "account max position notional 400 would be exceeded: 0.00 + 500.00 = 500.00 USD")) },
+        Case { name: "max order notional refuses a big order", direction: Buy, price: "500", setup: |_, l, _, _| l.max_order_notional = Some(d("499")), want: Err((Rule::MaxOrderNotional, "max order notional 499 would be exceeded: 1 BTC/USD at 500 = 500 USD")) },
         Case { name: "max order notional lets an equal order pass", direction: Buy, price: "500", setup: |_, l, _, _| l.max_order_notional = Some(d("500")), want: Ok("1") },
-        Case { name: "gross exposure counts other symbols", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_gross_exposure = Some(d("1000")); a.gross_other = d("600"); }, want: Err("max gross exposure 1000 would be exceeded: other symbols 600 + BTC/USD 500 = 1100 USD") },
-        Case { name: "gross exposure with an unpriced symbol refuses", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_gross_exposure = Some(d("1100")); a.unpriced = vec!["SOL/USD".into()]; }, want: Err("cannot be checked: no price for SOL/USD") },
+        Case { name: "gross exposure counts other symbols", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_gross_exposure = Some(d("1000")); a.gross_other = d("600"); }, want: Err((Rule::MaxGrossExposure, "max gross exposure 1000 would be exceeded: other symbols 600 + BTC/USD 500 = 1100 USD")) },
+        Case { name: "gross exposure with an unpriced symbol refuses", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_gross_exposure = Some(d("1100")); a.unpriced = vec!["SOL/USD".into()]; }, want: Err((Rule::MaxGrossExposure, "cannot be checked: no price for SOL/USD")) },
         Case { name: "gross exposure fits", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_gross_exposure = Some(d("1100")); a.gross_other = d("600"); }, want: Ok("1") },
-        Case { name: "max open orders reached", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_open_orders = Some(3); a.open_orders = 3; }, want: Err("max open orders 3 reached: 3 orders are open") },
-        Case { name: "max orders per minute reached", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_orders_per_minute = Some(10); a.orders_last_minute = 10; }, want: Err("max orders per minute 10 reached") },
-        Case { name: "daily loss at the limit refuses", direction: Buy, price: "500", setup: |_, l, _, a| { l.daily_loss_limit = Some(d("100")); a.daily_realized = d("-100"); }, want: Err("daily realized loss limit 100 USD reached") },
-        Case { name: "long-only sell needs a long", direction: Sell, price: "500", setup: |_, _, _, _| {}, want: Err("long-only") },
+        Case { name: "max open orders reached", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_open_orders = Some(3); a.open_orders = 3; }, want: Err((Rule::MaxOpenOrders, "max open orders 3 reached: 3 orders are open")) },
+        Case { name: "max orders per minute reached", direction: Buy, price: "500", setup: |_, l, _, a| { l.max_orders_per_minute = Some(10); a.orders_last_minute = 10; }, want: Err((Rule::MaxOrdersPerMinute, "max orders per minute 10 reached")) },
+        Case { name: "daily loss at the limit refuses", direction: Buy, price: "500", setup: |_, l, _, a| { l.daily_loss_limit = Some(d("100")); a.daily_realized = d("-100"); }, want: Err((Rule::DailyLoss, "daily realized loss limit 100 USD reached")) },
+        Case { name: "long-only sell needs a long", direction: Sell, price: "500", setup: |_, _, _, _| {}, want: Err((Rule::LongOnly, "long-only")) },
         Case { name: "an opposite signal closes the whole long", direction: Sell, price: "500", setup: |_, _, _, a| pos(a, "0.4", "0", "0"), want: Ok("0.4") },
-        Case { name: "working sells already cover the long", direction: Sell, price: "500", setup: |_, _, _, a| pos(a, "0.4", "0", "0.4"), want: Err("long-only") },
+        Case { name: "working sells already cover the long", direction: Sell, price: "500", setup: |_, _, _, a| pos(a, "0.4", "0", "0.4"), want: Err((Rule::LongOnly, "long-only")) },
         Case { name: "shorts allowed open a short", direction: Sell, price: "500", setup: |s, _, _, _| s.allow_short = true, want: Ok("1") },
-        Case { name: "short limit", direction: Sell, price: "500", setup: |s, _, _, a| { s.allow_short = true; pos(a, "-2", "0", "0"); }, want: Err("would be exceeded") },
+        Case { name: "short limit", direction: Sell, price: "500", setup: |s, _, _, a| { s.allow_short = true; pos(a, "-2", "0", "0"); }, want: Err((Rule::MaxPositionNotional, "would be exceeded")) },
         Case { name: "reverse closes the long and opens a short", direction: Sell, price: "500", setup: |s, _, _, a| { s.allow_short = true; s.exits.reverse_on_opposite = true; pos(a, "0.4", "0", "0"); }, want: Ok("1.4") },
         Case { name: "reverse without shorts only closes", direction: Sell, price: "500", setup: |s, _, _, a| { s.exits.reverse_on_opposite = true; pos(a, "0.4", "0", "0"); }, want: Ok("0.4") },
         Case { name: "a buy closes a short", direction: Buy, price: "500", setup: |s, _, _, a| { s.allow_short = true; pos(a, "-0.3", "0", "0"); }, want: Ok("0.3") },
         Case { name: "reducing is allowed above the limit", direction: Sell, price: "500", setup: |_, _, _, a| pos(a, "5", "0", "0"), want: Ok("5") },
         Case { name: "hold closes the position", direction: Close, price: "500", setup: |_, _, _, a| pos(a, "0.7", "0", "0"), want: Ok("0.7") },
-        Case { name: "hold without a position refuses", direction: Close, price: "500", setup: |_, _, _, _| {}, want: Err("no BTC/USD position") },
-        Case { name: "too expensive for one lot", direction: Buy, price: "100000000", setup: |_, _, _, _| {}, want: Err("below the minimum order size 0.001") },
-        Case { name: "below the minimum order size", direction: Buy, price: "600000", setup: |_, _, _, _| {}, want: Err("quantity 0.00083333 rounds down to 0.0008 at lot step 0.0001, below the minimum order size 0.001") },
-        Case { name: "halted refuses everything", direction: Close, price: "500", setup: |_, _, g, a| { g.state = Some(state(TradingState::Halted)); pos(a, "1", "0", "0"); }, want: Err("trading is halted (account)") },
-        Case { name: "maintenance refuses everything", direction: Close, price: "500", setup: |_, _, g, a| { g.maintenance = Some("maintenance window x".into()); pos(a, "1", "0", "0"); }, want: Err("maintenance window x") },
-        Case { name: "reducing refuses an opening buy", direction: Buy, price: "500", setup: |_, _, g, _| g.state = Some(state(TradingState::Reducing)), want: Err("only orders that reduce a position") },
+        Case { name: "hold without a position refuses", direction: Close, price: "500", setup: |_, _, _, _| {}, want: Err((Rule::NoPosition, "no BTC/USD position")) },
+        Case { name: "too expensive for one lot", direction: Buy, price: "100000000", setup: |_, _, _, _| {}, want: Err((Rule::MinQuantity, "below the minimum order size 0.001")) },
+        Case { name: "below the minimum order size", direction: Buy, price: "600000", setup: |_, _, _, _| {}, want: Err((Rule::MinQuantity, "quantity 0.00083333 rounds down to 0.0008 at lot step 0.0001, below the minimum order size 0.001")) },
+        Case { name: "halted refuses everything", direction: Close, price: "500", setup: |_, _, g, a| { g.state = Some(state(TradingState::Halted)); pos(a, "1", "0", "0"); }, want: Err((Rule::TradingState, "trading is halted (account)")) },
+        Case { name: "maintenance refuses everything", direction: Close, price: "500", setup: |_, _, g, a| { g.maintenance = Some("maintenance window x".into()); pos(a, "1", "0", "0"); }, want: Err((Rule::Maintenance, "maintenance window x")) },
+        Case { name: "reducing refuses an opening buy", direction: Buy, price: "500", setup: |_, _, g, _| g.state = Some(state(TradingState::Reducing)), want: Err((Rule::TradingState, "only orders that reduce a position")) },
         Case { name: "reducing allows a close", direction: Sell, price: "500", setup: |_, _, g, a| { g.state = Some(state(TradingState::Reducing)); pos(a, "0.5", "0", "0"); }, want: Ok("0.5") },
         Case { name: "reducing turns a reversal into a close", direction: Sell, price: "500", setup: |s, _, g, a| { s.allow_short = true; s.exits.reverse_on_opposite = true; g.state = Some(state(TradingState::Reducing)); pos(a, "0.5", "0", "0"); }, want: Ok("0.5") },
         Case { name: "an alert scale halves the size", direction: Buy, price: "500", setup: |_, _, g, _| g.size_scale = Some((d("0.5"), "alert".into())), want: Ok("0.5") },
         Case { name: "confidence scaling takes 80%", direction: Buy, price: "500", setup: |s, _, _, _| s.sizing.scale_by_confidence = true, want: Ok("0.8") },
-        Case { name: "cooldown refuses a quick second order", direction: Buy, price: "500", setup: |s, _, _, a| { s.cooldown = Some(Duration::seconds(60)); a.last_order_at = Some(now() - Duration::seconds(59)); }, want: Err("cooldown 60s on BTC/USD: the last order was 59s ago") },
+        Case { name: "cooldown refuses a quick second order", direction: Buy, price: "500", setup: |s, _, _, a| { s.cooldown = Some(Duration::seconds(60)); a.last_order_at = Some(now() - Duration::seconds(59)); }, want: Err((Rule::Cooldown, "cooldown 60s on BTC/USD: the last order was 59s ago")) },
         Case { name: "a reversal inside the cooldown only closes", direction: Sell, price: "500", setup: |s, _, _, a| { s.allow_short = true; s.exits.reverse_on_opposite = true; s.cooldown = Some(Duration::seconds(60)); a.last_order_at = Some(now() - Duration::seconds(5)); pos(a, "0.4", "0", "0"); }, want: Ok("0.4") },
         Case { name: "cooldown over lets it pass", direction: Buy, price: "500", setup: |s, _, _, a| { s.cooldown = Some(Duration::seconds(60)); a.last_order_at = Some(now() - Duration::seconds(60)); }, want: Ok("1") },
-        Case { name: "max concurrent positions refuses a new symbol", direction: Buy, price: "500", setup: |s, _, _, a| { s.max_concurrent_positions = Some(2); a.strategy_open_symbols = 2; }, want: Err("max concurrent positions 2 reached") },
+        Case { name: "max concurrent positions refuses a new symbol", direction: Buy, price: "500", setup: |s, _, _, a| { s.max_concurrent_positions = Some(2); a.strategy_open_symbols = 2; }, want: Err((Rule::MaxConcurrentPositions, "max concurrent positions 2 reached")) },
         Case { name: "max concurrent positions lets an open symbol grow", direction: Buy, price: "500", setup: |s, _, _, a| { s.max_concurrent_positions = Some(1); a.strategy_open_symbols = 1; pos(a, "0.1", "0", "0"); }, want: Ok("1") },
-        Case { name: "percent of balance without a balance refuses", direction: Buy, price: "500", setup: |s, _, _, _| s.sizing.method = SizingMethod::PercentOfBalance(d("5")), want: Err("no USD balance known") },
+        Case { name: "percent of balance without a balance refuses", direction: Buy, price: "500", setup: |s, _, _, _| s.sizing.method = SizingMethod::PercentOfBalance(d("5")), want: Err((Rule::Sizing, "no USD balance known")) },
         Case { name: "percent of balance sizes from the balance", direction: Buy, price: "500", setup: |s, _, _, a| { s.sizing.method = SizingMethod::PercentOfBalance(d("5")); a.available_usd = Some(d("10000")); }, want: Ok("1") },
     ];
     for c in &cases {
         let got = run(c).map(|p| p.quantity.get());
         match (c.want, &got) {
             (Ok(q), Ok(g)) => assert_eq!(*g, d(q), "{}", c.name),
-            (Err(needle), Err(msg)) => assert!(msg.contains(needle), "{}: {msg}", c.name),
+            (Err((rule, needle)), Err(refusal)) => {
+                assert!(refusal.reason.contains(needle), "{}: {refusal}", c.name);
+                assert_eq!(refusal.rule, rule, "{}: {refusal}", c.name);
+            }
             _ => panic!("{}: got {got:?}, want {:?}", c.name, c.want),
         }
     }
@@ -395,4 +399,41 @@ fn no_random_sequence_of_events_gets_an_order_past_a_limit_or_a_stop() {
             }
         }
     }
+}
+
+#[test]
+fn other_books_are_valued_at_their_last_fill_else_a_reference_price_else_unpriced() {
+    let s = strategy();
+    let none: Vec<String> = vec![];
+    let theirs = vec!["t".to_owned()];
+    let book = |symbol, position: &str, last: Option<&str>, strategies| OpenBook {
+        symbol,
+        exposure: Exposure {
+            position: d(position),
+            working_buy: Decimal::ZERO,
+            working_sell: Decimal::ZERO,
+        },
+        last_price: last.map(d),
+        strategies,
+    };
+    let books = [
+        book("BTC/USD", "5", Some("100"), &none),
+        book("ETH/USD", "2", Some("10"), &none),
+        book("SOL/USD", "-3", None, &theirs),
+        book("XRP/USD", "1", None, &none),
+        book("ADA/USD", "0", Some("1"), &theirs),
+    ];
+    let got = elsewhere(books, "ETH/USD", &s, |sym| {
+        (sym == "SOL/USD").then(|| d("7"))
+    });
+    assert_eq!(
+        got,
+        Elsewhere {
+            // BTC 5 x 100 + SOL 3 x 7 (reference price); the flat ADA book does not count.
+            gross: d("521"),
+            unpriced: vec!["XRP/USD".into()],
+            // BTC (listed by the strategy) and SOL (its working orders).
+            strategy_open_symbols: 2,
+        }
+    );
 }

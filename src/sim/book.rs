@@ -24,7 +24,7 @@
 //! fees, `locked` is the margin of open positions (|quantity| × average price), `available` is the
 //! difference.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
@@ -68,6 +68,22 @@ impl Default for Walk {
     }
 }
 
+impl Walk {
+    /// The mid one tick after `mid`: a uniform draw from `rng` in [-1, 1] in steps of 10^-4 (no
+    /// float involved) scales the volatility, the trend is added, and the result is rounded like
+    /// a quote. A step that would round to zero keeps `mid` (a venue never quotes zero).
+    pub(crate) fn next_mid(&self, mid: Decimal, rng: &mut impl Rng) -> Decimal {
+        let u = Decimal::new(rng.gen_range(-10_000..=10_000), 4);
+        let step = bps(self.trend_bps + self.volatility_bps * u);
+        let next = round_price(mid + mid * step);
+        if next > Decimal::ZERO {
+            next
+        } else {
+            mid
+        }
+    }
+}
+
 /// One bar of a replayed price history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candle {
@@ -77,6 +93,19 @@ pub struct Candle {
     pub low: Decimal,
     pub close: Decimal,
     pub volume: Decimal,
+}
+
+impl Candle {
+    /// The four prices a bar is walked through, one per tick: open, the extreme nearer the open
+    /// (the low of a rising bar, the high of a falling one), the other extreme, close.
+    pub fn path(&self) -> [Decimal; 4] {
+        let (first, second) = if self.close >= self.open {
+            (self.low, self.high)
+        } else {
+            (self.high, self.low)
+        };
+        [self.open, first, second, self.close]
+    }
 }
 
 /// The matching engine's parameters.
@@ -581,6 +610,9 @@ pub(crate) struct Book {
     orders: Vec<Order>,
     by_id: HashMap<String, usize>,
     by_client_id: HashMap<String, usize>,
+    /// Indices of the orders still live (pending, open, partly filled), so a tick looks at working
+    /// orders only, not at every order ever placed.
+    live: BTreeSet<usize>,
     positions: BTreeMap<String, Position>,
     /// Realized PnL per symbol, fees not included.
     realized: BTreeMap<String, Decimal>,
@@ -623,6 +655,7 @@ impl Book {
             orders: Vec::new(),
             by_id: HashMap::new(),
             by_client_id: HashMap::new(),
+            live: BTreeSet::new(),
             positions: BTreeMap::new(),
             realized: BTreeMap::new(),
             cash: starting_balance,
@@ -655,8 +688,12 @@ impl Book {
         }
         self.by_id.clear();
         self.by_client_id.clear();
+        self.live.clear();
         for (i, o) in state.orders.iter().enumerate() {
             self.by_id.insert(o.id.clone(), i);
+            if o.status.is_live() {
+                self.live.insert(i);
+            }
             if let Some(c) = &o.client_order_id {
                 self.by_client_id.insert(c.clone(), i);
             }
@@ -861,6 +898,7 @@ impl Book {
             self.by_client_id.insert(c.clone(), index);
         }
         self.by_id.insert(id, index);
+        self.live.insert(index);
         let event = order_created(&order);
         let snapshot = order.snapshot();
         self.orders.push(order);
@@ -940,42 +978,61 @@ impl Book {
             // The volume traded this tick is a share of one level; makers fill out of it.
             let share = Decimal::new(self.walk_rng.gen_range(20..=100), 2);
             market.maker_volume = (ladder_size * share).round_dp(8);
-            let next = if let Some(candles) = self.cfg.candles.get(symbol).filter(|c| !c.is_empty())
-            {
+            if let Some(candles) = self.cfg.candles.get(symbol).filter(|c| !c.is_empty()) {
                 market.replay_step = (market.replay_step + 1) % (candles.len() * 4);
-                let c = &candles[market.replay_step / 4];
-                // A bar is walked open, then the extreme nearer the open, then the other, then close.
-                let (first, second) = if c.close >= c.open {
-                    (c.low, c.high)
-                } else {
-                    (c.high, c.low)
-                };
-                match market.replay_step % 4 {
-                    0 => c.open,
-                    1 => first,
-                    2 => second,
-                    _ => c.close,
+                let next =
+                    round_price(candles[market.replay_step / 4].path()[market.replay_step % 4]);
+                // Rounding can only shrink a tiny price to zero; a venue never quotes zero.
+                if next > Decimal::ZERO {
+                    market.mid = next;
                 }
             } else {
                 let walk = self.cfg.walks.get(symbol).unwrap_or(&self.cfg.walk);
-                // A uniform draw in [-1, 1] in steps of 10^-4, so no float is involved.
-                let u = Decimal::new(self.walk_rng.gen_range(-10_000..=10_000), 4);
-                let step = bps(walk.trend_bps + walk.volatility_bps * u);
-                market.mid + market.mid * step
-            };
-            let next = round_price(next);
-            // Rounding can only shrink a tiny price to zero; a venue never quotes zero.
-            if next > Decimal::ZERO {
-                market.mid = next;
+                market.mid = walk.next_mid(market.mid, &mut self.walk_rng);
             }
         }
         let mut events = Vec::new();
-        for i in 0..self.orders.len() {
+        // In index order, as placed.
+        let live: Vec<usize> = self.live.iter().copied().collect();
+        for i in live {
             if self.orders[i].status.is_resting() {
                 events.extend(self.check_resting(i, now));
             }
         }
         events
+    }
+
+    /// Forgets every finished order (filled, cancelled, expired): a replay over a long history
+    /// keeps only what can still trade. A forgotten order's `clientOrderId` is no longer
+    /// recognised as a duplicate, so only a caller whose ids never repeat may use this.
+    pub(crate) fn forget_finished(&mut self) {
+        let orders = std::mem::take(&mut self.orders);
+        self.by_id.clear();
+        self.by_client_id.clear();
+        self.live.clear();
+        for o in orders.into_iter().filter(|o| o.status.is_live()) {
+            let i = self.orders.len();
+            self.by_id.insert(o.id.clone(), i);
+            if let Some(c) = &o.client_order_id {
+                self.by_client_id.insert(c.clone(), i);
+            }
+            self.live.insert(i);
+            self.orders.push(o);
+        }
+    }
+
+    /// How many orders the book holds.
+    pub(crate) fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Whether an order rests on `symbol` (open or partly filled, a stop not yet triggered):
+    /// only then can a price tick there fill anything.
+    pub(crate) fn resting_on(&self, symbol: &str) -> bool {
+        self.live.iter().any(|&i| {
+            let o = &self.orders[i];
+            o.status.is_resting() && o.symbol == symbol
+        })
     }
 
     fn check_resting(&mut self, i: usize, now: DateTime<Utc>) -> Vec<Event> {
@@ -1031,6 +1088,8 @@ impl Book {
         }
         order.status = Status::Cancelled;
         order.updated_at = now;
+        self.live.remove(&i);
+        let order = &self.orders[i];
         let event = Event {
             name: "order.cancelled",
             data: json!({
@@ -1044,6 +1103,9 @@ impl Book {
     }
 
     fn set_status(&mut self, i: usize, status: Status, now: DateTime<Utc>) -> Vec<Event> {
+        if !status.is_live() {
+            self.live.remove(&i);
+        }
         let order = &mut self.orders[i];
         order.status = status;
         order.updated_at = now;
@@ -1094,6 +1156,9 @@ impl Book {
         } else {
             unfilled_status
         };
+        if !order.status.is_live() {
+            self.live.remove(&i);
+        }
         order.updated_at = now;
         let mut events = vec![order_updated(order, now)];
 

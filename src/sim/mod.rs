@@ -21,7 +21,7 @@
 
 mod api;
 mod auth;
-mod book;
+pub(crate) mod book;
 mod faults;
 mod history;
 mod signals;

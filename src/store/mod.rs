@@ -26,11 +26,13 @@ use std::time::Duration;
 mod cancel;
 mod fills;
 mod pnl;
+mod recorded;
 mod risk;
 mod writer;
 pub use cancel::{CancelState, CancelTask, CancelView};
 pub use fills::{CashView, ClosedPositionRow, RecordedFills};
 pub use pnl::{FillMark, PnlSample, PnlTotals};
+pub use recorded::{RecordedEvent, RecordedFilter, Recording};
 pub use risk::{FilledEntryRow, SendView, SymbolBook, WorkingEntry};
 pub use writer::{Failure, Tx, Writable};
 

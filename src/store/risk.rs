@@ -3,6 +3,7 @@
 
 use super::{dec, opt_dec, OrderRow, Store, StoreError, ORDER_COLUMNS};
 use crate::clock::ts;
+use crate::risk::alerts::SizeScale;
 use crate::risk::maintenance::Window;
 use crate::risk::state::{SetBy, StateEntry, TradingState};
 use crate::risk::Exposure;
@@ -261,22 +262,26 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<(Decimal, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT factor, until, reason FROM size_scales WHERE scope IN ('', ?) AND until > ?",
+            "SELECT scope, factor, until, reason FROM size_scales
+             WHERE scope IN ('', ?) AND until > ? ORDER BY scope",
         )
         .bind(symbol)
         .bind(ts(now))
         .fetch_all(conn)
         .await?;
-        let mut best: Option<(Decimal, String)> = None;
-        for r in rows {
-            let f = dec(&r, "factor")?;
-            let until: String = r.get("until");
-            let reason: String = r.get("reason");
-            if best.as_ref().is_none_or(|(b, _)| f < *b) {
-                best = Some((f, format!("{reason} (until {until})")));
-            }
-        }
-        Ok(best)
+        let scales = rows
+            .iter()
+            .map(|r| {
+                let scope: String = r.get("scope");
+                Ok(SizeScale {
+                    symbol: (!scope.is_empty()).then_some(scope),
+                    factor: dec(r, "factor")?,
+                    until: time("until", r.get("until"))?,
+                    reason: r.get("reason"),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(crate::risk::alerts::applicable_scale(&scales, symbol, now))
     }
 
     // ---- PnL, equity, balances ------------------------------------------------------------------

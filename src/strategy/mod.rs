@@ -172,13 +172,46 @@ pub enum Direction {
     Close,
 }
 
+/// Which filter set a signal aside. The reason's text says it with the values compared; the
+/// filter is for counting (the backtest report), never parsed back out of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Filter {
+    /// The signal's symbol is not traded by this strategy (or by any).
+    NotTraded,
+    Recommendation,
+    MinConfidence,
+    MaxSignalAge,
+    TimeHorizon,
+    RiskLevel,
+    RsiBelow,
+    RsiAbove,
+    /// A `hold` signal while `hold_closes = false`.
+    Hold,
+}
+
+impl Filter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotTraded => "not_traded",
+            Self::Recommendation => "recommendation",
+            Self::MinConfidence => "min_confidence",
+            Self::MaxSignalAge => "max_signal_age",
+            Self::TimeHorizon => "time_horizon",
+            Self::RiskLevel => "risk_level",
+            Self::RsiBelow => "rsi_below",
+            Self::RsiAbove => "rsi_above",
+            Self::Hold => "hold",
+        }
+    }
+}
+
 /// What a strategy makes of a signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
     /// Trade this way; sizing and limits come next.
     Intent { direction: Direction },
-    /// Not for this strategy, with the reason shown to the operator.
-    Ignored { reason: String },
+    /// Not for this strategy, with the filter and the reason shown to the operator.
+    Ignored { filter: Filter, reason: String },
 }
 
 impl Strategy {
@@ -188,72 +221,96 @@ impl Strategy {
 
     /// Applies the filters; `now` judges the signal's age.
     pub fn evaluate(&self, signal: &Signal, now: DateTime<Utc>) -> Evaluation {
-        let ignored = |reason: String| Evaluation::Ignored { reason };
+        let ignored = |filter: Filter, reason: String| Evaluation::Ignored { filter, reason };
         if !self.trades(&signal.symbol) {
-            return ignored(format!("{} is not traded by {}", signal.symbol, self.name));
+            return ignored(
+                Filter::NotTraded,
+                format!("{} is not traded by {}", signal.symbol, self.name),
+            );
         }
         if !self.recommendations.contains(&signal.recommendation) {
-            return ignored(format!(
-                "recommendation {} is not accepted by {} (accepts {})",
-                signal.recommendation.as_str(),
-                self.name,
-                self.recommendations
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return ignored(
+                Filter::Recommendation,
+                format!(
+                    "recommendation {} is not accepted by {} (accepts {})",
+                    signal.recommendation.as_str(),
+                    self.name,
+                    self.recommendations
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
         }
         if signal.confidence < self.min_confidence {
-            return ignored(format!(
-                "confidence {} is below the minimum {}",
-                signal.confidence, self.min_confidence
-            ));
+            return ignored(
+                Filter::MinConfidence,
+                format!(
+                    "confidence {} is below the minimum {}",
+                    signal.confidence, self.min_confidence
+                ),
+            );
         }
         if let Some(max) = self.max_signal_age {
             let age = now - signal.generated_at;
             if age > max {
-                return ignored(format!(
-                    "signal is {}s old, older than max_signal_age_secs {}",
-                    age.num_seconds(),
-                    max.num_seconds()
-                ));
+                return ignored(
+                    Filter::MaxSignalAge,
+                    format!(
+                        "signal is {}s old, older than max_signal_age_secs {}",
+                        age.num_seconds(),
+                        max.num_seconds()
+                    ),
+                );
             }
         }
         let accepts = |list: &[String], value: &Option<String>| {
             list.is_empty() || value.as_ref().is_some_and(|v| list.contains(v))
         };
         if !accepts(&self.time_horizons, &signal.time_horizon) {
-            return ignored(format!(
-                "time horizon {} is not one of {}",
-                signal.time_horizon.as_deref().unwrap_or("(none)"),
-                self.time_horizons.join(", ")
-            ));
+            return ignored(
+                Filter::TimeHorizon,
+                format!(
+                    "time horizon {} is not one of {}",
+                    signal.time_horizon.as_deref().unwrap_or("(none)"),
+                    self.time_horizons.join(", ")
+                ),
+            );
         }
         if !accepts(&self.risk_levels, &signal.risk_level) {
-            return ignored(format!(
-                "risk level {} is not one of {}",
-                signal.risk_level.as_deref().unwrap_or("(none)"),
-                self.risk_levels.join(", ")
-            ));
+            return ignored(
+                Filter::RiskLevel,
+                format!(
+                    "risk level {} is not one of {}",
+                    signal.risk_level.as_deref().unwrap_or("(none)"),
+                    self.risk_levels.join(", ")
+                ),
+            );
         }
         let rsi = signal.technical.rsi;
         if let Some(below) = self.rsi_below {
             if rsi.is_none_or(|r| r >= below) {
-                return ignored(format!(
-                    "rsi {} is not below {below}",
-                    rsi.map(|r| r.to_string())
-                        .unwrap_or_else(|| "(none)".into())
-                ));
+                return ignored(
+                    Filter::RsiBelow,
+                    format!(
+                        "rsi {} is not below {below}",
+                        rsi.map(|r| r.to_string())
+                            .unwrap_or_else(|| "(none)".into())
+                    ),
+                );
             }
         }
         if let Some(above) = self.rsi_above {
             if rsi.is_none_or(|r| r <= above) {
-                return ignored(format!(
-                    "rsi {} is not above {above}",
-                    rsi.map(|r| r.to_string())
-                        .unwrap_or_else(|| "(none)".into())
-                ));
+                return ignored(
+                    Filter::RsiAbove,
+                    format!(
+                        "rsi {} is not above {above}",
+                        rsi.map(|r| r.to_string())
+                            .unwrap_or_else(|| "(none)".into())
+                    ),
+                );
             }
         }
         match signal.recommendation {
@@ -266,9 +323,10 @@ impl Strategy {
             Recommendation::Hold if self.exits.hold_closes => Evaluation::Intent {
                 direction: Direction::Close,
             },
-            Recommendation::Hold => {
-                ignored("hold signals place no order (hold_closes = false)".into())
-            }
+            Recommendation::Hold => ignored(
+                Filter::Hold,
+                "hold signals place no order (hold_closes = false)".into(),
+            ),
         }
     }
 }
@@ -680,7 +738,76 @@ max_position_notional = 2000
     fn outcome(text: &str, s: &Signal, now: DateTime<Utc>) -> Result<Direction, String> {
         match parse(text, "a.toml", "a").unwrap().evaluate(s, now) {
             Evaluation::Intent { direction } => Ok(direction),
-            Evaluation::Ignored { reason } => Err(reason),
+            Evaluation::Ignored { reason, .. } => Err(reason),
+        }
+    }
+
+    #[test]
+    fn an_ignored_signal_names_the_filter_that_set_it_aside() {
+        let buy = signal(Recommendation::Buy, 80);
+        let now = buy.generated_at;
+        let filter = |text: &str, s: &Signal, now| match parse(text, "a.toml", "a")
+            .unwrap()
+            .evaluate(s, now)
+        {
+            Evaluation::Ignored { filter, .. } => Some(filter),
+            Evaluation::Intent { .. } => None,
+        };
+        let mut eth = buy.clone();
+        eth.symbol = Symbol::parse("ETH/USD").unwrap();
+        let cases = [
+            (GOOD.to_owned(), eth, now, Filter::NotTraded),
+            (
+                GOOD.to_owned(),
+                signal(Recommendation::Hold, 80),
+                now,
+                Filter::Recommendation,
+            ),
+            (
+                GOOD.to_owned(),
+                signal(Recommendation::Buy, 69),
+                now,
+                Filter::MinConfidence,
+            ),
+            (
+                format!("max_signal_age_secs = 1\n{GOOD}"),
+                buy.clone(),
+                now + Duration::seconds(2),
+                Filter::MaxSignalAge,
+            ),
+            (
+                format!("time_horizons = [\"x\"]\n{GOOD}"),
+                buy.clone(),
+                now,
+                Filter::TimeHorizon,
+            ),
+            (
+                format!("risk_levels = [\"x\"]\n{GOOD}"),
+                buy.clone(),
+                now,
+                Filter::RiskLevel,
+            ),
+            (
+                format!("{GOOD}[conditions]\nrsi_below = 30\n"),
+                buy.clone(),
+                now,
+                Filter::RsiBelow,
+            ),
+            (
+                format!("{GOOD}[conditions]\nrsi_above = 40\n"),
+                buy.clone(),
+                now,
+                Filter::RsiAbove,
+            ),
+            (
+                GOOD.replace("[\"buy\", \"sell\"]", "[\"hold\"]"),
+                signal(Recommendation::Hold, 80),
+                now,
+                Filter::Hold,
+            ),
+        ];
+        for (text, s, at, want) in cases {
+            assert_eq!(filter(&text, &s, at), Some(want), "{}", want.as_str());
         }
     }
 

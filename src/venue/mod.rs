@@ -267,6 +267,22 @@ impl VenueClient {
         self.get_json(&wire::paths::market_price(symbol)).await
     }
 
+    /// Bars of `interval` (`1m`, `5m`, ... `1d`) starting from `start` up to `end` (Unix
+    /// milliseconds), at most `limit` (the venue's maximum is 1000), oldest first.
+    pub async fn candles(
+        &self,
+        symbol: &str,
+        interval: &str,
+        start_ms: i64,
+        end_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<wire::CandleResponse>, VenueError> {
+        self.get_json(&wire::paths::market_candles(
+            symbol, interval, start_ms, end_ms, limit,
+        ))
+        .await
+    }
+
     pub async fn create_webhook(
         &self,
         registration: &wire::WebhookRegistration,

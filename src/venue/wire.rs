@@ -84,6 +84,21 @@ pub mod paths {
     pub fn market_price(symbol: &str) -> String {
         format!("/market/price/{}", super::encode_symbol_for_path(symbol))
     }
+    /// **[decided]** `startTime` and `endTime` are sent as Unix milliseconds (the docs name the
+    /// parameters, not their format; the simulator takes RFC 3339 too).
+    pub fn market_candles(
+        symbol: &str,
+        interval: &str,
+        start_ms: i64,
+        end_ms: i64,
+        limit: usize,
+    ) -> String {
+        format!(
+            "/market/candles/{}?interval={}&startTime={start_ms}&endTime={end_ms}&limit={limit}",
+            super::encode_symbol_for_path(symbol),
+            urlencoding::encode(interval)
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,6 +477,19 @@ pub struct WebhookInfo {
 pub struct WebhookTestRequest {
     pub webhook_id: serde_json::Value,
     pub test_event: String,
+}
+
+/// One bar of `GET /market/candles/{symbol}`. **[decided]** the answer is an array of these,
+/// oldest first, `timestamp` (RFC 3339) being the bar's start.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CandleResponse {
+    pub timestamp: String,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    #[serde(default)]
+    pub volume: Decimal,
 }
 
 /// `GET /market/price/{symbol}`.

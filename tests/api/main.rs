@@ -3,6 +3,7 @@
 
 mod admin;
 mod architecture;
+mod backtest;
 mod chaos;
 mod cli;
 mod crash;

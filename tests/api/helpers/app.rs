@@ -28,7 +28,7 @@ const UNROUTABLE_VENUE: &str = "http://127.0.0.1:9/api/v1";
 /// A test's directory and database, which outlive a stopped bot so the next one starts on them.
 pub struct TestData {
     /// Removed (with a SQLite database in it) when the last bot of the test is done with it.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     database: TestDatabase,
 }
 
@@ -38,10 +38,12 @@ impl TestData {
     fn fresh() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database = TestDatabase::fresh(dir.path());
-        Self {
-            _dir: dir,
-            database,
-        }
+        Self { dir, database }
+    }
+
+    /// The test's own directory, for the files a test writes beside the bot's.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn database(&self) -> &TestDatabase {
