@@ -48,8 +48,12 @@ const FORGET_AFTER: usize = 4096;
 enum Action {
     /// The venue's first look at an order (after `[paper] latency_ms`).
     Accept(String),
-    /// An order of a strategy with `unfilled_timeout_secs` is due to be cancelled if unfilled.
-    Timeout(String),
+    /// An order of a strategy with `unfilled_timeout_secs` (`after`) is due to be cancelled if
+    /// unfilled and the timeout rule applies to it.
+    Timeout {
+        cid: String,
+        after: chrono::Duration,
+    },
     /// A maintenance window's lead time begins (`cancel_open_orders`).
     LeadStart { key: String, start: DateTime<Utc> },
     /// A maintenance window's end + settle: the reconciliation pass (here, with nothing to
@@ -591,7 +595,13 @@ impl<'a> Engine<'a> {
         let id = self.books.insert_order(rec);
         self.orders_changed = true;
         if let Some(timeout) = strategy.orders.unfilled_timeout {
-            self.schedule(self.now() + timeout, Action::Timeout(cid.clone()));
+            self.schedule(
+                self.now() + timeout,
+                Action::Timeout {
+                    cid: cid.clone(),
+                    after: timeout,
+                },
+            );
         }
         let kind = match (plan.order_type, plan.limit_price, plan.stop_price) {
             ("limit", Some(p), _) => OrderKind::Limit { price: p.get() },
@@ -649,11 +659,17 @@ impl<'a> Engine<'a> {
                 let events = self.book.on_accepted(&order_id, self.now());
                 self.apply_venue(events)?;
             }
-            Action::Timeout(cid) => {
+            Action::Timeout { cid, after } => {
+                let now = self.now();
                 let due = self
                     .books
                     .orders()
-                    .find(|(_, o)| o.client_order_id == cid && o.working() && !o.cancel_requested)
+                    .find(|(_, o)| {
+                        o.client_order_id == cid
+                            && o.working()
+                            && !o.cancel_requested
+                            && crate::risk::unfilled_timed_out(o.role, o.created_at, after, now)
+                    })
                     .map(|(id, _)| id);
                 if let Some(id) = due {
                     self.cancel(id)?;

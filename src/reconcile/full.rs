@@ -260,7 +260,11 @@ impl Supervisor {
             let Some(created) = crate::venue::wire::parse_timestamp(&order.created_at) else {
                 continue;
             };
-            if order.order_id.is_none() || order.cancel.is_some() || created + *timeout > now {
+            let role = crate::risk::Role::parse(&order.role).unwrap_or(crate::risk::Role::Entry);
+            if order.order_id.is_none()
+                || order.cancel.is_some()
+                || !crate::risk::unfilled_timed_out(role, created, *timeout, now)
+            {
                 continue;
             }
             tracing::info!(client_order_id = %order.client_order_id, timeout_secs = timeout.num_seconds(), "unfilled order timed out; cancelling");

@@ -117,6 +117,18 @@ impl Role {
     }
 }
 
+/// Whether an unfilled order is due to be cancelled under its strategy's
+/// `unfilled_timeout_secs`. Only entries time out: a protective order rests until its level is
+/// reached, and cancelling it would leave the position it protects unprotected.
+pub fn unfilled_timed_out(
+    role: Role,
+    created_at: DateTime<Utc>,
+    timeout: chrono::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    role == Role::Entry && created_at + timeout <= now
+}
+
 /// Stop-loss and take-profit prices an entry carries from its signal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Protect {

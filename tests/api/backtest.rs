@@ -248,6 +248,21 @@ async fn a_winning_and_a_losing_trade_give_the_hand_computed_figures() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_loss_fills_when_the_bar_walks_through_it() {
+    a_stop_loss_fills_when_the_bar_walks_through(&format!("{STRATEGY}[exits]\nstop_loss = true\n"))
+        .await;
+}
+
+/// The strategy's unfilled-order timeout is for entries: the stop-loss rests past it (it was
+/// cancelled after a minute, leaving the position unprotected when the price fell through it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_loss_outlives_the_strategys_unfilled_order_timeout() {
+    a_stop_loss_fills_when_the_bar_walks_through(&format!(
+        "{STRATEGY}[orders]\nunfilled_timeout_secs = 60\n[exits]\nstop_loss = true\n"
+    ))
+    .await;
+}
+
+async fn a_stop_loss_fills_when_the_bar_walks_through(strategy: &str) {
     // Entry at mid 50000 (fills 50005.00) with the stop at the signal's support, 49000. The 11:00
     // bar falls (open 50000, high 50000, low 48900, close 48950): walked open, high, low, close a
     // quarter hour apart, the low at 11:30 triggers the stop, a market sell at 48900 - 0.01% =
@@ -259,7 +274,7 @@ async fn a_stop_loss_fills_when_the_bar_walks_through_it() {
     csv.push_str(&format!("{},50000,50000,48900,48950,1\n", at(11, 0)));
     csv.push_str(&format!("{},48950,48950,48950,48950,1\n", at(12, 0)));
     let s = Scenario::new()
-        .strategy("t", &format!("{STRATEGY}[exits]\nstop_loss = true\n"))
+        .strategy("t", strategy)
         .candles("BTC/USD", &csv)
         .event(signal(&at(10, 0), "BTC/USD", "buy", 80))
         .event(signal(&at(12, 30), "BTC/USD", "buy", 20));
