@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod backtest;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;

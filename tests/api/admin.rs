@@ -1,17 +1,13 @@
 //! The admin listener: readiness, metrics, the dashboard, operator mutations behind the token,
 //! and notifications to local receivers.
 
-use crate::helpers::{
-    signal_body, spawn_app, spawn_app_tweaked, spawn_app_with_token, spawn_receiver, ADMIN_TOKEN,
-};
+use crate::helpers::{buy_request, signal_body, spawn_receiver, TestApp, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use sigex::config::{NotifyKind, NotifyTarget, Secret};
-use std::sync::Arc;
-use std::time::Duration;
 
 #[tokio::test]
 async fn readiness_metrics_and_the_dashboard_reflect_a_trading_bot() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // The venue heartbeat answers at start; everything else is ready from the beginning.
     app.wait_for("readiness", || async {
         (app.admin_get_raw("/readyz").await.0 == 200).then_some(())
@@ -64,14 +60,14 @@ async fn readiness_metrics_and_the_dashboard_reflect_a_trading_bot() {
 
 #[tokio::test]
 async fn mutations_are_disabled_without_a_token_and_refused_without_the_right_one() {
-    let open = spawn_app().await;
+    let open = TestApp::spawn().await;
     let r = open
         .admin_post("/api/events/1/replay", Some(ADMIN_TOKEN))
         .await;
     assert_eq!(r.status(), 403, "no token configured: disabled, not open");
     open.stop().await;
 
-    let app = spawn_app_with_token().await;
+    let app = TestApp::builder().token().spawn().await;
     let cases = [
         ("no credentials", None, 401),
         ("wrong token", Some("admin-token-for-tests-0000000000"), 401),
@@ -92,7 +88,7 @@ async fn mutations_are_disabled_without_a_token_and_refused_without_the_right_on
 /// protected endpoint.
 #[tokio::test]
 async fn the_bearer_scheme_is_accepted_in_any_case() {
-    let app = spawn_app_with_token().await;
+    let app = TestApp::builder().token().spawn().await;
     let post = |path: &'static str, authorization: String, body: &'static str| {
         app.http
             .post(format!("{}{path}", app.admin_url))
@@ -128,48 +124,17 @@ async fn the_bearer_scheme_is_accepted_in_any_case() {
 
 #[tokio::test]
 async fn an_operator_cancel_sends_a_signed_delete_and_records_the_cancelled_order() {
-    let app = spawn_app_with_token().await;
+    let app = TestApp::builder().token().spawn().await;
     // A resting limit order at the venue that the bot's database knows as open.
-    let venue = sigex::venue::VenueClient::new(
-        &app.sim_url,
-        sigex::config::Credentials {
-            api_key: Secret::new("test-key"),
-            api_secret: Secret::new("test-api-secret"),
-        },
-        Duration::from_secs(5),
-        Arc::new(sigex::clock::SystemClock),
-    )
-    .unwrap();
-    let request = sigex::venue::wire::PlaceOrderRequest {
-        symbol: "BTC/USD".into(),
-        side: "buy".into(),
-        order_type: "limit".into(),
-        quantity: "0.01".parse().unwrap(),
-        price: Some("1".parse().unwrap()),
-        stop_price: None,
-        time_in_force: "GTC".into(),
-        client_order_id: "manual-cancel-1".into(),
-    };
-    let sigex::venue::SubmitOutcome::Accepted(placed) = venue.place_order(&request).await else {
+    let request = buy_request("manual-cancel-1", "BTC/USD", "0.01", Some("1"));
+    let sigex::venue::SubmitOutcome::Accepted(placed) =
+        app.venue_client().place_order(&request).await
+    else {
         panic!("the simulator refused the limit order");
     };
-    let now = sigex::clock::ts(chrono::Utc::now());
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database_path().display()))
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO orders (client_order_id, venue_order_id, strategy, symbol, side, order_type,
-             quantity, price, time_in_force, status, created_at, updated_at)
-         VALUES ('manual-cancel-1', ?, 'test', 'BTC/USD', 'buy', 'limit', '0.01', '1', 'GTC',
-             'open', ?, ?)",
-    )
-    .bind(&placed.order_id)
-    .bind(&now)
-    .bind(&now)
-    .execute(&db)
-    .await
-    .unwrap();
-    db.close().await;
+    app.database()
+        .insert_open_order(&request, &placed.order_id)
+        .await;
 
     let r = app
         .admin_post("/api/orders/manual-cancel-1/cancel", Some(ADMIN_TOKEN))
@@ -225,11 +190,11 @@ async fn a_dead_letter_is_notified_in_every_format_and_can_be_replayed() {
             Some(&["dead_letter"]),
         ),
     ];
-    let app = spawn_app_tweaked(move |c| {
-        c.admin.token = Some(Secret::new(ADMIN_TOKEN));
-        c.notify = targets;
-    })
-    .await;
+    let app = TestApp::builder()
+        .token()
+        .tweak(move |c| c.notify = targets)
+        .spawn()
+        .await;
     // Signed but unusable: confidence 140.
     app.send_signal("BTC/USD", "buy", 140, 1).await;
     let got = app
@@ -284,7 +249,10 @@ async fn a_fill_reaches_a_receiver_that_fails_twice_first() {
         format!("{url}/fills"),
         Some(&["fill"]),
     )];
-    let app = spawn_app_tweaked(move |c| c.notify = targets).await;
+    let app = TestApp::builder()
+        .tweak(move |c| c.notify = targets)
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 140, 1).await; // a dead letter: not subscribed
     app.send_signal("ETH/USD", "buy", 90, 2).await;
     let orders = app.settled_orders(1).await;
@@ -310,7 +278,10 @@ async fn repeated_venue_errors_are_notified_once_per_streak() {
         format!("{url}/discord"),
         Some(&["venue_errors"]),
     )];
-    let app = spawn_app_tweaked(move |c| c.notify = targets).await;
+    let app = TestApp::builder()
+        .tweak(move |c| c.notify = targets)
+        .spawn()
+        .await;
     app.stop_venue();
     // Each traded signal needs a reference price from the venue: one failure each.
     for n in 1..=7 {
@@ -340,7 +311,7 @@ async fn repeated_venue_errors_are_notified_once_per_streak() {
 
 #[tokio::test]
 async fn sigex_status_prints_the_summary_and_json_for_scripts() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.send_signal("ETH/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     app.wait_for("readiness", || async {
@@ -388,24 +359,17 @@ async fn halts_and_resumes_are_notified_whoever_makes_them() {
         format!("{url}/ops"),
         Some(&["halt", "resume"]),
     )];
-    let app = spawn_app_tweaked(move |c| {
-        c.notify = targets;
-        c.admin.token = Some(Secret::new(ADMIN_TOKEN));
-    })
-    .await;
-    let post = |path: &'static str, body: Value| {
-        app.http
-            .post(format!("{}{path}", app.admin_url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-    };
-    let r = post(
-        "/api/admin/halt",
-        json!({"reason": "exchange incident", "symbol": "BTC/USD"}),
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .tweak(move |c| c.notify = targets)
+        .token()
+        .spawn()
+        .await;
+    let r = app
+        .admin_post_json(
+            "/api/admin/halt",
+            &json!({"reason": "exchange incident", "symbol": "BTC/USD"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let halted = app
         .wait_for("the halt notification", || async {
@@ -422,9 +386,9 @@ async fn halts_and_resumes_are_notified_whoever_makes_them() {
         text.contains("BTC/USD") && text.contains("exchange incident"),
         "{text}"
     );
-    let r = post("/api/admin/resume", json!({"symbol": "BTC/USD"}))
-        .await
-        .unwrap();
+    let r = app
+        .admin_post_json("/api/admin/resume", &json!({"symbol": "BTC/USD"}))
+        .await;
     assert_eq!(r.status(), 200);
     app.wait_for("the resume notification", || async {
         received

@@ -6,6 +6,7 @@
 //! plus (buy) or minus (sell) half of the 2 bps spread, one level of 50,000 USD holding far more
 //! than the 0.02 BTC traded here; the taker fee is 5 bps of the fill's notional.
 
+use crate::helpers::database::TestDatabase;
 use rust_decimal::Decimal;
 use serde_json::json;
 use sigex::backtest::report::Report;
@@ -853,14 +854,6 @@ fn unusable_inputs_stop_the_run_naming_the_file_and_line_and_write_nothing() {
     );
 }
 
-fn dec(v: &serde_json::Value) -> Decimal {
-    match v {
-        serde_json::Value::String(s) => s.parse().unwrap(),
-        serde_json::Value::Null => Decimal::ZERO,
-        other => other.to_string().parse().unwrap(),
-    }
-}
-
 /// Flat one-second bars of each symbol from `from` to `to`, at the price in effect at each bar's
 /// start (`changes`: when each price was set, in order).
 fn seconds_csv(
@@ -902,7 +895,7 @@ fn seconds_csv(
 /// from maker volume drawn per price tick (every 200 ms in paper mode, four per candle here).
 #[tokio::test(flavor = "multi_thread")]
 async fn replaying_a_paper_runs_inbox_gives_its_decisions_orders_and_pnl() {
-    use crate::helpers::spawn_paper_app_with_strategy;
+    use crate::helpers::{dec, TestApp};
     use chrono::Utc;
     let strategy = r#"
 name = "parity"
@@ -918,18 +911,17 @@ max_position_notional = 2500
 stop_loss = true
 "#;
     let started = Utc::now() - chrono::Duration::seconds(1);
-    let app = spawn_paper_app_with_strategy(
-        tempfile::tempdir().unwrap(),
-        "http://127.0.0.1:9/api/v1".into(),
-        |c| {
+    let app = TestApp::builder()
+        .paper()
+        .strategy(strategy)
+        .tweak(|c| {
             c.paper.engine.walk = sigex::sim::Walk {
                 volatility_bps: Decimal::ZERO,
                 trend_bps: Decimal::ZERO,
             }
-        },
-        strategy,
-    )
-    .await;
+        })
+        .spawn()
+        .await;
     let mut btc = vec![(started, d("50000"))];
     let eth = vec![(started, d("3000"))];
     let venue_orders = |kind: &str, status: &str| {
@@ -1011,27 +1003,19 @@ stop_loss = true
     let decisions = app.get("/api/signals?limit=100").await;
     let orders = app.get("/api/orders?limit=100").await;
     let ended = Utc::now() + chrono::Duration::seconds(1);
-    let dir = app.stop_keeping_data().await;
-    let database = dir.path().join("test.db");
+    let data = app.stop_keeping_data().await;
+    let dir = data.path();
 
-    std::fs::write(
-        dir.path().join("btc.csv"),
-        seconds_csv(&btc, started, ended),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("eth.csv"),
-        seconds_csv(&eth, started, ended),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("strategies")).unwrap();
-    std::fs::write(dir.path().join("strategies/parity.toml"), strategy).unwrap();
+    std::fs::write(dir.join("btc.csv"), seconds_csv(&btc, started, ended)).unwrap();
+    std::fs::write(dir.join("eth.csv"), seconds_csv(&eth, started, ended)).unwrap();
+    std::fs::create_dir(dir.join("strategies")).unwrap();
+    std::fs::write(dir.join("strategies/parity.toml"), strategy).unwrap();
     let opts = Options {
-        strategies: dir.path().join("strategies"),
-        signals: database.display().to_string(),
+        strategies: dir.join("strategies"),
+        signals: data.database().url().to_owned(),
         prices: vec![
-            format!("BTC/USD={}", dir.path().join("btc.csv").display()),
-            format!("ETH/USD={}", dir.path().join("eth.csv").display()),
+            format!("BTC/USD={}", dir.join("btc.csv").display()),
+            format!("ETH/USD={}", dir.join("eth.csv").display()),
         ],
         to: Some(ended),
         ..Options::default()
@@ -1099,8 +1083,10 @@ stop_loss = true
         );
         assert_eq!(dec(&p["quantity"]), r.quantity, "{ctx}");
         assert_eq!(dec(&p["filledQuantity"]), r.filled_quantity, "{ctx}");
+        // A stop that never triggered has no average price on either side.
+        let average = (!p["averagePrice"].is_null()).then(|| dec(&p["averagePrice"]));
         assert_eq!(
-            dec(&p["averagePrice"]),
+            average.unwrap_or_default(),
             r.average_price.unwrap_or_default(),
             "{ctx}"
         );
@@ -1117,10 +1103,9 @@ stop_loss = true
     assert_eq!(run.summary.open_positions, 0);
 
     // `sigex events export` of the same inbox replays to the same run.
-    let export = dir.path().join("export.jsonl");
+    let export = dir.join("export.jsonl");
     let mut file = std::fs::File::create(&export).unwrap();
-    let url = format!("sqlite://{}", database.display());
-    sigex::backtest::source::export(&url, &Default::default(), &mut file)
+    sigex::backtest::source::export(data.database().url(), &Default::default(), &mut file)
         .await
         .unwrap();
     let from_export = sigex::backtest::run(
@@ -1351,10 +1336,8 @@ async fn compare_runs_two_strategy_directories_over_the_same_signals_side_by_sid
 async fn events_export_writes_the_inbox_as_json_lines_filtered_by_type_and_time() {
     use sigex::store::{NewEvent, Store};
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bot.db");
-    let store = Store::open(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let database = TestDatabase::fresh(dir.path());
+    let store = Store::open(database.url()).await.unwrap();
     let events: Vec<NewEvent> = [
         (
             "signal.generated",
@@ -1386,8 +1369,8 @@ async fn events_export_writes_the_inbox_as_json_lines_filtered_by_type_and_time(
     std::fs::write(
         dir.path().join("sigex.toml"),
         format!(
-            "mode = \"paper\"\n[storage]\ndatabase_url = \"sqlite://{}\"\n",
-            db.display()
+            "mode = \"paper\"\n[storage]\ndatabase_url = \"{}\"\n",
+            database.url()
         ),
     )
     .unwrap();

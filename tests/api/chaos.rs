@@ -6,31 +6,25 @@
 //! Size: `SIGEX_CHAOS_SIGNALS` (default 500) signals, `SIGEX_CHAOS_KILLS` (default 10) kills;
 //! `SIGEX_CHAOS_SEED` replays a run (the seed is printed).
 
-use crate::crash::{rig, Bot, Rig};
-use crate::helpers::{sign, signal_body, WEBHOOK_SECRET};
+use crate::helpers::process::{
+    alongside, join_all, kill_and_restart_at, rig, while_running, Bot, Rig,
+};
+use crate::helpers::{dec, get_json, post_until_acknowledged, signal_body};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use sigex::sim::{Faults, Probability, RestRoutes, SimConfig};
+use sigex::sim::{Faults, Probability, RestRoutes};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinSet;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn dec(v: &serde_json::Value) -> Decimal {
-    match v {
-        serde_json::Value::String(s) => Decimal::from_str(s).unwrap(),
-        other => Decimal::from_str(&other.to_string()).unwrap(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,45 +38,24 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
     let mut rng = StdRng::seed_from_u64(seed);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut sim_config = SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET);
-    sim_config.seed = seed;
-    sim_config.faults = Faults {
-        webhook_drop: Probability::per_mille(50),
-        webhook_duplicate: Probability::per_mille(100),
-        webhook_delay: Probability::per_mille(100),
-        webhook_delay_max: Duration::from_millis(200),
-        webhook_reorder: Probability::per_mille(100),
-        rest_5xx: Probability::per_mille(30),
-        rest_429: Probability::per_mille(30),
-        rest_retry_after_secs: 1,
-        rest_timeout: Probability::per_mille(10),
-        rest_timeout_after: Duration::from_secs(3),
-        order_lost_response: Probability::per_mille(30),
-        processed_5xx: Probability::per_mille(20),
-        // DELETEs would meet the same faults; this script's market orders need none (cancels
-        // under faults are covered in faults.rs).
-        rest_routes: RestRoutes::OrderRequests,
-        ..Faults::default()
-    };
+    let rig = rig(dir.path(), |c| {
+        c.seed = seed;
+        c.faults = chaos_faults();
+    })
+    .await;
+    // Dropped callbacks are found by the stale-order poll: make it quick.
+    rig.append_config("[reconcile]\nstale_after_secs = 1\n");
     let Rig {
         sim,
         sim_stop,
         webhook_url,
         admin_url,
         config,
-    } = rig(dir.path(), sim_config).await;
-    // Dropped callbacks are found by the stale-order poll: make it quick.
-    writeln!(
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&config)
-            .unwrap(),
-        "[reconcile]\nstale_after_secs = 1"
-    )
-    .unwrap();
+        ..
+    } = rig;
     let bot = Bot::started(config, dir.path());
     // The bot is watched throughout: if it dies, the test says so with its log.
-    crate::crash::while_running(&bot, async {
+    while_running(&bot, async {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -99,47 +72,29 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
         let mut kill_at: Vec<usize> = (0..kills).map(|_| rng.gen_range(1..signals)).collect();
         kill_at.sort_unstable();
         let acked = Arc::new(AtomicUsize::new(0));
-        let sender = {
+        let mut sender = JoinSet::new();
+        {
             let (http, url, acked) = (http.clone(), webhook_url.clone(), acked.clone());
-            tokio::spawn(async move {
+            sender.spawn(async move {
                 for body in script {
-                    for attempt in 0.. {
-                        assert!(attempt < 3000, "signal never acknowledged");
-                        let sent = http
-                            .post(&url)
-                            .header("Content-Type", "application/json")
-                            .header("X-Webhook-Signature", sign(body.as_bytes()))
-                            .body(body.clone())
-                            .send()
-                            .await;
-                        if matches!(&sent, Ok(r) if r.status() == 200) {
-                            acked.fetch_add(1, Ordering::SeqCst);
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    post_until_acknowledged(&http, &url, &body, 3000, Duration::from_millis(20))
+                        .await;
+                    acked.fetch_add(1, Ordering::SeqCst);
                     // About 100 signals a second.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-            })
-        };
-        for at in kill_at {
-            crate::crash::kill_and_restart_at(&bot, &acked, at).await;
+            });
         }
-        sender.await.unwrap();
-
-        let get = |path: &'static str| {
-            let (http, admin_url) = (http.clone(), admin_url.clone());
-            async move {
-                http.get(format!("{admin_url}{path}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
+        // A sender that gives up fails the test at once: the kills would wait for it forever.
+        alongside(&mut sender, async {
+            for at in kill_at {
+                kill_and_restart_at(&bot, &acked, at).await;
             }
-        };
+        })
+        .await;
+        join_all(&mut sender).await;
+
+        let get = |path: &'static str| get_json(&http, format!("{admin_url}{path}"));
         let terminal = |s: &str| matches!(s, "filled" | "cancelled" | "rejected" | "expired");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let orders = loop {
@@ -298,4 +253,59 @@ async fn signals_through_faults_and_sigkills_leave_one_venue_order_per_intent_an
     .await;
     bot.lock().unwrap().kill();
     sim_stop.trigger();
+}
+
+/// Every webhook and order-request fault, at rates that strike many times in a run.
+fn chaos_faults() -> Faults {
+    Faults {
+        webhook_drop: Probability::per_mille(50),
+        webhook_duplicate: Probability::per_mille(100),
+        webhook_delay: Probability::per_mille(100),
+        webhook_delay_max: Duration::from_millis(200),
+        webhook_reorder: Probability::per_mille(100),
+        rest_5xx: Probability::per_mille(30),
+        rest_429: Probability::per_mille(30),
+        rest_retry_after_secs: 1,
+        rest_timeout: Probability::per_mille(10),
+        rest_timeout_after: Duration::from_secs(3),
+        order_lost_response: Probability::per_mille(30),
+        processed_5xx: Probability::per_mille(20),
+        // DELETEs would meet the same faults; this script's market orders need none (cancels
+        // under faults are covered in faults.rs).
+        rest_routes: RestRoutes::OrderRequests,
+        ..Faults::default()
+    }
+}
+
+/// The harness itself: when the sender gives up ("never acknowledged"), the kill loop is left
+/// waiting for acknowledgements that will never come. The test must fail at once with the
+/// sender's panic, not hang.
+#[tokio::test]
+async fn a_sender_that_panics_fails_the_chaos_test_at_once_with_its_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never started: the kill loop waits for acknowledgements before it touches the bot.
+    let bot = Arc::new(Mutex::new(Bot::new(
+        dir.path().join("sigex.toml"),
+        dir.path(),
+    )));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut sender = JoinSet::new();
+    sender.spawn(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        panic!("never acknowledged after 3000 attempts: {{\"event\":\"signal.generated\"}}");
+    });
+    let harness = tokio::spawn(async move {
+        alongside(&mut sender, kill_and_restart_at(&bot, &acked, 1)).await;
+    });
+    let failure = tokio::time::timeout(Duration::from_secs(60), harness)
+        .await
+        .expect("the harness failed instead of waiting for the kill loop")
+        .unwrap_err();
+    let panic = failure.into_panic();
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    assert!(why.starts_with("never acknowledged"), "{why:?}");
 }

@@ -1,5 +1,7 @@
 //! The `sigex` command line as an operator uses it.
 
+use crate::helpers::database::TestDatabase;
+use crate::helpers::{TestApp, API_KEY, API_SECRET, WEBHOOK_SECRET};
 use std::process::Command;
 
 fn sigex(args: &[&str], dir: &std::path::Path) -> std::process::Output {
@@ -45,13 +47,53 @@ fn a_bad_strategy_file_stops_startup_naming_the_file_line_and_fix() {
     }
 }
 
+/// `RUST_BACKTRACE=1` is common in a shell (and set on many servers): a start-up error must still
+/// read as its message and causes, not as thirty frames of backtrace after them.
+#[test]
+fn a_start_up_error_is_its_message_and_causes_without_a_backtrace_even_under_rust_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sigex.toml"),
+        "mode = \"paper\"\n[webhook]\nlisten = \"not an address\"\n",
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigex"))
+            .args([command, "--config", "sigex.toml"])
+            .current_dir(dir.path())
+            .env("SIGEX_WEBHOOK__SECRET", "whsec_0123456789abcdef")
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.starts_with("Error: ") && stderr.contains("[webhook] listen"),
+            "{command}: the message first: {stderr}"
+        );
+        assert!(
+            !stderr.to_lowercase().contains("backtrace"),
+            "{command}: a backtrace after the message: {stderr}"
+        );
+        assert!(
+            stderr.lines().count() < 10,
+            "{command}: {} lines for one error: {stderr}",
+            stderr.lines().count()
+        );
+    }
+}
+
 #[test]
 fn events_can_be_listed_shown_and_replayed_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("strategies")).unwrap();
     std::fs::write(
         dir.path().join("sigex.toml"),
-        "mode = \"paper\"\n[storage]\ndatabase_url = \"sqlite://bot.db\"\n",
+        format!(
+            "mode = \"paper\"\n[storage]\ndatabase_url = \"{}\"\n",
+            TestDatabase::fresh(dir.path()).url()
+        ),
     )
     .unwrap();
     // An empty inbox lists nothing; a missing event cannot be replayed.
@@ -75,14 +117,15 @@ fn events_can_be_listed_shown_and_replayed_from_the_command_line() {
 
 #[tokio::test]
 async fn webhooks_are_registered_listed_updated_tested_and_deleted_through_the_venue_api() {
-    let app = crate::helpers::spawn_app().await;
+    let app = TestApp::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("strategies")).unwrap();
     std::fs::write(
         dir.path().join("sigex.toml"),
         format!(
-            "mode = \"live\"\n[venue]\nbase_url = \"{}\"\n[storage]\ndatabase_url = \"sqlite://bot.db\"\n",
-            app.sim_url
+            "mode = \"live\"\n[venue]\nbase_url = \"{}\"\n[storage]\ndatabase_url = \"{}\"\n",
+            app.sim_url,
+            TestDatabase::fresh(dir.path()).url()
         ),
     )
     .unwrap();
@@ -93,9 +136,9 @@ async fn webhooks_are_registered_listed_updated_tested_and_deleted_through_the_v
                 .args(["webhooks", "--config", "sigex.toml"])
                 .args(&args)
                 .current_dir(&dir)
-                .env("SIGEX_WEBHOOK__SECRET", crate::helpers::WEBHOOK_SECRET)
-                .env("SIGEX_VENUE__API_KEY", "test-key")
-                .env("SIGEX_VENUE__API_SECRET", "test-api-secret")
+                .env("SIGEX_WEBHOOK__SECRET", WEBHOOK_SECRET)
+                .env("SIGEX_VENUE__API_KEY", API_KEY)
+                .env("SIGEX_VENUE__API_SECRET", API_SECRET)
                 .output()
                 .unwrap();
             assert!(
@@ -254,18 +297,14 @@ fn the_readme_recipe_for_running_the_bot_passes_check_as_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_becomes_ready_with_sigex_variables_that_are_not_config_keys_set() {
-    use crate::crash::{rig, while_running, Bot, Rig};
+    use crate::helpers::process::{rig, while_running, Bot, Rig};
     let dir = tempfile::tempdir().unwrap();
     let Rig {
         sim_stop,
         admin_url,
         config,
         ..
-    } = rig(
-        dir.path(),
-        sigex::sim::SimConfig::new("crash-key", "crash-secret", crate::helpers::WEBHOOK_SECRET),
-    )
-    .await;
+    } = rig(dir.path(), |_| {}).await;
     // Bot::start sets SIGEX_ADMIN_URL, SIGEX_SIM_API_KEY and SIGEX_CHAOS_SEED.
     let bot = Bot::started(config, dir.path());
     let http = reqwest::Client::new();

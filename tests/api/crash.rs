@@ -3,11 +3,13 @@
 //! got a 200 must be processed exactly once, and every order intent must exist exactly once at the
 //! venue.
 
-use crate::helpers::{post_signed_to, sign, signal_body, WEBHOOK_SECRET};
-use sigex::sim::{Faults, Probability, SimConfig, Simulator};
+use crate::helpers::process::{
+    alongside, assert_one_venue_order_per_intent, join_all, kill_and_restart_at, rig,
+    while_running, Bot, Rig,
+};
+use crate::helpers::{get_json, post_signed_to, post_until_acknowledged, signal_body, ADMIN_TOKEN};
+use sigex::sim::{Faults, Probability, Simulator};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,208 +18,6 @@ const SENDERS: usize = 4;
 const PER_SENDER: usize = 150;
 /// Kill the bot when this many webhooks have been acknowledged.
 const KILL_AT: &[usize] = &[100, 250, 420];
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub(crate) struct Bot {
-    pub(crate) config: std::path::PathBuf,
-    pub(crate) log: std::path::PathBuf,
-    pub(crate) child: Option<Child>,
-}
-
-/// Starts `sigex run --config config` through `command` (the binary itself, or a launcher in
-/// front of it) with the rig's secrets (`crash-key`, `crash-secret`), its log appended to `log`.
-pub(crate) fn start_sigex(mut command: Command, config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("SIGEX_WEBHOOK__SECRET", WEBHOOK_SECRET)
-        .env("SIGEX_VENUE__API_KEY", "crash-key")
-        .env("SIGEX_VENUE__API_SECRET", "crash-secret")
-        .env("RUST_LOG", "warn")
-        // Variables sigex must leave alone (README recipes set them in the same shell).
-        .env("SIGEX_ADMIN_URL", "http://127.0.0.1:9")
-        .env("SIGEX_SIM_API_KEY", "not-a-config-key")
-        .env("SIGEX_CHAOS_SEED", "1")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the sigex binary starts")
-}
-
-impl Bot {
-    /// A bot process on `config`, logging to `dir/bot.log`, started.
-    pub(crate) fn started(config: std::path::PathBuf, dir: &Path) -> Arc<Mutex<Bot>> {
-        let mut bot = Bot {
-            config,
-            log: dir.join("bot.log"),
-            child: None,
-        };
-        bot.start();
-        Arc::new(Mutex::new(bot))
-    }
-
-    pub(crate) fn start(&mut self) {
-        self.child = Some(start_sigex(
-            Command::new(env!("CARGO_BIN_EXE_sigex")),
-            &self.config,
-            &self.log,
-        ));
-    }
-
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap(); // SIGKILL: no shutdown code runs.
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Bot {
-    /// `Some(why)` when the process ended without the test killing it: its exit status and the
-    /// end of its log.
-    pub(crate) fn died(&mut self) -> Option<String> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        // The start (where an error at start-up is) and the end (what it did last).
-        let shown = if lines.len() <= 80 {
-            lines.join("\n")
-        } else {
-            format!(
-                "{}\n[...]\n{}",
-                lines[..20].join("\n"),
-                lines[lines.len() - 40..].join("\n")
-            )
-        };
-        Some(format!(
-            "the sigex bot exited by itself ({status}); its log ({}):\n{shown}",
-            self.log.display()
-        ))
-    }
-}
-
-/// Once `acked` reaches `at`, SIGKILLs the bot and starts it again.
-pub(crate) async fn kill_and_restart_at(bot: &Arc<Mutex<Bot>>, acked: &AtomicUsize, at: usize) {
-    while acked.load(Ordering::SeqCst) < at {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let bot = bot.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut bot = bot.lock().unwrap();
-        bot.kill();
-        bot.start();
-    })
-    .await
-    .unwrap();
-}
-
-/// Runs `work` while watching `bot`: when the bot process dies on its own, the test fails at
-/// once with its log instead of waiting for webhooks that will never be answered.
-pub(crate) async fn while_running<T>(
-    bot: &Arc<Mutex<Bot>>,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    let watch = async {
-        loop {
-            // Kills and restarts happen under this lock, so a killed bot is never seen here.
-            if let Some(why) = bot.lock().unwrap().died() {
-                return why;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::select! {
-        out = work => out,
-        why = watch => panic!("{why}"),
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A simulator on a loopback port whose webhooks go to a bot process, and that bot's config file
-/// (written under `dir`): what the tests that run the real binary start from.
-pub(crate) struct Rig {
-    pub sim: Simulator,
-    pub sim_stop: sigex::shutdown::ShutdownTrigger,
-    pub webhook_url: String,
-    pub admin_url: String,
-    pub config: std::path::PathBuf,
-}
-
-pub(crate) async fn rig(dir: &Path, sim_config: SimConfig) -> Rig {
-    let sim = Simulator::new(sim_config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
-    tokio::spawn(
-        sim.clone()
-            .serve(listener, async move { sim_shutdown.wait().await }),
-    );
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let webhook_url = format!("http://127.0.0.1:{webhook_port}/webhooks/vibe");
-    sim.set_webhook_url(Some(webhook_url.clone()));
-    Rig {
-        sim,
-        sim_stop,
-        webhook_url,
-        admin_url: format!("http://127.0.0.1:{admin_port}"),
-        config: write_config(dir, &sim_url, webhook_port, admin_port),
-    }
-}
-
-pub(crate) fn write_config(
-    dir: &Path,
-    sim_url: &str,
-    webhook_port: u16,
-    admin_port: u16,
-) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("strategies")).unwrap();
-    std::fs::write(
-        dir.join("strategies/test.toml"),
-        crate::helpers::TEST_STRATEGY,
-    )
-    .unwrap();
-    let config = dir.join("sigex.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"mode = "live"
-[venue]
-base_url = "{sim_url}"
-request_timeout_ms = 2000
-[webhook]
-listen = "127.0.0.1:{webhook_port}"
-rate_limit_per_second = 0
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[storage]
-database_url = "sqlite://{}"
-[strategies]
-dir = "strategies"
-"#,
-            dir.join("bot.db").display()
-        ),
-    )
-    .unwrap();
-    config
-}
 
 /// One webhook per (sender, n): a `test` event, an untraded-symbol signal or a traded signal.
 fn body(sender: usize, n: usize) -> (String, &'static str) {
@@ -243,14 +43,11 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
         webhook_url,
         admin_url,
         config,
-    } = rig(
-        dir.path(),
-        SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET),
-    )
-    .await;
+        ..
+    } = rig(dir.path(), |_| {}).await;
     let bot = Bot::started(config, dir.path());
     // The bot is watched throughout: if it dies, the test says so with its log.
-    crate::crash::while_running(&bot, async {
+    while_running(&bot, async {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -259,7 +56,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
         let acked = Arc::new(Mutex::new(Vec::<(String, &'static str)>::new()));
         let acked_count = Arc::new(AtomicUsize::new(0));
         let failed_sends = Arc::new(AtomicUsize::new(0));
-        let mut senders = Vec::new();
+        let mut senders = tokio::task::JoinSet::new();
         for sender in 0..SENDERS {
             let (http, url, acked, acked_count, failed_sends) = (
                 http.clone(),
@@ -268,36 +65,32 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
                 acked_count.clone(),
                 failed_sends.clone(),
             );
-            senders.push(tokio::spawn(async move {
+            senders.spawn(async move {
                 for n in 0..PER_SENDER {
                     let (body, kind) = body(sender, n);
                     // Like the venue: retry until acknowledged.
-                    for attempt in 0.. {
-                        assert!(attempt < 2000, "webhook never acknowledged");
-                        let sent = http
-                            .post(&url)
-                            .header("Content-Type", "application/json")
-                            .header("X-Webhook-Signature", sign(body.as_bytes()))
-                            .body(body.clone())
-                            .send()
-                            .await;
-                        if matches!(&sent, Ok(r) if r.status() == 200) {
-                            acked.lock().unwrap().push((body.clone(), kind));
-                            acked_count.fetch_add(1, Ordering::SeqCst);
-                            break;
-                        }
-                        failed_sends.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
+                    let failed = post_until_acknowledged(
+                        &http,
+                        &url,
+                        &body,
+                        2000,
+                        Duration::from_millis(10),
+                    )
+                    .await;
+                    acked.lock().unwrap().push((body.clone(), kind));
+                    acked_count.fetch_add(1, Ordering::SeqCst);
+                    failed_sends.fetch_add(failed, Ordering::SeqCst);
                 }
-            }));
+            });
         }
-        for &at in KILL_AT {
-            kill_and_restart_at(&bot, &acked_count, at).await;
-        }
-        for s in senders {
-            s.await.unwrap();
-        }
+        // A sender that gives up fails the test at once: the kills would wait for it forever.
+        alongside(&mut senders, async {
+            for &at in KILL_AT {
+                kill_and_restart_at(&bot, &acked_count, at).await;
+            }
+        })
+        .await;
+        join_all(&mut senders).await;
         // The kills really landed mid-stream: senders saw the bot gone and had to retry.
         assert!(
             failed_sends.load(Ordering::SeqCst) > 0,
@@ -305,18 +98,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
         );
 
         // Every acknowledged webhook is in the inbox exactly once and processed; orders settle.
-        let get = |path: &'static str| {
-            let (http, admin_url) = (http.clone(), admin_url.clone());
-            async move {
-                http.get(format!("{admin_url}{path}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-            }
-        };
+        let get = |path: &'static str| get_json(&http, format!("{admin_url}{path}"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let (events, orders) = loop {
             assert!(
@@ -388,14 +170,7 @@ async fn webhooks_acknowledged_before_a_sigkill_are_processed_exactly_once() {
             .iter()
             .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
             .collect();
-        let at_venue: Vec<String> = sim
-            .orders()
-            .into_iter()
-            .filter_map(|o| o.client_order_id)
-            .collect();
-        assert_eq!(at_venue.len(), local.len(), "one venue order per intent");
-        assert_eq!(at_venue.into_iter().collect::<HashSet<_>>(), local);
-        assert!(!local.is_empty(), "the run placed orders");
+        assert_one_venue_order_per_intent(&sim, &local);
     })
     .await;
     bot.lock().unwrap().kill();
@@ -428,35 +203,6 @@ async fn a_bot_process_that_dies_fails_its_test_at_once_with_its_log() {
     );
 }
 
-/// GETs an admin API URL as JSON; `None` while the bot does not answer.
-pub(crate) async fn admin_json(http: reqwest::Client, url: String) -> Option<serde_json::Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
-}
-
-/// Polls `check` every 10 ms until it returns `Some`, failing (with the bot's log) when the bot
-/// dies or `what` takes longer than 30 s.
-pub(crate) async fn until<T, F, Fut>(bot: &mut Bot, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(why) = bot.died() {
-            panic!("{why}");
-        }
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; log: {}",
-            std::fs::read_to_string(&bot.log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The venue books and fills an order but answers slowly; the bot dies while the POST is in
 /// flight, its order still an `intent`. After the restart the intent is found by its
 /// `clientOrderId` before positions are compared: one venue order, and no drift halt.
@@ -480,8 +226,8 @@ async fn a_bot_killed_during_a_slow_post_restarts_with_one_venue_order_and_no_dr
         at_venue[0].client_order_id.as_deref(),
         orders[0]["clientOrderId"].as_str()
     );
-    let state = admin_json(
-        stuck.http.clone(),
+    let state = get_json(
+        &stuck.http,
         format!("{}/api/trading-state", stuck.admin_url),
     )
     .await
@@ -494,10 +240,7 @@ async fn a_bot_killed_during_a_slow_post_restarts_with_one_venue_order_and_no_dr
     stuck.stop();
 }
 
-/// The admin token a [`SlowPost`] bot is configured with.
-pub(crate) const ADMIN_TOKEN: &str = "slow-post-admin-token-0123456789";
-
-/// The real binary (with an admin token) against a simulator that books, fills and answers the
+/// The real binary (with the admin token [`ADMIN_TOKEN`]) against a simulator that books, fills and answers the
 /// bot's first order only after a minute, sends no callbacks (what the bot learns, it learns by
 /// asking), after `signals` (`(nonce, symbol)` buys) were sent and decided: the first order's POST
 /// is in flight, the others are `intent` behind it.
@@ -513,40 +256,38 @@ pub(crate) struct SlowPost {
 impl SlowPost {
     pub(crate) async fn start(extra_venue_config: &str, signals: &[(u32, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut sim_config = SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET);
-        sim_config.faults = Faults {
-            order_slow_response: Probability::ALWAYS,
-            rest_timeout_after: Duration::from_secs(60),
-            rest_fault_limit: Some(1),
-            // What the bot learns about its orders, it learns by asking.
-            webhook_drop: Probability::ALWAYS,
-            ..Faults::default()
-        };
-        let Rig {
-            sim,
-            sim_stop,
-            webhook_url,
-            admin_url,
-            config,
-        } = rig(dir.path(), sim_config).await;
+        let rig = rig(dir.path(), |c| {
+            c.faults = Faults {
+                order_slow_response: Probability::ALWAYS,
+                rest_timeout_after: Duration::from_secs(60),
+                rest_fault_limit: Some(1),
+                // What the bot learns about its orders, it learns by asking.
+                webhook_drop: Probability::ALWAYS,
+                ..Faults::default()
+            }
+        })
+        .await;
         let token_file = dir.path().join("admin-token");
         std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(
+        rig.edit_config(|text| {
+            text.replace(
                 "request_timeout_ms = 2000",
                 &format!("request_timeout_ms = 120000\n{extra_venue_config}"),
             )
             .replace(
                 "[admin]\n",
                 &format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()),
-            );
-        std::fs::write(&config, text).unwrap();
-        let mut bot = Bot {
+            )
+        });
+        let Rig {
+            sim,
+            sim_stop,
+            webhook_url,
+            admin_url,
             config,
-            log: dir.path().join("bot.log"),
-            child: None,
-        };
+            ..
+        } = rig;
+        let mut bot = Bot::new(config, dir.path());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -571,48 +312,52 @@ impl SlowPost {
             );
             if i == 0 {
                 let sim = stuck.sim.clone();
-                until(
-                    &mut stuck.bot,
-                    "the venue to fill the first order",
-                    || async { (sim.positions().len() == 1).then_some(()) },
-                )
-                .await;
+                stuck
+                    .bot
+                    .until("the venue to fill the first order", || async {
+                        (sim.positions().len() == 1).then_some(())
+                    })
+                    .await;
             }
         }
         let (http, admin) = (stuck.http.clone(), stuck.admin_url.clone());
-        until(&mut stuck.bot, "every order decided", || async {
-            let orders = admin_json(http.clone(), format!("{admin}/api/orders")).await?;
-            (orders.as_array()?.len() == signals.len()).then_some(())
-        })
-        .await;
+        stuck
+            .bot
+            .until("every order decided", || async {
+                let orders = get_json(&http, format!("{admin}/api/orders")).await?;
+                (orders.as_array()?.len() == signals.len()).then_some(())
+            })
+            .await;
         stuck
     }
 
     pub(crate) async fn ready(&mut self) {
         let (http, admin) = (self.http.clone(), self.admin_url.clone());
-        until(&mut self.bot, "the bot to be ready", || async {
-            let r = http.get(format!("{admin}/readyz")).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        self.bot
+            .until("the bot to be ready", || async {
+                let r = http.get(format!("{admin}/readyz")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await;
     }
 
     /// After a restart: waits until no order is `intent`/`unknown` any more; returns them.
     pub(crate) async fn settled(&mut self) -> Vec<serde_json::Value> {
         let (http, admin) = (self.http.clone(), self.admin_url.clone());
-        until(&mut self.bot, "every order to be resolved", || async {
-            let orders = admin_json(http.clone(), format!("{admin}/api/orders")).await?;
-            let orders = orders.as_array()?.clone();
-            orders
-                .iter()
-                .all(|o| o["status"] != "intent" && o["status"] != "unknown")
-                .then_some(orders)
-        })
-        .await
+        self.bot
+            .until("every order to be resolved", || async {
+                let orders = get_json(&http, format!("{admin}/api/orders")).await?;
+                let orders = orders.as_array()?.clone();
+                orders
+                    .iter()
+                    .all(|o| o["status"] != "intent" && o["status"] != "unknown")
+                    .then_some(orders)
+            })
+            .await
     }
 
     pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.bot.log).unwrap_or_default()
+        self.bot.log_text()
     }
 
     pub(crate) fn stop(mut self) {

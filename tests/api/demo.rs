@@ -2,18 +2,11 @@
 //! the simulator with its faults. Every strategy must trade, some signals must be refused for
 //! visible reasons, faults must strike and be survived, and positions must open and close.
 
+use crate::helpers::{dec, get_json};
 use rust_decimal::Decimal;
-use serde_json::Value;
 use sigex::demo::{Demo, DemoOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-fn dec(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => s.parse().unwrap(),
-        other => other.to_string().parse().unwrap(),
-    }
-}
 
 /// What the demo has shown so far, read from its admin API and the simulator.
 #[derive(Debug, Default)]
@@ -33,10 +26,6 @@ impl Seen {
             && self.closed_positions > 0
             && self.rest_faults > 0
     }
-}
-
-async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +48,7 @@ async fn a_short_demo_trades_every_shipped_strategy_refuses_some_signals_and_sur
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     let seen = loop {
         let mut seen = Seen::default();
-        if let Some(orders) = get(&http, format!("{admin}/api/orders?limit=10000")).await {
+        if let Some(orders) = get_json(&http, format!("{admin}/api/orders?limit=10000")).await {
             for o in orders.as_array().unwrap() {
                 if dec(&o["filledQuantity"]) > Decimal::ZERO {
                     *seen
@@ -69,7 +58,7 @@ async fn a_short_demo_trades_every_shipped_strategy_refuses_some_signals_and_sur
                 }
             }
         }
-        if let Some(signals) = get(&http, format!("{admin}/api/signals?limit=10000")).await {
+        if let Some(signals) = get_json(&http, format!("{admin}/api/signals?limit=10000")).await {
             for s in signals.as_array().unwrap() {
                 if s["decision"] == "refused" {
                     let reason = s["reason"].as_str().unwrap();
@@ -78,7 +67,7 @@ async fn a_short_demo_trades_every_shipped_strategy_refuses_some_signals_and_sur
                 }
             }
         }
-        if let Some(closed) = get(&http, format!("{admin}/api/closed-positions")).await {
+        if let Some(closed) = get_json(&http, format!("{admin}/api/closed-positions")).await {
             seen.closed_positions = closed.as_array().unwrap().len();
         }
         let stats = demo.sim.stats();
@@ -101,7 +90,7 @@ async fn a_short_demo_trades_every_shipped_strategy_refuses_some_signals_and_sur
 
     // The progress line's order counts add up to the orders the API lists.
     let line = demo.progress().await.unwrap();
-    let orders = get(&http, format!("{admin}/api/orders?limit=10000"))
+    let orders = get_json(&http, format!("{admin}/api/orders?limit=10000"))
         .await
         .unwrap();
     let total = orders.as_array().unwrap().len() as i64;

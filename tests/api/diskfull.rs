@@ -4,9 +4,9 @@
 //! Every webhook that got a 200 must be in the inbox and processed exactly once; while the disk is
 //! full webhooks get 503, `/readyz` names the store, the operator hears once and no order goes out.
 
-use crate::crash::{rig, start_sigex, Rig};
-use crate::helpers::{sign, spawn_receiver, WEBHOOK_SECRET};
-use sigex::sim::SimConfig;
+use crate::helpers::database::TestDatabase;
+use crate::helpers::process::{assert_one_venue_order_per_intent, rig, Bot, Rig};
+use crate::helpers::{get_json, signed_request, spawn_receiver};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -60,14 +60,17 @@ impl Tmpfs {
             .join(rel)
     }
 
-    /// `program` to be run inside the namespace (where the tmpfs is mounted on `dir`).
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg("--target")
-            .arg(self.holder.id().to_string())
-            .args(["--user", "--mount", "--preserve-credentials", "--"])
-            .arg(program);
-        c
+    /// What starts `sigex` inside the namespace (where the tmpfs is mounted on `dir`).
+    fn launcher(&self) -> impl Fn() -> Command + Send + Sync + 'static {
+        let holder = self.holder.id().to_string();
+        move || {
+            let mut c = Command::new("nsenter");
+            c.arg("--target")
+                .arg(&holder)
+                .args(["--user", "--mount", "--preserve-credentials", "--"])
+                .arg(env!("CARGO_BIN_EXE_sigex"));
+            c
+        }
     }
 
     /// Fills the tmpfs until the kernel says ENOSPC, then gives back `leave` bytes.
@@ -97,55 +100,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
-    }
-}
-
-/// The bot process, started inside the tmpfs namespace; its stderr goes to `log`.
-struct Bot<'a> {
-    tmpfs: &'a Tmpfs,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Bot<'_> {
-    fn start(&mut self) {
-        let command = self.tmpfs.command(env!("CARGO_BIN_EXE_sigex"));
-        self.child = Some(start_sigex(command, &self.config, &self.log));
-    }
-
-    /// Panics with the bot's log if it has exited.
-    fn check_alive(&mut self) {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-            panic!(
-                "the bot exited ({status}); its log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-
-    /// SIGTERM, then waits for the graceful stop; returns whether it exited with status 0.
-    fn stop(&mut self) -> bool {
-        let mut child = self.child.take().expect("the bot runs");
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        child.wait().unwrap().success()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Bot<'_> {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -191,11 +145,7 @@ struct Client {
 
 impl Client {
     async fn post(&self, body: &str) -> u16 {
-        self.http
-            .post(&self.webhook_url)
-            .header("Content-Type", "application/json")
-            .header("X-Webhook-Signature", sign(body.as_bytes()))
-            .body(body.to_owned())
+        signed_request(&self.http, &self.webhook_url, body)
             .send()
             .await
             .map(|r| r.status().as_u16())
@@ -221,35 +171,7 @@ impl Client {
     }
 
     async fn get(&self, path: &str) -> Option<serde_json::Value> {
-        self.http
-            .get(format!("{}{path}", self.admin_url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
-    }
-}
-
-/// Polls `check` every 50 ms until it gives `Some`, failing with the bot's log after `PATIENCE`.
-async fn wait_for<T, F, Fut>(bot: &mut Bot<'_>, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        bot.check_alive();
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; the bot's log:\n{}",
-            bot.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        get_json(&self.http, format!("{}{path}", self.admin_url)).await
     }
 }
 
@@ -259,29 +181,25 @@ async fn a_full_disk_never_acknowledges_a_lost_webhook_and_the_bot_recovers_by_i
     let mnt = dir.path().join("db");
     std::fs::create_dir(&mnt).unwrap();
     let tmpfs = Tmpfs::mount(&mnt, "8m");
+    let rig = rig(dir.path(), |_| {}).await;
+    let (notify_url, notified) = spawn_receiver(0).await;
+    // This test is about SQLite's own file on a full disk, whatever engine the others run on.
+    let on_tmpfs = TestDatabase::sqlite(&mnt.join("bot.db"));
+    rig.edit_config(|text| {
+        text.replace(rig.database.url(), on_tmpfs.url())
+            + &format!("[[notify]]\nkind = \"webhook\"\nurl = \"{notify_url}/n\"\n")
+    });
     let Rig {
         sim,
         sim_stop,
         webhook_url,
         admin_url,
         config,
-    } = rig(
-        dir.path(),
-        SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET),
-    )
-    .await;
-    let (notify_url, notified) = spawn_receiver(0).await;
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("sqlite://{}", dir.path().join("bot.db").display()),
-        &format!("sqlite://{}", mnt.join("bot.db").display()),
-    ) + &format!("[[notify]]\nkind = \"webhook\"\nurl = \"{notify_url}/n\"\n");
-    std::fs::write(&config, text).unwrap();
-    let mut bot = Bot {
-        tmpfs: &tmpfs,
-        config,
-        log: dir.path().join("bot.log"),
-        child: None,
-    };
+        ..
+    } = rig;
+    let mut bot = Bot::new(config, dir.path())
+        .launched_by(tmpfs.launcher())
+        .patience(PATIENCE);
     bot.start();
     let client = Client {
         http: reqwest::Client::builder()
@@ -291,7 +209,7 @@ async fn a_full_disk_never_acknowledges_a_lost_webhook_and_the_bot_recovers_by_i
         webhook_url,
         admin_url,
     };
-    wait_for(&mut bot, "the bot to be ready", || async {
+    bot.until("the bot to be ready", || async {
         client.readyz().await.filter(|r| r.0 == 200).map(|_| ())
     })
     .await;
@@ -308,7 +226,7 @@ async fn a_full_disk_never_acknowledges_a_lost_webhook_and_the_bot_recovers_by_i
         match client.post(&b).await {
             200 => acked.push((b, is_signal)),
             503 => refused.push((b, is_signal)),
-            other => panic!("unexpected answer {other}; log:\n{}", bot.log()),
+            other => panic!("unexpected answer {other}; log:\n{}", bot.log_text()),
         }
     }
     bot.check_alive();
@@ -325,7 +243,7 @@ async fn a_full_disk_never_acknowledges_a_lost_webhook_and_the_bot_recovers_by_i
                 acked.push((b, is_signal));
             }
             503 => refused.push((b, is_signal)),
-            other => panic!("unexpected answer {other}; log:\n{}", bot.log()),
+            other => panic!("unexpected answer {other}; log:\n{}", bot.log_text()),
         }
     }
     let ready_still_full = client.readyz().await;
@@ -340,34 +258,31 @@ async fn a_full_disk_never_acknowledges_a_lost_webhook_and_the_bot_recovers_by_i
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "a refused webhook was never taken after space came back; log:\n{}",
-                bot.log()
+                bot.log_text()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         acked.push((b, is_signal));
     }
-    wait_for(&mut bot, "readiness after space came back", || async {
+    bot.until("readiness after space came back", || async {
         client.readyz().await.filter(|r| r.0 == 200).map(|_| ())
     })
     .await;
-    let stopped_cleanly = bot.stop();
+    let stopped_cleanly = bot.terminate();
 
     // Restart on the same database: everything acknowledged is processed, each order settles.
     bot.start();
-    wait_for(
-        &mut bot,
-        "the inbox to drain and orders to settle",
-        || async {
-            let counts = client.get("/api/events").await?;
-            let orders = client.get("/api/orders?limit=10000").await?;
-            let unsettled = orders.as_array()?.iter().any(|o| {
-                o["orderId"].is_null() || o["status"] == "intent" || o["status"] == "unknown"
-            });
-            (counts.get("pending").is_none() && !unsettled).then_some(())
-        },
-    )
+    bot.until("the inbox to drain and orders to settle", || async {
+        let counts = client.get("/api/events").await?;
+        let orders = client.get("/api/orders?limit=10000").await?;
+        let unsettled = orders
+            .as_array()?
+            .iter()
+            .any(|o| o["orderId"].is_null() || o["status"] == "intent" || o["status"] == "unknown");
+        (counts.get("pending").is_none() && !unsettled).then_some(())
+    })
     .await;
-    assert!(bot.stop(), "the restarted bot stopped with status 0");
+    assert!(bot.terminate(), "the restarted bot stopped with status 0");
 
     // Read the database the bot left on the tmpfs.
     let copy = dir.path().join("copy");
@@ -415,14 +330,7 @@ async fn a_full_disk_never_acknowledges_a_lost_webhook_and_the_bot_recovers_by_i
         .unwrap()
         .into_iter()
         .collect();
-    let at_venue: Vec<String> = sim
-        .orders()
-        .into_iter()
-        .filter_map(|o| o.client_order_id)
-        .collect();
-    assert_eq!(at_venue.len(), ours.len(), "one venue order per intent");
-    assert_eq!(at_venue.into_iter().collect::<HashSet<_>>(), ours);
-    assert!(!ours.is_empty(), "the run placed orders");
+    assert_one_venue_order_per_intent(&sim, &ours);
 
     // What the bot said while the disk was full.
     assert_eq!(

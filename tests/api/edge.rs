@@ -2,7 +2,7 @@
 //! get, and none of them may change orders or positions. Plus the source allowlist, the rate
 //! limit, timeouts and TLS.
 
-use crate::helpers::{sign, signal_body, spawn_app, spawn_app_tweaked, TestApp, WEBHOOK_PATH};
+use crate::helpers::{sign, sign_with, signal_body, signed_request, TestApp, WEBHOOK_PATH};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -239,12 +239,7 @@ async fn send(app: &TestApp, case: &Case) -> u16 {
         Sig::None => None,
         Sig::Valid => Some(sign(case.body.as_bytes())),
         Sig::Literal(s) => Some(s.to_owned()),
-        Sig::WrongSecret => {
-            use hmac::Mac;
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"not-the-secret").unwrap();
-            mac.update(case.body.as_bytes());
-            Some(hex::encode(mac.finalize().into_bytes()))
-        }
+        Sig::WrongSecret => Some(sign_with("not-the-secret", case.body.as_bytes())),
         Sig::OtherBody => Some(sign(b"{}")),
     };
     if let Some(sig) = signature {
@@ -255,7 +250,7 @@ async fn send(app: &TestApp, case: &Case) -> u16 {
 
 #[tokio::test]
 async fn bad_requests_get_the_right_status_and_change_no_order_or_position() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let cases = cases();
     assert!(cases.len() >= 25);
     for case in &cases {
@@ -334,11 +329,13 @@ async fn raw_status(app: &TestApp, request: &[u8], half_close: bool) -> Option<u
 
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    let app = spawn_app_tweaked(|c| {
-        c.webhook.header_timeout = Duration::from_millis(300);
-        c.webhook.read_timeout = Duration::from_millis(300);
-    })
-    .await;
+    let app = TestApp::builder()
+        .tweak(|c| {
+            c.webhook.header_timeout = Duration::from_millis(300);
+            c.webhook.read_timeout = Duration::from_millis(300);
+        })
+        .spawn()
+        .await;
     let addr = app
         .webhook_url
         .trim_start_matches("http://")
@@ -377,11 +374,13 @@ async fn slow_clients_are_cut_off() {
 
 #[tokio::test]
 async fn a_flood_from_one_source_is_rate_limited_with_429() {
-    let app = spawn_app_tweaked(|c| {
-        c.webhook.rate_limit_per_second = 1;
-        c.webhook.rate_limit_burst = 3;
-    })
-    .await;
+    let app = TestApp::builder()
+        .tweak(|c| {
+            c.webhook.rate_limit_per_second = 1;
+            c.webhook.rate_limit_burst = 3;
+        })
+        .spawn()
+        .await;
     let mut statuses = Vec::new();
     for n in 0..30 {
         let body = signed_event("test", &format!(r#"{{"message":"m{n}"}}"#));
@@ -398,42 +397,32 @@ async fn a_flood_from_one_source_is_rate_limited_with_429() {
 #[tokio::test]
 async fn the_allowlist_admits_listed_sources_and_trusted_proxies_only() {
     // Loopback is not in the venue's ranges: refused before the signature is even checked.
-    let app = spawn_app_tweaked(|c| {
-        c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
-    })
-    .await;
+    let app = TestApp::builder()
+        .tweak(|c| {
+            c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
+        })
+        .spawn()
+        .await;
     let body = signed_event("test", r#"{"message":"a"}"#);
     assert_eq!(app.post_signed(&body).await.status(), 403);
     // A forwarded-for header from an untrusted peer proves nothing.
     let r = app
-        .http
-        .post(&app.webhook_url)
-        .header("Content-Type", "application/json")
-        .header("X-Forwarded-For", "203.0.113.5")
-        .header("X-Webhook-Signature", sign(body.as_bytes()))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+        .post_signed_with(&body, &[("X-Forwarded-For", "203.0.113.5")])
+        .await;
     assert_eq!(r.status(), 403);
     app.stop().await;
 
-    let app = spawn_app_tweaked(|c| {
-        c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
-        c.webhook.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    })
-    .await;
+    let app = TestApp::builder()
+        .tweak(|c| {
+            c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
+            c.webhook.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .spawn()
+        .await;
     for (client, want) in [("203.0.113.5", 200), ("6.6.6.6", 403)] {
         let r = app
-            .http
-            .post(&app.webhook_url)
-            .header("Content-Type", "application/json")
-            .header("X-Forwarded-For", client)
-            .header("X-Webhook-Signature", sign(body.as_bytes()))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+            .post_signed_with(&body, &[("X-Forwarded-For", client)])
+            .await;
         assert_eq!(r.status(), want, "client {client}");
     }
     app.stop().await;
@@ -444,17 +433,16 @@ async fn webhooks_can_be_served_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = crate::helpers::test_certificate(dir.path());
     let (c, k) = (cert.clone(), key.clone());
-    let app = spawn_app_tweaked(move |cfg| cfg.webhook.tls = Some((c, k))).await;
+    let app = TestApp::builder()
+        .tweak(move |cfg| cfg.webhook.tls = Some((c, k)))
+        .spawn()
+        .await;
     let https_url = app
         .webhook_url
         .replace("http://127.0.0.1", "https://localhost");
     let client = crate::helpers::https_client(&cert);
     let body = signed_event("test", r#"{"message":"over tls"}"#);
-    let r = client
-        .post(&https_url)
-        .header("Content-Type", "application/json")
-        .header("X-Webhook-Signature", sign(body.as_bytes()))
-        .body(body)
+    let r = signed_request(&client, &https_url, &body)
         .send()
         .await
         .unwrap();

@@ -1,9 +1,6 @@
 //! The bot against a misbehaving venue: injected faults must never cost an order or duplicate one.
 
-use crate::helpers::{
-    spawn_app_full, spawn_app_with_sim, spawn_app_without_callbacks, TestApp, ADMIN_TOKEN,
-    TEST_STRATEGY,
-};
+use crate::helpers::{buy_request, dec, TestApp, ADMIN_TOKEN, RESTING_LIMIT};
 use serde_json::Value;
 use sigex::sim::{Faults, Probability, RestRoutes};
 use std::collections::HashSet;
@@ -13,6 +10,16 @@ use std::time::Duration;
 /// under the bot's `clientOrderId`; returns both views.
 async fn one_filled_order_at_the_venue(app: &TestApp) -> (Vec<Value>, Vec<sigex::sim::SimOrder>) {
     let ours = app.settled_orders(1).await;
+    one_filled_order_as_at_the_venue(app, ours)
+}
+
+/// Checks the bot's settled `ours` is one filled order, which the venue holds under the bot's
+/// `clientOrderId` and nothing else; returns both views.
+fn one_filled_order_as_at_the_venue(
+    app: &TestApp,
+    ours: Vec<Value>,
+) -> (Vec<Value>, Vec<sigex::sim::SimOrder>) {
+    assert_eq!(ours.len(), 1, "{ours:?}");
     assert_eq!(ours[0]["status"], "filled", "{ours:?}");
     let at_venue = app.sim.orders();
     assert_eq!(at_venue.len(), 1, "exactly one order at the venue");
@@ -25,19 +32,21 @@ async fn one_filled_order_at_the_venue(app: &TestApp) -> (Vec<Value>, Vec<sigex:
 
 #[tokio::test]
 async fn lost_responses_errors_and_unruly_webhooks_never_duplicate_or_lose_an_order() {
-    let app = spawn_app_with_sim(|cfg| {
-        cfg.faults = Faults {
-            webhook_duplicate: Probability::per_mille(200),
-            webhook_delay: Probability::per_mille(200),
-            webhook_delay_max: Duration::from_millis(50),
-            webhook_reorder: Probability::per_mille(200),
-            rest_5xx: Probability::per_mille(200),
-            rest_429: Probability::per_mille(200),
-            order_lost_response: Probability::per_mille(200),
-            ..Faults::default()
-        };
-    })
-    .await;
+    let app = TestApp::builder()
+        .sim(|cfg| {
+            cfg.faults = Faults {
+                webhook_duplicate: Probability::per_mille(200),
+                webhook_delay: Probability::per_mille(200),
+                webhook_delay_max: Duration::from_millis(50),
+                webhook_reorder: Probability::per_mille(200),
+                rest_5xx: Probability::per_mille(200),
+                rest_429: Probability::per_mille(200),
+                order_lost_response: Probability::per_mille(200),
+                ..Faults::default()
+            };
+        })
+        .spawn()
+        .await;
     // Buy then sell, alternating symbols: each buy opens, each sell closes, so none is refused.
     let script = [
         ("BTC/USD", "buy"),
@@ -71,16 +80,18 @@ async fn lost_responses_errors_and_unruly_webhooks_never_duplicate_or_lose_an_or
 
 #[tokio::test]
 async fn a_throttled_order_waits_for_retry_after_and_is_placed_once() {
-    let app = spawn_app_with_sim(|cfg| {
-        // With this seed the first POST draws a 429; later ones may too.
-        cfg.seed = 1;
-        cfg.faults = Faults {
-            rest_429: Probability::per_mille(600),
-            rest_retry_after_secs: 1,
-            ..Faults::default()
-        };
-    })
-    .await;
+    let app = TestApp::builder()
+        .sim(|cfg| {
+            // With this seed the first POST draws a 429; later ones may too.
+            cfg.seed = 1;
+            cfg.faults = Faults {
+                rest_429: Probability::per_mille(600),
+                rest_retry_after_secs: 1,
+                ..Faults::default()
+            };
+        })
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     one_filled_order_at_the_venue(&app).await;
     assert!(app.sim.stats().rest_429 > 0, "the 429 struck");
@@ -89,10 +100,15 @@ async fn a_throttled_order_waits_for_retry_after_and_is_placed_once() {
 
 #[tokio::test]
 async fn a_lost_order_update_is_found_by_the_stale_order_poll() {
-    let app = spawn_app_without_callbacks().await;
+    let app = TestApp::builder()
+        .without_callbacks()
+        .manual_clock()
+        .spawn()
+        .await;
     // Signals come in as webhooks from the test, not from the simulator, so they still arrive.
     app.send_signal("BTC/USD", "buy", 90, 1).await;
-    let (_, at_venue) = one_filled_order_at_the_venue(&app).await;
+    let ours = app.settled_by_stale_poll(1).await;
+    let (_, at_venue) = one_filled_order_as_at_the_venue(&app, ours);
     assert_eq!(at_venue[0].status, "filled");
     let positions = app.positions().await;
     assert_eq!(positions.len(), 1, "{positions:?}");
@@ -108,13 +124,15 @@ async fn an_order_whose_answer_is_always_lost_is_placed_once_and_its_callbacks_s
     // Every POST /orders is processed but its answer never arrives: the bot learns of the order
     // only from its callbacks (which come before any POST outcome) and from the clientOrderId
     // lookup, never by sending it under a new id.
-    let app = spawn_app_with_sim(|cfg| {
-        cfg.faults = Faults {
-            order_lost_response: Probability::ALWAYS,
-            ..Faults::default()
-        };
-    })
-    .await;
+    let app = TestApp::builder()
+        .sim(|cfg| {
+            cfg.faults = Faults {
+                order_lost_response: Probability::ALWAYS,
+                ..Faults::default()
+            };
+        })
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let (_, at_venue) = one_filled_order_at_the_venue(&app).await;
     assert_eq!(at_venue[0].status, "filled");
@@ -127,13 +145,15 @@ async fn an_order_whose_answer_is_always_lost_is_placed_once_and_its_callbacks_s
 async fn an_order_booked_then_answered_500_is_placed_once_and_tracked_with_its_venue_id() {
     // Every POST /orders books the order, then answers 500: the bot must not take the 500 for a
     // failure (and must not send the order again under a new id or the same one).
-    let app = spawn_app_with_sim(|cfg| {
-        cfg.faults = Faults {
-            processed_5xx: Probability::ALWAYS,
-            ..Faults::default()
-        };
-    })
-    .await;
+    let app = TestApp::builder()
+        .sim(|cfg| {
+            cfg.faults = Faults {
+                processed_5xx: Probability::ALWAYS,
+                ..Faults::default()
+            };
+        })
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let (ours, at_venue) = one_filled_order_at_the_venue(&app).await;
     assert_eq!(
@@ -150,11 +170,7 @@ async fn an_order_booked_then_answered_500_is_placed_once_and_tracked_with_its_v
     assert_eq!(positions.len(), 1, "{positions:?}");
     let venue_positions = app.sim.positions();
     assert_eq!(venue_positions.len(), 1, "{venue_positions:?}");
-    let quantity: rust_decimal::Decimal = positions[0]["quantity"]
-        .to_string()
-        .trim_matches('"')
-        .parse()
-        .unwrap();
+    let quantity = dec(&positions[0]["quantity"]);
     assert_eq!(
         quantity, venue_positions[0].quantity,
         "{positions:?} vs {venue_positions:?}"
@@ -164,27 +180,26 @@ async fn an_order_booked_then_answered_500_is_placed_once_and_tracked_with_its_v
     app.stop().await;
 }
 
-/// Buys BTC/USD with a limit 20% below the price (it rests at the venue) and cancels it when it
-/// has not filled within a second.
-const RESTING_LIMIT_WITH_TIMEOUT: &str = r#"
-symbols = ["BTC/USD"]
-recommendations = ["buy", "sell"]
-min_confidence = 0
+/// [`RESTING_LIMIT`], cancelled when it has not filled within a second (by the bot's clock: see
+/// [`UNFILLED_TIMEOUT`]).
+fn resting_limit_with_timeout() -> String {
+    format!("{RESTING_LIMIT}unfilled_timeout_secs = 1\n")
+}
 
-[sizing]
-method = "fixed_notional"
-notional = 1000
-
-[orders]
-type = "limit"
-limit_offset_bps = 2000
-unfilled_timeout_secs = 1
-"#;
+/// The `unfilled_timeout_secs` of [`resting_limit_with_timeout`].
+const UNFILLED_TIMEOUT: chrono::Duration = chrono::Duration::seconds(1);
+/// Longer than any retry delay of a first unknown outcome (`executor::retry_delay`).
+const FIRST_RETRY_CEILING: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Places one resting limit order and waits until its timed-out cancel is closed; returns the
 /// order as the admin API shows it.
 async fn timed_out_order_once_its_cancel_is_closed(app: &TestApp) -> Value {
     app.send_signal("BTC/USD", "buy", 90, 1).await;
+    cancel_closed(app).await
+}
+
+/// Waits for the one order whose cancel the venue has accepted.
+async fn cancel_closed(app: &TestApp) -> Value {
     app.wait_for("the timed-out order's cancel to close", || async {
         app.orders()
             .await
@@ -194,13 +209,42 @@ async fn timed_out_order_once_its_cancel_is_closed(app: &TestApp) -> Value {
     .await
 }
 
+/// Places one resting limit order and waits until it is open at the venue.
+async fn resting_order(app: &TestApp) -> Value {
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.wait_for("the order to rest at the venue", || async {
+        app.orders()
+            .await
+            .into_iter()
+            .find(|o| o["status"] == "open" && o["orderId"].is_string())
+    })
+    .await
+}
+
 fn delete_path(order: &Value) -> String {
     format!("/api/v1/orders/{}", order["orderId"].as_str().unwrap())
 }
 
 async fn a_cancel_whose_answer_never_arrives_is_resolved_by_asking(fault: Faults) {
-    let app = spawn_app_full(|cfg| cfg.faults = fault, |_| {}, RESTING_LIMIT_WITH_TIMEOUT).await;
-    let order = timed_out_order_once_its_cancel_is_closed(&app).await;
+    let app = TestApp::builder()
+        .sim(|cfg| cfg.faults = fault)
+        .strategy(&resting_limit_with_timeout())
+        .manual_clock()
+        .spawn()
+        .await;
+    let open = resting_order(&app).await;
+    assert!(open["cancel"].is_null(), "not timed out yet: {open}");
+    // The order's time is up: the bot sends its DELETE and cannot know what became of it.
+    app.advance(UNFILLED_TIMEOUT);
+    app.wait_for("the cancel's outcome to be unknown", || async {
+        let orders = app.orders().await;
+        (orders[0]["cancel"]["state"] == "unknown").then_some(())
+    })
+    .await;
+    // The time to look again has come: it asks the venue instead of sending a second DELETE.
+    app.advance(FIRST_RETRY_CEILING);
+    let order = cancel_closed(&app).await;
+    assert_eq!(order["clientOrderId"], open["clientOrderId"]);
     assert_eq!(order["cancel"]["reason"], "unfilled_timeout", "{order}");
     assert_eq!(
         order["cancel"]["attempts"], 1,
@@ -245,8 +289,9 @@ async fn a_cancel_done_at_the_venue_whose_answer_is_lost_ends_cancelled_with_one
 
 #[tokio::test]
 async fn a_cancel_answered_429_waits_for_retry_after_then_succeeds() {
-    let app = spawn_app_full(
-        |cfg| {
+    // On the system clock: the point is that the bot waited Retry-After's real second.
+    let app = TestApp::builder()
+        .sim(|cfg| {
             // Only the first DELETE is refused.
             cfg.faults = Faults {
                 rest_429: Probability::ALWAYS,
@@ -255,11 +300,10 @@ async fn a_cancel_answered_429_waits_for_retry_after_then_succeeds() {
                 rest_fault_limit: Some(1),
                 ..Faults::default()
             };
-        },
-        |_| {},
-        RESTING_LIMIT_WITH_TIMEOUT,
-    )
-    .await;
+        })
+        .strategy(&resting_limit_with_timeout())
+        .spawn()
+        .await;
     let order = timed_out_order_once_its_cancel_is_closed(&app).await;
     assert_eq!(app.sim.stats().rest_429, 1);
     assert_eq!(app.sim.orders()[0].status, "cancelled");
@@ -282,9 +326,7 @@ async fn a_cancel_answered_429_waits_for_retry_after_then_succeeds() {
 
 #[tokio::test]
 async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
-    let resting_without_timeout =
-        RESTING_LIMIT_WITH_TIMEOUT.replace("unfilled_timeout_secs = 1\n", "");
-    let mut app = spawn_app_full(|_| {}, |_| {}, &resting_without_timeout).await;
+    let mut app = TestApp::builder().strategy(RESTING_LIMIT).spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let open = app
         .wait_for("the order to rest at the venue", || async {
@@ -296,9 +338,7 @@ async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
         .await;
     // The bot stops while a DELETE's outcome is unknown (as if it died right after sending it).
     app.stop_bot().await;
-    let db = sqlx::SqlitePool::connect(&app.database_url())
-        .await
-        .unwrap();
+    let db = app.database().connect().await;
     let now = sigex::clock::ts(chrono::Utc::now());
     sqlx::query(
         "UPDATE orders SET cancel_state = 'unknown', cancel_reason = 'unfilled_timeout',
@@ -332,37 +372,9 @@ async fn a_cancel_in_flight_when_the_bot_stopped_is_resumed_after_a_restart() {
 #[tokio::test]
 async fn a_cancel_refused_as_not_cancellable_is_resolved_by_asking_the_venue() {
     // Callbacks are lost, so the bot still believes in an order the venue has already filled.
-    let app = spawn_app_full(
-        |cfg| {
-            cfg.faults = Faults {
-                webhook_drop: Probability::ALWAYS,
-                ..Faults::default()
-            }
-        },
-        |c| c.admin.token = Some(sigex::config::Secret::new(ADMIN_TOKEN)),
-        TEST_STRATEGY,
-    )
-    .await;
-    let venue = sigex::venue::VenueClient::new(
-        &app.sim_url,
-        sigex::config::Credentials {
-            api_key: sigex::config::Secret::new("test-key"),
-            api_secret: sigex::config::Secret::new("test-api-secret"),
-        },
-        Duration::from_secs(5),
-        std::sync::Arc::new(sigex::clock::SystemClock),
-    )
-    .unwrap();
-    let request = sigex::venue::wire::PlaceOrderRequest {
-        symbol: "BTC/USD".into(),
-        side: "buy".into(),
-        order_type: "market".into(),
-        quantity: "0.01".parse().unwrap(),
-        price: None,
-        stop_price: None,
-        time_in_force: "GTC".into(),
-        client_order_id: "refused-cancel-1".into(),
-    };
+    let app = TestApp::builder().without_callbacks().token().spawn().await;
+    let venue = app.venue_client();
+    let request = buy_request("refused-cancel-1", "BTC/USD", "0.01", None);
     let sigex::venue::SubmitOutcome::Accepted(placed) = venue.place_order(&request).await else {
         panic!("the simulator refused the market order");
     };
@@ -373,23 +385,9 @@ async fn a_cancel_refused_as_not_cancellable_is_resolved_by_asking_the_venue() {
             .find(|o| o.order_id == placed.order_id && o.status == "filled")
     })
     .await;
-    let now = sigex::clock::ts(chrono::Utc::now());
-    let db = sqlx::SqlitePool::connect(&app.database_url())
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO orders (client_order_id, venue_order_id, strategy, symbol, side, order_type,
-             quantity, time_in_force, status, created_at, updated_at)
-         VALUES ('refused-cancel-1', ?, 'test', 'BTC/USD', 'buy', 'market', '0.01', 'GTC',
-             'open', ?, ?)",
-    )
-    .bind(&placed.order_id)
-    .bind(&now)
-    .bind(&now)
-    .execute(&db)
-    .await
-    .unwrap();
-    db.close().await;
+    app.database()
+        .insert_open_order(&request, &placed.order_id)
+        .await;
 
     let r = app
         .admin_post("/api/orders/refused-cancel-1/cancel", Some(ADMIN_TOKEN))

@@ -3,9 +3,8 @@
 //! out of descriptors or floods the log, and signed webhooks from elsewhere keep getting their
 //! 200. Forged signatures: every one is counted, a few are logged.
 
-use crate::crash::{rig, start_sigex, Rig};
-use crate::helpers::{sign, WEBHOOK_SECRET};
-use sigex::sim::SimConfig;
+use crate::helpers::process::{rig, Bot, Rig};
+use crate::helpers::signed_request;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
@@ -41,30 +40,24 @@ fn rejected(metrics: &str, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The real bot, started through `launcher` on a rig of its own, with its log.
-struct Bot {
+/// The real bot, started through `launcher` on a rig of its own, with a minute for everything.
+struct Flood {
     rig: Rig,
-    child: std::process::Child,
-    log: std::path::PathBuf,
+    bot: Bot,
     http: reqwest::Client,
     deadline: tokio::time::Instant,
     _dir: tempfile::TempDir,
 }
 
-impl Bot {
-    async fn start(launcher: Command) -> Self {
+impl Flood {
+    async fn start(launcher: impl Fn() -> Command + Send + Sync + 'static) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let rig = rig(
-            dir.path(),
-            SimConfig::new("crash-key", "crash-secret", WEBHOOK_SECRET),
-        )
-        .await;
-        let log = dir.path().join("bot.log");
-        let child = start_sigex(launcher, &rig.config, &log);
-        let mut bot = Self {
+        let rig = rig(dir.path(), |_| {}).await;
+        let mut bot = Bot::new(rig.config.clone(), dir.path()).launched_by(launcher);
+        bot.start();
+        let mut flood = Self {
             rig,
-            child,
-            log,
+            bot,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -73,10 +66,10 @@ impl Bot {
             _dir: dir,
         };
         loop {
-            bot.alive();
-            let ready = bot.http.get(bot.admin("/readyz")).send().await;
+            flood.alive();
+            let ready = flood.http.get(flood.admin("/readyz")).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
-                return bot;
+                return flood;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -88,9 +81,7 @@ impl Bot {
 
     /// Fails the test, with the bot's log, if the bot has exited or time is up.
     fn alive(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the bot exited ({status}):\n{}", self.log_text());
-        }
+        self.bot.check_alive();
         assert!(
             tokio::time::Instant::now() < self.deadline,
             "timed out; the bot's log:\n{}",
@@ -106,14 +97,13 @@ impl Bot {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.bot.log_text()
     }
 }
 
-impl Drop for Bot {
+impl Drop for Flood {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.bot.kill();
         self.rig.sim_stop.trigger();
     }
 }
@@ -126,11 +116,14 @@ async fn thousands_of_idle_connections_neither_exhaust_descriptors_nor_stop_sign
         "this test needs {needed} file descriptors (ulimit -Hn)"
     );
     // The bot runs under `ulimit -n 1024` (soft and hard), the default of many systems.
-    let mut launcher = Command::new("sh");
-    launcher
-        .args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_sigex"));
-    let mut bot = Bot::start(launcher).await;
+    let mut bot = Flood::start(|| {
+        let mut launcher = Command::new("sh");
+        launcher
+            .args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_sigex"));
+        launcher
+    })
+    .await;
     let webhook_url = bot.rig.webhook_url.clone();
 
     let addr: SocketAddr = webhook_url
@@ -166,12 +159,7 @@ async fn thousands_of_idle_connections_neither_exhaust_descriptors_nor_stop_sign
             r#"{{"event":"test","timestamp":"{}","data":{{"message":"flood {n}"}}}}"#,
             chrono::Utc::now().to_rfc3339()
         );
-        let r = bot
-            .http
-            .post(&webhook_url)
-            .header("Content-Type", "application/json")
-            .header("X-Webhook-Signature", sign(body.as_bytes()))
-            .body(body)
+        let r = signed_request(&bot.http, &webhook_url, &body)
             .send()
             .await
             .expect("the webhook is answered within the client's timeout");
@@ -194,7 +182,7 @@ async fn thousands_of_idle_connections_neither_exhaust_descriptors_nor_stop_sign
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bad_signatures_is_counted_exactly_but_logged_only_now_and_then() {
-    let bot = Bot::start(Command::new(env!("CARGO_BIN_EXE_sigex"))).await;
+    let bot = Flood::start(|| Command::new(env!("CARGO_BIN_EXE_sigex"))).await;
     const FORGED: u64 = 300;
     for n in 0..FORGED {
         let r = bot

@@ -2,7 +2,8 @@
 //! behind a POST the venue answers slowly, SIGKILLed and restarted. What the venue already has is
 //! kept; what it never got is not sent, and ends `cancelled` with the reason.
 
-use crate::crash::{SlowPost, ADMIN_TOKEN};
+use crate::crash::SlowPost;
+use crate::helpers::ADMIN_TOKEN;
 use serde_json::Value;
 use sigex::sim::Simulator;
 use std::time::Duration;

@@ -1,10 +1,9 @@
 //! The real binary, `sigex run --config`, against an in-process simulator: SIGTERM in the middle
 //! of a webhook stream, then the database and the log it leaves behind.
 
-use crate::helpers::spawn_receiver;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use sigex::sim::{SimConfig, Simulator};
+use crate::helpers::database::TestDatabase;
+use crate::helpers::{sign_with, spawn_receiver, start_sim, RunningSim};
+use sigex::sim::SimConfig;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,12 +31,6 @@ notional = 100
 [limits]
 max_position_notional = 1000000
 "#;
-
-fn sign(body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
 
 fn signal(n: u32) -> String {
     let (symbol, rec) = match n % 4 {
@@ -79,42 +72,39 @@ fn collect_log(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_loses_no_acknowledged_webhook_and_no_secret_reaches_the_log() {
-    let sim = Simulator::new(SimConfig::new(API_KEY, API_SECRET, WEBHOOK_SECRET));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_addr = listener.local_addr().unwrap();
-    let (sim_stop, mut sim_shutdown) = sigex::shutdown::shutdown_pair();
-    tokio::spawn(
-        sim.clone()
-            .serve(listener, async move { sim_shutdown.wait().await }),
-    );
+    let RunningSim {
+        sim,
+        stop: sim_stop,
+        url: sim_url,
+    } = start_sim(SimConfig::new(API_KEY, API_SECRET, WEBHOOK_SECRET)).await;
     let (receiver_url, _received) = spawn_receiver(0).await;
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("strategies")).unwrap();
     std::fs::write(dir.path().join("strategies/lifecycle.toml"), STRATEGY).unwrap();
     std::fs::write(dir.path().join("admin_token"), ADMIN_TOKEN).unwrap();
-    let db = dir.path().join("sigex.db");
+    let database = TestDatabase::fresh(dir.path());
     let config = dir.path().join("sigex.toml");
     std::fs::write(
         &config,
         format!(
             r#"mode = "live"
 [venue]
-base_url = "http://{sim_addr}/api/v1"
+base_url = "{sim_url}"
 [webhook]
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 token_file = "admin_token"
 [storage]
-database_url = "sqlite://{}"
+database_url = "{}"
 [shutdown]
 deadline_ms = 60000
 [[notify]]
 kind = "slack"
 url_env = "LIFECYCLE_TEST_SLACK_URL"
 "#,
-            db.display()
+            database.url()
         ),
     )
     .unwrap();
@@ -183,7 +173,10 @@ url_env = "LIFECYCLE_TEST_SLACK_URL"
                     let sent = http
                         .post(&url)
                         .header("Content-Type", "application/json")
-                        .header("X-Webhook-Signature", sign(&body))
+                        .header(
+                            "X-Webhook-Signature",
+                            sign_with(WEBHOOK_SECRET, body.as_bytes()),
+                        )
                         .body(body.clone())
                         .send()
                         .await;
@@ -230,9 +223,7 @@ url_env = "LIFECYCLE_TEST_SLACK_URL"
     assert!(status.success(), "exit status {status:?}\n{log}");
 
     // Every acknowledged webhook is in the database, processed.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = database.connect().await;
     for body in &acknowledged {
         let key = sigex::inbox::dedupe_key(body.as_bytes());
         let status: Option<String> =

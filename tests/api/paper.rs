@@ -1,7 +1,7 @@
 //! Paper mode: the same pipeline against the in-process paper venue, which never calls the live
 //! venue and keeps its account across restarts until `paper reset`.
 
-use crate::helpers::{spawn_paper_app, spawn_paper_app_in, spawn_paper_app_with};
+use crate::helpers::{dec, signal_body, signed_request, TestApp};
 use rust_decimal::Decimal;
 use sigex::config::PriceSource;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +25,7 @@ async fn recording_venue() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn paper_trading_never_sends_a_request_to_the_live_venue() {
     let (live_url, hits) = recording_venue().await;
-    let app = spawn_paper_app_in(tempfile::tempdir().unwrap(), live_url).await;
+    let app = TestApp::builder().paper().live_url(live_url).spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     app.send_signal("ETH/USD", "buy", 90, 2).await;
@@ -48,7 +48,7 @@ async fn paper_trading_never_sends_a_request_to_the_live_venue() {
 
 #[tokio::test]
 async fn paper_orders_positions_and_balances_survive_a_restart_until_reset() {
-    let app = spawn_paper_app().await;
+    let app = TestApp::builder().paper().spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     let orders_before = app.sim.orders();
@@ -61,11 +61,10 @@ async fn paper_orders_positions_and_balances_survive_a_restart_until_reset() {
         balance_before.fees_paid > Decimal::ZERO,
         "taker fee charged"
     );
-    let database_url = app.database_url();
-    let dir = app.stop_keeping_data().await;
+    let data = app.stop_keeping_data().await;
 
     // Restarted on the same database: the paper venue remembers the order, position and cash.
-    let app = spawn_paper_app_in(dir, "http://127.0.0.1:9/api/v1".into()).await;
+    let app = TestApp::builder().paper().data(data).spawn().await;
     let orders_after = app.sim.orders();
     assert_eq!(orders_after.len(), 1);
     assert_eq!(orders_after[0].order_id, orders_before[0].order_id);
@@ -77,13 +76,15 @@ async fn paper_orders_positions_and_balances_survive_a_restart_until_reset() {
     app.send_signal("BTC/USD", "buy", 90, 2).await;
     app.settled_orders(2).await;
     assert_eq!(app.sim.orders().len(), 2);
-    let dir = app.stop_keeping_data().await;
+    let data = app.stop_keeping_data().await;
 
     // `sigex paper reset` empties the paper venue and the bot's view of it.
-    let store = sigex::store::Store::open(&database_url).await.unwrap();
+    let store = sigex::store::Store::open(data.database().url())
+        .await
+        .unwrap();
     store.reset_paper().await.unwrap();
     store.close().await;
-    let app = spawn_paper_app_in(dir, "http://127.0.0.1:9/api/v1".into()).await;
+    let app = TestApp::builder().paper().data(data).spawn().await;
     assert!(app.sim.orders().is_empty());
     assert!(app.sim.positions().is_empty());
     assert_eq!(app.sim.balance().total, Decimal::new(100_000, 0));
@@ -117,28 +118,29 @@ async fn quoting_venue() -> (String, Arc<Mutex<Vec<String>>>) {
 #[tokio::test]
 async fn with_venue_prices_paper_mode_reads_market_data_and_nothing_else() {
     let (live_url, paths) = quoting_venue().await;
-    let app = spawn_paper_app_with(tempfile::tempdir().unwrap(), live_url, |c| {
-        c.paper.price_source = PriceSource::Venue {
-            interval: Duration::from_millis(200),
-        };
-        // A still walk, so the paper price is exactly the venue's between polls.
-        c.paper.engine.walk.volatility_bps = Decimal::ZERO;
-        c.paper.symbols = vec![
-            ("BTC/USD".into(), Decimal::new(50_000, 0)),
-            ("ETH/USD".into(), Decimal::new(3_000, 0)),
-        ];
-    })
-    .await;
+    let app = TestApp::builder()
+        .paper()
+        .live_url(live_url)
+        .tweak(|c| {
+            c.paper.price_source = PriceSource::Venue {
+                interval: Duration::from_millis(200),
+            };
+            // A still walk, so the paper price is exactly the venue's between polls.
+            c.paper.engine.walk.volatility_bps = Decimal::ZERO;
+            c.paper.symbols = vec![
+                ("BTC/USD".into(), Decimal::new(50_000, 0)),
+                ("ETH/USD".into(), Decimal::new(3_000, 0)),
+            ];
+        })
+        .spawn()
+        .await;
     app.wait_for("the venue's BTC price", || async {
         (app.sim.mid_price("BTC/USD") == Some(Decimal::new(612345, 1))).then_some(())
     })
     .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let orders = app.settled_orders(1).await;
-    let fill = orders[0]["averagePrice"]
-        .to_string()
-        .parse::<Decimal>()
-        .unwrap();
+    let fill = dec(&orders[0]["averagePrice"]);
     assert!(
         fill > Decimal::new(61_000, 0),
         "filled near the venue's price: {fill}"
@@ -158,27 +160,23 @@ async fn with_venue_prices_paper_mode_reads_market_data_and_nothing_else() {
 async fn paper_callbacks_arrive_when_the_public_listener_has_tls_and_an_allowlist() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = crate::helpers::test_certificate(certs.path());
-    let app = spawn_paper_app_with(
-        tempfile::tempdir().unwrap(),
-        "http://127.0.0.1:9/api/v1".into(),
-        move |c| {
+    let app = TestApp::builder()
+        .paper()
+        .tweak(move |c| {
             c.webhook.tls = Some((cert, key));
             c.webhook.allow_sources = vec!["203.0.113.0/24".parse().unwrap()];
             c.webhook.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-        },
-    )
-    .await;
+        })
+        .spawn()
+        .await;
     // The signal comes from the venue's range, through TLS and the proxy.
-    let body = crate::helpers::signal_body("BTC/USD", "buy", 90, 1);
-    let r = crate::helpers::https_client(&certs.path().join("cert.pem"))
-        .post(
-            app.webhook_url
-                .replace("http://127.0.0.1", "https://localhost"),
-        )
-        .header("Content-Type", "application/json")
+    let body = signal_body("BTC/USD", "buy", 90, 1);
+    let client = crate::helpers::https_client(&certs.path().join("cert.pem"));
+    let url = app
+        .webhook_url
+        .replace("http://127.0.0.1", "https://localhost");
+    let r = signed_request(&client, &url, &body)
         .header("X-Forwarded-For", "203.0.113.7")
-        .header("X-Webhook-Signature", crate::helpers::sign(body.as_bytes()))
-        .body(body)
         .send()
         .await
         .unwrap();

@@ -1,16 +1,11 @@
 //! A signal's whole path: webhook → inbox → strategy → risk → signed order → fill → position.
 
-use crate::helpers::{sign, signal_body, spawn_app, spawn_paper_app};
+use crate::helpers::{dec, signal_body, signed_request, TestApp};
 use rust_decimal::Decimal;
-use std::str::FromStr;
-
-fn dec(v: &serde_json::Value) -> Decimal {
-    Decimal::from_str(&v.to_string()).unwrap_or_else(|_| panic!("{v} is not a number"))
-}
 
 #[tokio::test]
 async fn a_signed_signal_becomes_one_signed_filled_order_and_an_open_position() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
 
     let orders = app.settled_orders(1).await;
@@ -61,16 +56,11 @@ async fn a_signed_signal_becomes_one_signed_filled_order_and_an_open_position() 
 
 #[tokio::test]
 async fn the_same_signal_delivered_five_times_concurrently_places_one_order() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = signal_body("ETH/USD", "buy", 95, 7);
     let sends: Vec<_> = (0..5)
         .map(|_| {
-            let request = app
-                .http
-                .post(&app.webhook_url)
-                .header("Content-Type", "application/json")
-                .header("X-Webhook-Signature", sign(body.as_bytes()))
-                .body(body.clone());
+            let request = signed_request(&app.http, &app.webhook_url, &body);
             tokio::spawn(request.send())
         })
         .collect();
@@ -85,7 +75,7 @@ async fn the_same_signal_delivered_five_times_concurrently_places_one_order() {
 
 #[tokio::test]
 async fn signals_the_strategy_does_not_take_are_recorded_with_the_reason() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.send_signal("BTC/USD", "buy", 50, 1).await; // below min_confidence 70
     app.send_signal("SOL/USD", "buy", 99, 2).await; // no strategy trades it
     app.send_signal("BTC/USD", "hold", 99, 3).await; // not an accepted recommendation
@@ -124,7 +114,7 @@ async fn signals_the_strategy_does_not_take_are_recorded_with_the_reason() {
 
 #[tokio::test]
 async fn the_position_limit_refuses_the_order_that_would_breach_it_and_says_why() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // 1000 USD per order, 2500 USD limit: two orders fit, the third would not.
     for n in 1..=2 {
         app.send_signal("BTC/USD", "buy", 90, n).await;
@@ -150,7 +140,7 @@ async fn the_position_limit_refuses_the_order_that_would_breach_it_and_says_why(
 
 #[tokio::test]
 async fn a_sell_signal_closes_the_long_and_books_the_pnl() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     app.send_signal("BTC/USD", "sell", 90, 2).await;
@@ -173,7 +163,7 @@ async fn a_sell_signal_closes_the_long_and_books_the_pnl() {
 
 #[tokio::test]
 async fn paper_mode_trades_through_its_own_paper_venue() {
-    let app = spawn_paper_app().await;
+    let app = TestApp::builder().paper().spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let orders = app.settled_orders(1).await;
     assert_eq!(orders[0]["status"], "filled", "{}", orders[0]);

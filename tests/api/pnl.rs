@@ -2,28 +2,39 @@
 //! fill id, fees settled from the venue's fill lists, `position.closed` checked against our
 //! closed positions, and a drift halts the symbol with both views.
 
-use crate::helpers::{spawn_app, spawn_app_without_callbacks};
+use crate::helpers::{dec, TestApp};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-fn dec(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => s.parse().unwrap(),
-        other => other.to_string().parse().unwrap(),
-    }
-}
-
 /// Buys, then sells the same quantity: one closed long.
-async fn round_trip(app: &crate::helpers::TestApp) -> Vec<Value> {
+async fn round_trip(app: &TestApp) -> Vec<Value> {
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     app.send_signal("BTC/USD", "sell", 90, 2).await;
     app.settled_orders(2).await
 }
 
+/// [`round_trip`] for a bot that hears of its orders only by asking (callbacks lost, manual
+/// clock): each order settles once the test has made it stale.
+async fn round_trip_by_polling(app: &TestApp) -> Vec<Value> {
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    app.settled_by_stale_poll(1).await;
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    app.settled_by_stale_poll(2).await
+}
+
+/// A bot whose simulator callbacks are all lost, on a manual clock.
+async fn spawn_without_callbacks() -> TestApp {
+    TestApp::builder()
+        .without_callbacks()
+        .manual_clock()
+        .spawn()
+        .await
+}
+
 #[tokio::test]
 async fn fees_and_realized_pnl_from_our_fills_equal_the_venues_and_its_position_closed_matches() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     round_trip(&app).await;
     // Settlement reads each ended order's fill list: its fees become the venue's own.
     let venue_orders = app.sim.orders();
@@ -79,8 +90,8 @@ async fn fees_and_realized_pnl_from_our_fills_equal_the_venues_and_its_position_
 async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with_both_views() {
     // The simulator's callbacks are all lost: the bot learns its fills by REST, and the only
     // `position.closed` it sees is the one this test sends.
-    let app = spawn_app_without_callbacks().await;
-    round_trip(&app).await;
+    let app = spawn_without_callbacks().await;
+    round_trip_by_polling(&app).await;
     let ours = app
         .wait_for("our closed long", || async {
             let c = app.get("/api/closed-positions").await;
@@ -91,14 +102,14 @@ async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with
     let claimed = realized + Decimal::new(25, 0);
     let body = json!({
         "event": "position.closed",
-        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "timestamp": app.now().to_rfc3339(),
         "data": {
             "symbol": "BTC/USD",
             "quantity": 0.01,
             "averagePrice": dec(&ours["entryPrice"]),
             "closePrice": 50000,
             "realizedPnl": claimed,
-            "closedAt": chrono::Utc::now().to_rfc3339(),
+            "closedAt": app.now().to_rfc3339(),
         }
     })
     .to_string();
@@ -128,7 +139,7 @@ async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with
     // A halted symbol takes no new entry; the other symbol still trades.
     app.send_signal("BTC/USD", "buy", 90, 3).await;
     app.send_signal("ETH/USD", "buy", 90, 4).await;
-    let orders = app.settled_orders(3).await;
+    let orders = app.settled_by_stale_poll(3).await;
     assert_eq!(
         orders.iter().filter(|o| o["symbol"] == "BTC/USD").count(),
         2,
@@ -141,15 +152,15 @@ async fn a_venue_position_closed_with_another_realized_pnl_halts_the_symbol_with
 async fn a_position_closed_that_arrives_before_our_closing_fill_waits_for_it() {
     // No simulator callbacks: the test delivers the venue's `position.closed` first, while our
     // sell has not been placed yet; it must wait, deferred, and match once we close.
-    let app = spawn_app_without_callbacks().await;
+    let app = spawn_without_callbacks().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
-    let buy = app.settled_orders(1).await.remove(0);
+    let buy = app.settled_by_stale_poll(1).await.remove(0);
     let entry = dec(&buy["averagePrice"]);
     let body = json!({
         "event": "position.closed",
-        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "timestamp": app.now().to_rfc3339(),
         "data": {"symbol": "BTC/USD", "quantity": 0.01, "averagePrice": entry,
-                 "closePrice": 50000, "realizedPnl": 1.5, "closedAt": chrono::Utc::now().to_rfc3339()}
+                 "closePrice": 50000, "realizedPnl": 1.5, "closedAt": app.now().to_rfc3339()}
     })
     .to_string();
     assert_eq!(app.post_signed(&body).await.status(), 200);
@@ -159,7 +170,7 @@ async fn a_position_closed_that_arrives_before_our_closing_fill_waits_for_it() {
     })
     .await;
     app.send_signal("BTC/USD", "sell", 90, 2).await;
-    app.settled_orders(2).await;
+    app.settled_by_stale_poll(2).await;
     let row = app
         .wait_for("the deferred close to match ours", || async {
             let c = app.get("/api/closed-positions").await;
@@ -176,13 +187,13 @@ async fn a_position_closed_that_arrives_before_our_closing_fill_waits_for_it() {
 
 #[tokio::test]
 async fn unrealized_pnl_is_marked_at_the_market_price_alike_in_every_view_and_sampled_over_time() {
-    let app = crate::helpers::spawn_app_full(
+    let app = TestApp::builder()
         // Prices move only when the test moves them.
-        |sim| sim.engine.walk.volatility_bps = Decimal::ZERO,
-        |bot| bot.admin.pnl_sample_interval = std::time::Duration::from_millis(100),
-        crate::helpers::TEST_STRATEGY,
-    )
-    .await;
+        .sim(|sim| sim.engine.walk.volatility_bps = Decimal::ZERO)
+        // The sampler paces itself by a tokio timer, not the clock: a short real interval.
+        .tweak(|bot| bot.admin.pnl_sample_interval = std::time::Duration::from_millis(100))
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     let mark = Decimal::from(51_000);

@@ -1,28 +1,26 @@
 //! Start-up reconciliation: no order before the book agrees with the venue's; venue orders
 //! nobody knows are adopted.
 
-use crate::helpers::{reconciled, spawn_app, spawn_app_unreconciled, TEST_STRATEGY};
+use crate::helpers::{buy_request, dec, reconciled, TestApp};
 use sigex::sim::{Faults, Probability};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test]
 async fn an_unreachable_venue_at_start_keeps_the_bot_unready_and_signals_waiting_until_it_answers()
 {
     // Every REST request fails for the first seconds: the start-up pass cannot succeed.
-    let app = spawn_app_unreconciled(
-        |cfg| {
+    let app = TestApp::builder()
+        .sim(|cfg| {
             cfg.faults = Faults {
                 rest_5xx: Probability::ALWAYS,
                 rest_routes: sigex::sim::RestRoutes::All,
                 windows: vec![(Duration::ZERO, Duration::from_secs(5))],
                 ..Faults::default()
             };
-        },
-        |_| {},
-        TEST_STRATEGY,
-    )
-    .await;
+        })
+        .unreconciled()
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let bot = app.bot.as_ref().unwrap();
     // While the pass cannot succeed, the signal waits in the inbox: no decision, no order.
@@ -61,33 +59,11 @@ async fn an_unreachable_venue_at_start_keeps_the_bot_unready_and_signals_waiting
     app.stop().await;
 }
 
-/// A client of the simulator with the bot's credentials: "someone else" trading on the account.
-fn other_client(app: &crate::helpers::TestApp) -> sigex::venue::VenueClient {
-    sigex::venue::VenueClient::new(
-        &app.sim_url,
-        sigex::config::Credentials {
-            api_key: sigex::config::Secret::new("test-key".to_owned()),
-            api_secret: sigex::config::Secret::new("test-api-secret".to_owned()),
-        },
-        Duration::from_secs(5),
-        Arc::new(sigex::clock::SystemClock),
-    )
-    .unwrap()
-}
-
 /// A market buy of 0.1 ETH/USD placed behind the bot's back.
-async fn trade_behind_the_bots_back(app: &crate::helpers::TestApp, client_order_id: &str) {
-    let placed = other_client(app)
-        .place_order(&sigex::venue::wire::PlaceOrderRequest {
-            symbol: "ETH/USD".into(),
-            side: "buy".into(),
-            order_type: "market".into(),
-            quantity: rust_decimal::Decimal::new(1, 1),
-            price: None,
-            stop_price: None,
-            time_in_force: "GTC".into(),
-            client_order_id: client_order_id.into(),
-        })
+async fn trade_behind_the_bots_back(app: &TestApp, client_order_id: &str) {
+    let placed = app
+        .venue_client()
+        .place_order(&buy_request(client_order_id, "ETH/USD", "0.1", None))
         .await;
     assert!(
         matches!(placed, sigex::venue::OrderOutcome::Accepted(_)),
@@ -97,10 +73,11 @@ async fn trade_behind_the_bots_back(app: &crate::helpers::TestApp, client_order_
 
 #[tokio::test]
 async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_both_views() {
-    let app = crate::helpers::spawn_app_tweaked(|cfg| {
-        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
-    })
-    .await;
+    // Snapshots are paced by a tokio timer, not the clock: a short real interval.
+    let app = TestApp::builder()
+        .tweak(|cfg| cfg.reconcile.snapshot_interval = Duration::from_millis(300))
+        .spawn()
+        .await;
     // A market order placed behind the bot's back moves the venue's position, not ours.
     trade_behind_the_bots_back(&app, "manual-2").await;
     let halted = app
@@ -127,20 +104,11 @@ async fn a_position_the_bot_did_not_trade_is_drift_that_halts_the_symbol_with_bo
 
 #[tokio::test]
 async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
-    let mut app = spawn_app().await;
+    let mut app = TestApp::spawn().await;
     // Someone else places a resting order on the account (far below the market: it stays open).
-    let venue = other_client(&app);
+    let venue = app.venue_client();
     let placed = venue
-        .place_order(&sigex::venue::wire::PlaceOrderRequest {
-            symbol: "BTC/USD".into(),
-            side: "buy".into(),
-            order_type: "limit".into(),
-            quantity: rust_decimal::Decimal::new(1, 3),
-            price: Some(rust_decimal::Decimal::new(1000, 0)),
-            stop_price: None,
-            time_in_force: "GTC".into(),
-            client_order_id: "manual-1".into(),
-        })
+        .place_order(&buy_request("manual-1", "BTC/USD", "0.001", Some("1000")))
         .await;
     assert!(
         matches!(placed, sigex::venue::SubmitOutcome::Accepted(_)),
@@ -160,10 +128,11 @@ async fn a_venue_open_order_unknown_locally_is_adopted_at_start() {
 
 #[tokio::test]
 async fn a_balance_change_our_books_do_not_explain_is_reported_with_both_views() {
-    let app = crate::helpers::spawn_app_tweaked(|cfg| {
-        cfg.reconcile.snapshot_interval = Duration::from_millis(300);
-    })
-    .await;
+    // Snapshots are paced by a tokio timer, not the clock: a short real interval.
+    let app = TestApp::builder()
+        .tweak(|cfg| cfg.reconcile.snapshot_interval = Duration::from_millis(300))
+        .spawn()
+        .await;
     // Our own trade moves the balance by what our books say: no drift.
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
@@ -181,13 +150,7 @@ async fn a_balance_change_our_books_do_not_explain_is_reported_with_both_views()
             (!c["drift_venue"].is_null()).then_some(c)
         })
         .await;
-    let d = |v: &serde_json::Value| {
-        v["value"]
-            .to_string()
-            .trim_matches('"')
-            .parse::<rust_decimal::Decimal>()
-            .unwrap()
-    };
+    let d = |v: &serde_json::Value| dec(&v["value"]);
     let manual_fee: rust_decimal::Decimal = app
         .sim
         .orders()

@@ -1,23 +1,14 @@
 //! Captured webhooks sent again: identity comes from the signed bytes only, an event outside the
 //! freshness window is kept but never applied, and state that only moves forward never moves back.
 
-use crate::helpers::{sign, signal_body, spawn_app, TestApp};
+use crate::helpers::{signal_body, TestApp};
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 
 impl TestApp {
     /// POSTs `body`, signed, with extra headers; returns the status and the answer's `status`.
     async fn deliver(&self, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut req = self
-            .http
-            .post(&self.webhook_url)
-            .header("Content-Type", "application/json")
-            .header("X-Webhook-Signature", sign(body.as_bytes()))
-            .body(body.to_owned());
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let r = req.send().await.expect("webhook endpoint reachable");
+        let r = self.post_signed_with(body, headers).await;
         let status = r.status().as_u16();
         let answer: Value = r.json().await.unwrap_or_default();
         (status, answer["status"].as_str().unwrap_or("").to_owned())
@@ -60,7 +51,7 @@ impl TestApp {
 
 #[tokio::test]
 async fn a_signal_replayed_under_made_up_headers_places_no_second_order() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = signal_body("BTC/USD", "buy", 90, 1);
     let (status, word) = app.deliver(&body, &[("X-Webhook-Id", "wh-evt-1")]).await;
     assert_eq!((status, word.as_str()), (200, "accepted"));
@@ -93,7 +84,7 @@ async fn a_signal_replayed_under_made_up_headers_places_no_second_order() {
 
 #[tokio::test]
 async fn a_re_serialised_body_is_a_duplicate() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = signal_body("BTC/USD", "buy", 90, 1);
     assert_eq!(app.deliver(&body, &[]).await.1, "accepted");
     // The same event as another serialiser writes it: keys in reverse order, spaces, newlines.
@@ -121,7 +112,7 @@ async fn a_re_serialised_body_is_a_duplicate() {
 
 #[tokio::test]
 async fn stale_signed_signals_alerts_and_balances_are_dead_letters_and_change_nothing() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let now = Utc::now();
     let balance =
         |total: u32| json!({"asset": "USD", "available": total, "locked": 0, "total": total});
@@ -160,7 +151,7 @@ async fn stale_signed_signals_alerts_and_balances_are_dead_letters_and_change_no
 
 #[tokio::test]
 async fn a_balance_or_position_report_older_than_the_one_held_is_not_applied() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let now = Utc::now();
     let balance =
         |total: u32| json!({"asset": "USD", "available": total, "locked": 0, "total": total});
@@ -186,9 +177,7 @@ async fn a_balance_or_position_report_older_than_the_one_held_is_not_applied() {
     let balances = app.get("/api/balances").await;
     assert_eq!(balances[0]["total"].to_string(), "9000", "{balances}");
     // The venue's view of a position is only in the database until we hold one ourselves.
-    let db = sqlx::SqlitePool::connect(&app.database_url())
-        .await
-        .unwrap();
+    let db = app.database().connect().await;
     let venue_quantity: String =
         sqlx::query_scalar("SELECT quantity FROM venue_positions WHERE symbol = 'ETH/USD'")
             .fetch_one(&db)

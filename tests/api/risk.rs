@@ -1,16 +1,11 @@
 //! The risk manager end to end: maintenance windows, alerts, circuit breakers, trading state that
 //! survives a restart, and the authenticated admin endpoints.
 
-use crate::helpers::{
-    spawn_app, spawn_app_full, spawn_app_tweaked, spawn_app_with, spawn_app_with_strategy, TestApp,
-    TEST_STRATEGY,
-};
+use crate::helpers::{dec, TestApp, ADMIN_TOKEN, RESTING_LIMIT};
 use chrono::{Duration, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use sigex::config::{Secret, TradingConfig};
-
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
+use sigex::config::TradingConfig;
 
 fn iso(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -37,15 +32,8 @@ impl TestApp {
     async fn post_event_with_id(&self, webhook_id: &str, event: &str, data: Value) {
         let body = json!({"event": event, "timestamp": iso(Utc::now()), "data": data}).to_string();
         let r = self
-            .http
-            .post(&self.webhook_url)
-            .header("Content-Type", "application/json")
-            .header("X-Webhook-Id", webhook_id)
-            .header("X-Webhook-Signature", crate::helpers::sign(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .post_signed_with(&body, &[("X-Webhook-Id", webhook_id)])
+            .await;
         assert_eq!(r.status(), 200, "{event} refused");
     }
 
@@ -60,7 +48,7 @@ fn reason(decision: &Value) -> String {
 
 #[tokio::test]
 async fn a_maintenance_notice_arriving_before_a_signal_blocks_it() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let now = Utc::now();
     // Starts in one minute: inside the default five-minute lead time already.
     app.post_event(
@@ -86,7 +74,7 @@ async fn a_maintenance_notice_arriving_before_a_signal_blocks_it() {
 
 #[tokio::test]
 async fn a_maintenance_notice_for_other_services_or_already_past_blocks_nothing() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let now = Utc::now();
     app.post_event(
         "system.maintenance",
@@ -109,7 +97,7 @@ async fn trading_resumes_after_the_window_only_once_the_reconciliation_pass_comp
     let mut trading = TradingConfig::default();
     trading.maintenance.lead = Duration::zero();
     trading.maintenance.settle = Duration::milliseconds(500);
-    let app = spawn_app_with(trading).await;
+    let app = TestApp::builder().trading(trading).spawn().await;
     // An order before the window, still known to the venue, so the pass has something to ask about.
     app.send_signal("ETH/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
@@ -147,7 +135,7 @@ async fn trading_resumes_after_the_window_only_once_the_reconciliation_pass_comp
 
 #[tokio::test]
 async fn a_critical_alert_halts_the_listed_symbols_and_one_without_symbols_halts_everything() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.post_event(
         "system.alert",
         json!({"level": "critical", "title": "BTC feed broken", "affectedSymbols": ["BTC/USD"]}),
@@ -184,7 +172,7 @@ async fn a_critical_alert_halts_the_listed_symbols_and_one_without_symbols_halts
 
 #[tokio::test]
 async fn a_warning_alert_scales_the_size_of_new_orders() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.post_event(
         "system.alert",
         json!({"level": "warning", "title": "volatility", "affectedSymbols": ["BTC/USD"]}),
@@ -195,8 +183,7 @@ async fn a_warning_alert_scales_the_size_of_new_orders() {
     assert_eq!(d["decision"], "ordered", "{d}");
     assert!(reason(&d).contains("size x0.5"), "{d}");
     let orders = app.settled_orders(1).await;
-    let notional = Decimal::from_str_exact(&orders[0]["quantity"].to_string()).unwrap()
-        * app.sim.mid_price("BTC/USD").unwrap();
+    let notional = dec(&orders[0]["quantity"]) * app.sim.mid_price("BTC/USD").unwrap();
     assert!(notional < Decimal::from(520), "{notional}");
     app.stop().await;
 }
@@ -205,7 +192,7 @@ async fn a_warning_alert_scales_the_size_of_new_orders() {
 async fn a_daily_loss_breach_halts_trading_and_the_halt_survives_a_restart() {
     let mut trading = TradingConfig::default();
     trading.limits.daily_loss_limit = Some(Decimal::from(10));
-    let mut app = spawn_app_with(trading).await;
+    let mut app = TestApp::builder().trading(trading).spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     // The market halves: closing the long realizes a loss of about 500 USD.
@@ -243,7 +230,7 @@ async fn a_daily_loss_breach_halts_trading_and_the_halt_survives_a_restart() {
 
 #[tokio::test]
 async fn operators_halt_and_resume_through_the_admin_endpoint_only_with_the_token() {
-    let app = spawn_app_tweaked(|c| c.admin.token = Some(Secret::new(ADMIN_TOKEN))).await;
+    let app = TestApp::builder().token().spawn().await;
     let post = |path: &str, token: Option<&str>, body: Value| {
         let mut r = app
             .http
@@ -312,7 +299,7 @@ async fn operators_halt_and_resume_through_the_admin_endpoint_only_with_the_toke
 
 #[tokio::test]
 async fn without_a_configured_token_the_admin_mutation_endpoints_do_not_exist() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let r = app
         .http
         .post(format!("{}/api/admin/halt", app.admin_url))
@@ -330,7 +317,7 @@ async fn without_a_configured_token_the_admin_mutation_endpoints_do_not_exist() 
 async fn a_margin_ratio_above_the_limit_only_lets_reducing_orders_through() {
     let mut trading = TradingConfig::default();
     trading.limits.max_margin_ratio = Some("0.5".parse().unwrap());
-    let app = spawn_app_with(trading).await;
+    let app = TestApp::builder().trading(trading).spawn().await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     app.settled_orders(1).await;
     app.post_event(
@@ -349,21 +336,6 @@ async fn a_margin_ratio_above_the_limit_only_lets_reducing_orders_through() {
     app.stop().await;
 }
 
-/// Buys BTC/USD with a limit 20% below the price: it rests at the venue.
-const RESTING_LIMIT: &str = r#"
-symbols = ["BTC/USD"]
-recommendations = ["buy", "sell"]
-min_confidence = 0
-
-[sizing]
-method = "fixed_notional"
-notional = 1000
-
-[orders]
-type = "limit"
-limit_offset_bps = 2000
-"#;
-
 async fn wait_for_order_status(app: &TestApp, status: &str) -> Value {
     app.wait_for(&format!("an order {status}"), || async {
         app.orders()
@@ -378,7 +350,11 @@ async fn wait_for_order_status(app: &TestApp, status: &str) -> Value {
 async fn open_orders_are_cancelled_when_a_window_begins_if_so_configured() {
     let mut trading = TradingConfig::default();
     trading.maintenance.cancel_open_orders = true;
-    let app = spawn_app_with_strategy(trading, RESTING_LIMIT).await;
+    let app = TestApp::builder()
+        .trading(trading)
+        .strategy(RESTING_LIMIT)
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let open = wait_for_order_status(&app, "open").await;
     assert_eq!(open["type"], "limit", "{open}");
@@ -396,10 +372,18 @@ async fn open_orders_are_cancelled_when_a_window_begins_if_so_configured() {
 
 #[tokio::test]
 async fn a_limit_order_not_filled_within_its_timeout_is_cancelled() {
-    let strategy = format!("{RESTING_LIMIT}unfilled_timeout_secs = 1\n");
-    let app = spawn_app_with_strategy(TradingConfig::default(), &strategy).await;
+    let strategy = format!("{RESTING_LIMIT}unfilled_timeout_secs = 30\n");
+    let app = TestApp::builder()
+        .strategy(&strategy)
+        .manual_clock()
+        .spawn()
+        .await;
     app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let open = wait_for_order_status(&app, "open").await;
+    // The bot's clock, not the test's patience, says when the 30 seconds are up.
+    app.advance(Duration::seconds(30));
     let cancelled = wait_for_order_status(&app, "cancelled").await;
+    assert_eq!(cancelled["clientOrderId"], open["clientOrderId"]);
     assert_eq!(cancelled["type"], "limit", "{cancelled}");
     assert_eq!(app.sim.orders()[0].status, "cancelled");
     app.stop().await;
@@ -409,7 +393,7 @@ async fn a_limit_order_not_filled_within_its_timeout_is_cancelled() {
 /// that is news about the window, not a duplicate.
 #[tokio::test]
 async fn a_moved_maintenance_window_re_sent_under_the_same_id_moves() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let now = Utc::now();
     let notice = |start: chrono::DateTime<Utc>, end: chrono::DateTime<Utc>| json!({"id": "mw-1", "startTime": iso(start), "endTime": iso(end), "affectedServices": ["trading"]});
     app.post_event(
@@ -444,7 +428,7 @@ async fn a_moved_maintenance_window_re_sent_under_the_same_id_moves() {
 async fn a_drawdown_from_the_equity_peak_halts_but_a_withdrawal_is_not_a_drawdown() {
     let mut trading = TradingConfig::default();
     trading.limits.max_drawdown_percent = Some(Decimal::from(10));
-    let app = spawn_app_with(trading).await;
+    let app = TestApp::builder().trading(trading).spawn().await;
     let balance =
         |total: u32| json!({"asset": "USD", "available": total, "locked": 0, "total": total});
     app.post_event("account.balance_updated", balance(10_000))
@@ -488,7 +472,7 @@ async fn a_filled_entry_gets_a_venue_stop_loss_and_take_profit_that_go_when_the_
         "[limits]",
         "[exits]\nstop_loss = true\ntake_profit = true\n\n[limits]",
     );
-    let app = spawn_app_with_strategy(TradingConfig::default(), &strategy).await;
+    let app = TestApp::builder().strategy(&strategy).spawn().await;
     // The test signal carries support 48500 and resistance 50200 around the 50000 price.
     app.send_signal("BTC/USD", "buy", 90, 1).await;
     let orders = app
@@ -526,9 +510,11 @@ async fn a_filled_entry_gets_a_venue_stop_loss_and_take_profit_that_go_when_the_
                 Some("filled" | "cancelled" | "rejected" | "expired")
             )
         });
-        let flat = app.positions().await.iter().all(|p| {
-            Decimal::from_str_exact(&p["quantity"].to_string()).is_ok_and(|q| q.is_zero())
-        });
+        let flat = app
+            .positions()
+            .await
+            .iter()
+            .all(|p| dec(&p["quantity"]).is_zero());
         (terminal && flat).then_some(())
     })
     .await;
@@ -553,22 +539,7 @@ async fn a_random_run_through_the_pipeline_never_breaks_a_limit_or_a_stop() {
     trading.limits.max_position_notional = Some(Decimal::from(2200));
     trading.limits.max_gross_exposure = Some(Decimal::from(3500));
     trading.limits.max_orders_per_minute = Some(7);
-    let app = spawn_app_full(
-        |_| {},
-        move |c| {
-            c.trading = trading;
-            c.admin.token = Some(Secret::new(ADMIN_TOKEN));
-        },
-        TEST_STRATEGY,
-    )
-    .await;
-    let admin = |path: &'static str, body: Value| {
-        app.http
-            .post(format!("{}{path}", app.admin_url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-    };
+    let app = TestApp::builder().trading(trading).token().spawn().await;
     let (mut halted, mut maintenance, mut sent) = (false, false, 0usize);
     for step in 0..40 {
         let ctx = format!("seed {seed}, step {step}");
@@ -591,7 +562,9 @@ async fn a_random_run_through_the_pipeline_never_breaks_a_limit_or_a_stop() {
                 } else {
                     "/api/admin/resume"
                 };
-                let r = admin(path, json!({"reason": "random halt"})).await.unwrap();
+                let r = app
+                    .admin_post_json(path, &json!({"reason": "random halt"}))
+                    .await;
                 assert_eq!(r.status(), 200, "{ctx}");
             }
             1 => {
@@ -635,7 +608,7 @@ async fn a_random_run_through_the_pipeline_never_breaks_a_limit_or_a_stop() {
                 app.settled_orders(n).await;
                 let mut gross = Decimal::ZERO;
                 for p in app.positions().await {
-                    let q = Decimal::from_str_exact(&p["quantity"].to_string()).unwrap();
+                    let q = dec(&p["quantity"]);
                     let mid = app.sim.mid_price(p["symbol"].as_str().unwrap()).unwrap();
                     // 2% allowance for the price walk between the decision and now.
                     assert!(q.abs() * mid <= Decimal::from(2244), "{ctx}: position {p}");

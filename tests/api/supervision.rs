@@ -1,13 +1,13 @@
 //! A task that dies is never quiet: readiness names it, `died` wakes `sigex run` (which then
 //! exits non-zero) and the stop is not reported as clean.
 
-use crate::helpers::spawn_app;
+use crate::helpers::TestApp;
 use sigex::app::Stopped;
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_task_that_dies_fails_readiness_and_the_bot_does_not_stop_cleanly() {
-    let mut app = spawn_app().await;
+    let mut app = TestApp::spawn().await;
     let (status, _) = app.admin_get_raw("/readyz").await;
     assert_eq!(status, 200, "ready before anything died");
     let bot = app.bot.as_mut().unwrap();
@@ -36,7 +36,7 @@ async fn a_task_that_dies_fails_readiness_and_the_bot_does_not_stop_cleanly() {
 
 #[tokio::test]
 async fn a_task_that_returns_before_shutdown_counts_as_dead() {
-    let mut app = spawn_app().await;
+    let mut app = TestApp::spawn().await;
     let bot = app.bot.as_mut().unwrap();
     bot.supervise("quitter", async {});
     let death = tokio::time::timeout(Duration::from_secs(20), bot.died())

@@ -1,11 +1,11 @@
 //! The webhook edge: forged requests change nothing; every documented event is accepted.
 
-use crate::helpers::{sign, signal_body, spawn_app};
+use crate::helpers::{dec, sign, signal_body, TestApp};
 use rust_decimal::Decimal;
 
 #[tokio::test]
 async fn a_wrongly_signed_webhook_is_refused_with_401_and_changes_nothing() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = signal_body("BTC/USD", "buy", 99, 1);
     let good = sign(body.as_bytes());
     let other_body = sign(b"something else");
@@ -30,7 +30,7 @@ async fn a_wrongly_signed_webhook_is_refused_with_401_and_changes_nothing() {
 
 #[tokio::test]
 async fn an_oversized_body_is_refused_with_413() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = format!(
         r#"{{"event":"system.alert","data":{{"message":"{}"}}}}"#,
         "x".repeat(70 * 1024)
@@ -48,7 +48,7 @@ async fn an_oversized_body_is_refused_with_413() {
 
 #[tokio::test]
 async fn every_seed_event_is_accepted_and_its_effect_is_visible() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-events");
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -120,13 +120,9 @@ async fn every_seed_event_is_accepted_and_its_effect_is_visible() {
     app.stop().await;
 }
 
-fn dec(v: &serde_json::Value) -> Decimal {
-    v.to_string().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_signed_but_unusable_event_is_acknowledged_and_kept_as_a_dead_letter() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = r#"{"event":"signal.generated","data":{"symbol":"BTC/USD","recommendation":"buy","confidence":140}}"#;
     let r = app.post_signed(body).await;
     assert_eq!(r.status(), 200);
@@ -143,7 +139,7 @@ async fn a_signed_but_unusable_event_is_acknowledged_and_kept_as_a_dead_letter()
 
 #[tokio::test]
 async fn a_draining_bot_answers_503_stores_nothing_and_is_not_ready() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.bot.as_ref().unwrap().health.start_draining();
     let r = app.post_signed(&signal_body("BTC/USD", "buy", 90, 1)).await;
     assert_eq!(r.status(), 503, "the venue must retry later");
