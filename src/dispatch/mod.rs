@@ -594,8 +594,10 @@ impl Dispatcher {
 
     /// Compares a venue `position.closed` with our matching closed position: a realized PnL
     /// beyond the tolerance halts the symbol and is reported with both views (both are kept on
-    /// the closed position either way). Without a match yet, the event waits (our closing fill
-    /// may still be on its way) for up to `CLOSED_MATCH_WAIT`, then is reported as unmatched.
+    /// the closed position either way). Without a match yet, or while none of ours agrees with
+    /// it and the symbol still has a position or working orders, the event waits (our closing
+    /// fill may still be on its way) for up to `CLOSED_MATCH_WAIT`; then it is reported as
+    /// unmatched, or as drift against the oldest candidate.
     async fn check_closed(
         &self,
         tx: &mut Tx,
@@ -605,8 +607,16 @@ impl Dispatcher {
         now: DateTime<Utc>,
     ) -> Result<ClosedCheck, StoreError> {
         let ours = Store::unmatched_closed_positions(&mut *tx, &p.symbol).await?;
-        let entries: Vec<Decimal> = ours.iter().map(|c| c.entry_price).collect();
-        let Some(i) = reconcile::drift::match_closed(&entries, p.average_price) else {
+        let candidates: Vec<(Decimal, Decimal)> = ours
+            .iter()
+            .map(|c| (c.entry_price, c.realized_pnl))
+            .collect();
+        let Some(i) = reconcile::drift::match_closed(
+            &candidates,
+            p.average_price,
+            venue_realized,
+            self.pnl_tolerance,
+        ) else {
             if now - p.reported_at < CLOSED_MATCH_WAIT {
                 tracing::debug!(seq, symbol = %p.symbol, "position.closed waits for our closing fill");
                 return Ok(ClosedCheck::Wait);
@@ -634,6 +644,20 @@ impl Dispatcher {
             venue: venue_realized,
         }
         .check(self.pnl_tolerance);
+        if drift.is_some() && now - p.reported_at < CLOSED_MATCH_WAIT {
+            // None of ours agrees. While the symbol still has a position or working orders, the
+            // closing fill of the position it describes may be on its way (the venue's reports
+            // can overtake our fills, and each other): wait for it rather than halt for drift
+            // that may not exist. Flat with nothing working, nothing else can come: compare now.
+            let book = Store::exposure(&mut *tx, &p.symbol).await?;
+            let settled = book.position.is_zero()
+                && book.working_buy.is_zero()
+                && book.working_sell.is_zero();
+            if !settled {
+                tracing::debug!(seq, symbol = %p.symbol, "position.closed agrees with none of our closed positions while the symbol still trades; it waits");
+                return Ok(ClosedCheck::Wait);
+            }
+        }
         Store::match_closed_position(&mut *tx, closed.seq, venue_realized, seq, drift.is_some())
             .await?;
         let Some(drift) = drift else {

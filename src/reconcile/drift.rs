@@ -51,15 +51,37 @@ pub fn position_drift(
         .collect()
 }
 
-/// Which of our closed positions (their entry prices, oldest first) a venue `position.closed`
-/// with average entry price `venue_entry` describes: the oldest with the same entry price (to
-/// a millionth, the venue rounds), or the oldest when the venue gave no price.
-pub fn match_closed(ours: &[Decimal], venue_entry: Option<Decimal>) -> Option<usize> {
-    let Some(v) = venue_entry else {
-        return (!ours.is_empty()).then_some(0);
+/// Which of our closed positions a venue `position.closed` describes. `ours` are our unmatched
+/// closed positions, oldest first, as (entry price, realized PnL before fees); the venue gives its
+/// entry price (if any) and realized PnL. Candidates are ours at the same entry price (to a
+/// millionth, the venue rounds), or all of ours when the venue gave no price. Among them the
+/// oldest whose realized PnL agrees within `tolerance` is the match; failing that, the oldest.
+///
+/// Why not simply the oldest: two positions can be entered at the same price, and the venue's
+/// `position.closed` events can arrive in another order than our closing fills (retries, delays).
+/// Pairing by price alone then compares one position's PnL with the other's and reports drift
+/// that does not exist. A real drift still surfaces: its venue report finds no agreeing candidate.
+pub fn match_closed(
+    ours: &[(Decimal, Decimal)],
+    venue_entry: Option<Decimal>,
+    venue_realized: Decimal,
+    tolerance: Decimal,
+) -> Option<usize> {
+    let same_entry = |o: &Decimal| {
+        venue_entry.is_none_or(|v| {
+            o.checked_sub(v)
+                .is_some_and(|d| d.abs() <= v.abs() * Decimal::new(1, 6))
+        })
     };
-    let close = |o: &Decimal| (*o - v).abs() <= v.abs() * Decimal::new(1, 6);
-    ours.iter().position(close)
+    let agrees = |r: &Decimal| {
+        r.checked_sub(venue_realized)
+            .is_some_and(|d| d.abs() <= tolerance)
+    };
+    let candidates = || ours.iter().enumerate().filter(|(_, (e, _))| same_entry(e));
+    candidates()
+        .find(|(_, (_, r))| agrees(r))
+        .or_else(|| candidates().next())
+        .map(|(i, _)| i)
 }
 
 /// Our realized PnL of a closed position against the venue's, both before fees.
@@ -100,19 +122,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_venue_close_matches_our_oldest_close_at_the_same_entry_price() {
+    fn a_venue_close_matches_our_oldest_close_at_the_same_entry_price_whose_pnl_agrees() {
         let d = |s: &str| s.parse::<Decimal>().unwrap();
-        let ours = [d("100"), d("50000.123456789"), d("100")];
-        let cases = [
-            ("same price: the oldest", Some(d("100")), Some(0)),
-            ("rounded by the venue", Some(d("50000.12345679")), Some(1)),
-            ("no close at that price", Some(d("101")), None),
-            ("no price: the oldest", None, Some(0)),
+        let tolerance = d("0.01");
+        // Two longs entered at 100 (the first lost 0.2, the second made 0.57) and one at 50000.12.
+        let ours = [
+            (d("100"), d("-0.2")),
+            (d("50000.123456789"), d("3")),
+            (d("100"), d("0.57")),
         ];
-        for (name, venue, want) in cases {
-            assert_eq!(match_closed(&ours, venue), want, "{name}");
+        let cases = [
+            (
+                "same price and PnL: the first",
+                Some(d("100")),
+                d("-0.2"),
+                Some(0),
+            ),
+            (
+                "same price, the second's PnL: not the oldest (reports arrived out of order)",
+                Some(d("100")),
+                d("0.57"),
+                Some(2),
+            ),
+            (
+                "same price, no PnL agrees: the oldest",
+                Some(d("100")),
+                d("9"),
+                Some(0),
+            ),
+            (
+                "rounded by the venue",
+                Some(d("50000.12345679")),
+                d("3"),
+                Some(1),
+            ),
+            ("no close at that price", Some(d("101")), d("3"), None),
+            ("no price: the oldest that agrees", None, d("3"), Some(1)),
+            (
+                "no price, nothing agrees: the oldest",
+                None,
+                d("7"),
+                Some(0),
+            ),
+        ];
+        for (name, venue, realized, want) in cases {
+            assert_eq!(
+                match_closed(&ours, venue, realized, tolerance),
+                want,
+                "{name}"
+            );
         }
-        assert_eq!(match_closed(&[], None), None);
+        assert_eq!(match_closed(&[], None, d("0"), tolerance), None);
     }
 
     #[test]

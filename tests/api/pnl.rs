@@ -252,3 +252,104 @@ async fn unrealized_pnl_is_marked_at_the_market_price_alike_in_every_view_and_sa
     assert!(dec(&positions[0]["quantity"]).is_zero(), "{positions:?}");
     app.stop().await;
 }
+
+/// The venue's `position.closed` of one round trip, as the test delivers it.
+fn venue_closed(app: &TestApp, entry: Decimal, realized: Decimal) -> String {
+    json!({
+        "event": "position.closed",
+        "timestamp": app.now().to_rfc3339(),
+        "data": {"symbol": "BTC/USD", "quantity": 0.02, "averagePrice": entry,
+                 "closePrice": 50000, "realizedPnl": realized, "closedAt": app.now().to_rfc3339()}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn two_positions_entered_at_one_price_match_their_own_position_closed_whatever_the_order() {
+    // Two longs entered at the same price, closed at different prices. The venue's report of the
+    // second arrives first, before our closing fill of the second is even booked; the report of
+    // the first arrives last. Each must be compared with its own position: no drift, no halt.
+    let app = TestApp::builder()
+        .without_callbacks()
+        .manual_clock()
+        .sim(|sim| sim.engine.walk.volatility_bps = Decimal::ZERO)
+        .spawn()
+        .await;
+    let mid = |p: i64| app.sim.set_mid_price("BTC/USD", Decimal::from(p));
+    mid(50_000);
+    app.send_signal("BTC/USD", "buy", 90, 1).await;
+    let entry = dec(&app.settled_by_stale_poll(1).await[0]["averagePrice"]);
+    mid(50_100);
+    app.send_signal("BTC/USD", "sell", 90, 2).await;
+    let orders = app.settled_by_stale_poll(2).await;
+    let sell = orders.iter().find(|o| o["side"] == "sell").unwrap();
+    // What a sell gives away below the mid on this still book (spread and slippage).
+    let below_mid = Decimal::from(50_100) - dec(&sell["averagePrice"]);
+    let quantity = dec(&sell["filledQuantity"]);
+    let first = app
+        .wait_for("our first closed long", || async {
+            app.get("/api/closed-positions")
+                .await
+                .as_array()?
+                .first()
+                .cloned()
+        })
+        .await;
+    let first_realized = dec(&first["realizedPnl"]);
+
+    mid(50_000);
+    app.send_signal("BTC/USD", "buy", 90, 3).await;
+    let orders = app.settled_by_stale_poll(3).await;
+    let second_entry = orders
+        .iter()
+        .filter(|o| o["side"] == "buy")
+        .map(|o| dec(&o["averagePrice"]))
+        .find(|p| *p == entry);
+    assert!(
+        orders.iter().filter(|o| o["side"] == "buy").count() == 2 && second_entry.is_some(),
+        "both longs entered at {entry}: {orders:?}"
+    );
+    // The second will close at mid 49,900: its realized PnL, reported by the venue first.
+    let second_realized = quantity * (Decimal::from(49_900) - below_mid - entry);
+    assert_ne!(second_realized, first_realized);
+    assert_eq!(
+        app.post_signed(&venue_closed(&app, entry, second_realized))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for("the early report to wait", || async {
+        (app.get("/api/events").await["deferred"].as_i64() == Some(1)).then_some(())
+    })
+    .await;
+    mid(49_900);
+    app.send_signal("BTC/USD", "sell", 90, 4).await;
+    app.settled_by_stale_poll(4).await;
+    assert_eq!(
+        app.post_signed(&venue_closed(&app, entry, first_realized))
+            .await
+            .status(),
+        200
+    );
+    let closed = app
+        .wait_for("both closed longs matched", || async {
+            let c = app.get("/api/closed-positions").await;
+            let rows = c.as_array()?.clone();
+            (rows.len() == 2 && rows.iter().all(|r| !r["venueRealizedPnl"].is_null()))
+                .then_some(rows)
+        })
+        .await;
+    for row in &closed {
+        assert_eq!(row["drift"], false, "{closed:?}");
+        // Within `[reconcile] pnl_tolerance` (0.01): the prediction above ignores that the
+        // book's slippage moves with the price.
+        let gap = dec(&row["venueRealizedPnl"]) - dec(&row["realizedPnl"]);
+        assert!(gap.abs() <= Decimal::new(1, 2), "{closed:?}");
+    }
+    let states = app.get("/api/trading-state").await;
+    assert!(
+        states["states"].as_array().unwrap().is_empty(),
+        "nothing halted: {states}"
+    );
+    app.stop().await;
+}
