@@ -985,19 +985,23 @@ stop_loss = true
     .await;
     app.send_signal("ETH/USD", "sell", 80, 8).await;
     decided(8).await;
-    // Every fill's fee settled at the venue's (each ended order's fill list is read).
-    let venue_fees: Decimal = app
-        .sim
-        .orders()
-        .iter()
-        .flat_map(|o| o.fills.iter().map(|f| f.fee))
-        .sum();
-    let positions = app
+    // Every fill's fee settled at the venue's (each ended order's fill list is read). The
+    // venue's total is read inside the wait: the last sell may not have filled there yet.
+    let venue_fees = || -> Decimal {
+        app.sim
+            .orders()
+            .iter()
+            .flat_map(|o| o.fills.iter().map(|f| f.fee))
+            .sum()
+    };
+    let (positions, venue_fees) = app
         .wait_for("the positions flat with the venue's fees", || async {
             let p = app.positions().await;
             let fees: Decimal = p.iter().map(|p| dec(&p["fees"])).sum();
             let flat = p.iter().all(|p| dec(&p["quantity"]).is_zero());
-            (flat && fees == venue_fees && venue_orders("market", "filled") == 6).then_some(p)
+            let venue_fees = venue_fees();
+            (flat && fees == venue_fees && venue_orders("market", "filled") == 6)
+                .then_some((p, venue_fees))
         })
         .await;
     let decisions = app.get("/api/signals?limit=100").await;
