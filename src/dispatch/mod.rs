@@ -954,12 +954,7 @@ impl Dispatcher {
         &self,
         symbol: &Symbol,
     ) -> Result<HashMap<String, Decimal>, StoreError> {
-        let books = {
-            let mut tx = self.store.begin().await?;
-            let b = Store::books(&mut tx).await?;
-            tx.rollback().await?;
-            b
-        };
+        let books = self.store.read_books().await?;
         let mut out = HashMap::new();
         for (s, book) in books {
             if s == symbol.as_str() || book.last_price.is_some() {

@@ -22,6 +22,27 @@ fn parse_dec(column: &'static str, value: String) -> Result<Decimal, StoreError>
         .map_err(|_| StoreError::Corrupt { column, value })
 }
 
+/// The sum of `quantity - filled_quantity` over `amounts` as [`WORKING_ENTRIES`] joins them.
+fn remaining_of(amounts: String) -> Result<Decimal, StoreError> {
+    let mut sum = Decimal::ZERO;
+    for pair in amounts.split(',') {
+        let parsed = pair.split_once(':').and_then(|(q, f)| {
+            let remaining = q.parse::<Decimal>().ok()?.checked_sub(f.parse().ok()?)?;
+            sum.checked_add(remaining)
+        });
+        match parsed {
+            Some(s) => sum = s,
+            None => {
+                return Err(StoreError::Corrupt {
+                    column: "quantity",
+                    value: pair.to_owned(),
+                })
+            }
+        }
+    }
+    Ok(sum)
+}
+
 fn state_row(r: &sqlx::sqlite::SqliteRow) -> Result<StateEntry, StoreError> {
     let scope: String = r.get("scope");
     let state: String = r.get("state");
@@ -64,8 +85,14 @@ fn window_row(r: &sqlx::sqlite::SqliteRow) -> Result<Window, StoreError> {
 // `status NOT IN (...)` term), so its cost follows the working orders, the last minute and one
 // strategy's symbol rather than every order ever placed; a test checks the plans.
 /// Working entries (protective orders are contingent closes, not working exposure).
-const WORKING_ENTRIES: &str = "SELECT symbol, strategy, side, quantity, filled_quantity FROM orders
-     WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'";
+/// One row per (symbol, strategy, side): the working entries' quantities as exact decimal text,
+/// joined with ',' (`quantity:filled_quantity` each). A decision reads this on every signal, and
+/// with thousands of working orders one row per order through sqlx was most of its cost (each
+/// row is copied and sent to the caller over a channel); the text is summed exactly in Rust.
+const WORKING_ENTRIES: &str = "SELECT symbol, strategy, side,
+            group_concat(quantity || ':' || filled_quantity, ',') AS amounts FROM orders
+     WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired') AND role = 'entry'
+     GROUP BY symbol, strategy, side";
 const OPEN_ORDER_COUNT: &str =
     "SELECT COUNT(*) FROM orders WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired')";
 const ORDERS_CREATED_SINCE: &str = "SELECT COUNT(*) FROM orders WHERE created_at >= ?";
@@ -467,7 +494,7 @@ impl Store {
         let rows = sqlx::query(WORKING_ENTRIES).fetch_all(conn).await?;
         for r in rows {
             let b = out.entry(r.get("symbol")).or_default();
-            let remaining = dec(&r, "quantity")? - dec(&r, "filled_quantity")?;
+            let remaining = remaining_of(r.get("amounts"))?;
             match r.get::<String, _>("side").as_str() {
                 "buy" => b.exposure.working_buy += remaining,
                 _ => b.exposure.working_sell += remaining,
@@ -479,6 +506,13 @@ impl Store {
         }
         out.retain(|_, b| !b.exposure.worst_case().is_zero());
         Ok(out)
+    }
+
+    /// [`Store::books`] read through the reader pool: a snapshot for work outside a write
+    /// transaction, which must not hold the writer (fetching prices before a decision).
+    pub async fn read_books(&self) -> Result<BTreeMap<String, SymbolBook>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Self::books(&mut conn).await
     }
 
     /// `(orders not in a terminal state, orders created at or after since)`.
@@ -769,6 +803,66 @@ mod tests {
 
     fn amount(s: &str) -> Decimal {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn books_sum_the_working_entries_exactly_per_symbol_and_side() {
+        let (store, _dir) = store().await;
+        let mut tx = store.begin().await.unwrap();
+        // (id, strategy, symbol, side, quantity, filled, status, role)
+        for (id, strategy, symbol, side, q, f, status, role) in [
+            ("a", "s1", "BTC/USD", "buy", "0.1", "0", "pending", "entry"),
+            (
+                "b",
+                "s1",
+                "BTC/USD",
+                "buy",
+                "0.30000000000000000001",
+                "0.1",
+                "partially_filled",
+                "entry",
+            ),
+            ("c", "s2", "BTC/USD", "buy", "2", "0", "intent", "entry"),
+            ("d", "s1", "BTC/USD", "sell", "1.5", "0.25", "open", "entry"),
+            ("e", "s1", "BTC/USD", "sell", "7", "0", "open", "stop_loss"),
+            ("f", "s1", "BTC/USD", "buy", "9", "9", "filled", "entry"),
+            ("g", "s1", "ETH/USD", "buy", "3", "1", "cancelled", "entry"),
+            ("h", "s2", "SOL/USD", "sell", "4", "0", "unknown", "entry"),
+        ] {
+            sqlx::query(
+                "INSERT INTO orders (client_order_id, strategy, symbol, side, order_type, quantity,
+                     filled_quantity, time_in_force, status, role, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, 'market', ?, ?, 'GTC', ?, ?, '2026-11-27T00:00:00Z', '2026-11-27T00:00:00Z')",
+            )
+            .bind(id)
+            .bind(strategy)
+            .bind(symbol)
+            .bind(side)
+            .bind(q)
+            .bind(f)
+            .bind(status)
+            .bind(role)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        let books = Store::books(&mut tx).await.unwrap();
+        assert_eq!(books.keys().collect::<Vec<_>>(), ["BTC/USD", "SOL/USD"]);
+        let btc = &books["BTC/USD"];
+        assert_eq!(btc.exposure.working_buy, amount("2.30000000000000000001"));
+        assert_eq!(btc.exposure.working_sell, amount("1.25"));
+        let mut strategies = btc.strategies.clone();
+        strategies.sort();
+        assert_eq!(strategies, ["s1", "s2"]);
+        assert_eq!(books["SOL/USD"].exposure.working_sell, amount("4"));
+        tx.rollback().await.unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_working_quantity_is_an_error_not_a_guess() {
+        assert!(remaining_of("1:0,x:0".into()).is_err());
+        assert!(remaining_of("1".into()).is_err());
+        assert_eq!(remaining_of("1:0.5,2:0".into()).unwrap(), amount("2.5"));
     }
 
     #[tokio::test]
