@@ -33,6 +33,8 @@ struct Options {
     /// The signal scenario's length and rate: long enough to show a bot falling behind.
     signal_seconds: u64,
     rate: u64,
+    /// How many webhooks the simulator delivers at once in the signal scenario.
+    webhook_concurrency: usize,
 }
 
 fn options() -> Options {
@@ -44,6 +46,7 @@ fn options() -> Options {
         connections: 64,
         signal_seconds: 60,
         rate: 200,
+        webhook_concurrency: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -57,6 +60,12 @@ fn options() -> Options {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(o.signal_seconds)
+            }
+            "--webhook-concurrency" => {
+                o.webhook_concurrency = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(o.webhook_concurrency)
             }
             "--rate" => o.rate = it.next().and_then(|v| v.parse().ok()).unwrap_or(o.rate),
             "--connections" => {
@@ -528,7 +537,7 @@ fn main() {
 
     // 7. Signal to signed POST at the venue, at a fixed 200 signals/s.
     if run("signal") {
-        let host = venue::SimHost::start(SECRET);
+        let host = venue::SimHost::start_with(SECRET, o.webhook_concurrency);
         let dir = tempfile::tempdir().unwrap();
         let sigex = Sigex::spawn_with(
             dir.path(),
@@ -636,7 +645,10 @@ fn main() {
             r.target = format!("<= {target}");
             r.met = Some(r.value <= target);
             r.note = if k == 0 {
-                format!("{rate} signals/s for {seconds} s; {gone} signals without an order at the venue")
+                format!(
+                    "{rate} signals/s for {seconds} s, simulator delivering {} webhook(s) at once; {gone} signals without an order at the venue",
+                    o.webhook_concurrency
+                )
             } else if k == 2 || k == 4 {
                 format!("{wsecs} s window; {gone} without an order")
             } else {

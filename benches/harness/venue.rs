@@ -13,13 +13,20 @@ pub struct SimHost {
 
 impl SimHost {
     pub fn start(secret: &str) -> Self {
+        Self::start_with(secret, 1)
+    }
+
+    /// A simulator delivering up to `webhook_concurrency` webhooks at once.
+    pub fn start_with(secret: &str, webhook_concurrency: usize) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("venue")
             .enable_all()
             .build()
             .unwrap();
-        let sim = Simulator::new(SimConfig::new("bench", "bench", secret));
+        let mut cfg = SimConfig::new("bench", "bench", secret);
+        cfg.webhook_concurrency = webhook_concurrency;
+        let sim = Simulator::new(cfg);
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();

@@ -30,6 +30,9 @@ pub(super) struct SimVenueArgs {
     /// Delay between accepting an order and matching it.
     #[arg(long, default_value_t = 5)]
     latency_ms: u64,
+    /// Webhooks delivered at once (1: one at a time, in order; more: in parallel, out of order)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    webhook_concurrency: u64,
     /// Another signal.generated source: INTERVAL_MS[:SYMBOLS[:MIN-MAX[:BUY/SELL/HOLD]]], e.g.
     /// 1000:BTC/USD,ETH/USD:70-99:60/30/10 (repeatable).
     #[arg(long, value_parser = crate::sim::SignalGenerator::parse)]
@@ -109,6 +112,7 @@ impl SimVenueArgs {
     fn apply(&self, cfg: &mut crate::sim::SimConfig) -> anyhow::Result<()> {
         cfg.starting_balance = self.starting_balance;
         cfg.fill_latency = Duration::from_millis(self.latency_ms);
+        cfg.webhook_concurrency = self.webhook_concurrency as usize;
         cfg.engine.maker_fee_bps = self.maker_fee_bps;
         cfg.engine.taker_fee_bps = self.taker_fee_bps;
         cfg.engine.walk.volatility_bps = self.volatility_bps;

@@ -88,6 +88,9 @@ pub struct SimConfig {
     pub alert_interval: Option<Duration>,
     /// A state saved by [`Simulator::state_json`] to start from (paper mode after a restart).
     pub restore: Option<String>,
+    /// Webhooks in flight at once: 1 (the default) delivers one at a time in order; more lets
+    /// them overtake each other, as a venue delivering in parallel does.
+    pub webhook_concurrency: usize,
 }
 
 /// A scheduled maintenance: announced by a `system.maintenance` webhook `notice` before it starts;
@@ -128,6 +131,7 @@ impl SimConfig {
             maintenance: Vec::new(),
             alert_interval: None,
             restore: None,
+            webhook_concurrency: 1,
         }
     }
 }
@@ -152,6 +156,7 @@ impl std::fmt::Debug for SimConfig {
             .field("maintenance", &self.maintenance)
             .field("alert_interval", &self.alert_interval)
             .field("restore", &self.restore.as_ref().map(|_| "<saved state>"))
+            .field("webhook_concurrency", &self.webhook_concurrency)
             .finish()
     }
 }
@@ -196,6 +201,7 @@ pub(crate) struct Inner {
     api_secret: String,
     tolerance_secs: i64,
     fill_latency: Duration,
+    webhook_concurrency: usize,
     /// Timer signal generators: `signal_interval`'s default one first, then the configured ones.
     generators: Vec<SignalGenerator>,
     /// The one lock over trading state. Events are queued while it is held (see the module guarantees);
@@ -465,6 +471,7 @@ impl Simulator {
             api_secret: cfg.api_secret,
             tolerance_secs: cfg.timestamp_tolerance_secs,
             fill_latency: cfg.fill_latency,
+            webhook_concurrency: cfg.webhook_concurrency.max(1),
             generators: cfg
                 .signal_interval
                 .map(SignalGenerator::every)
@@ -533,6 +540,7 @@ impl Simulator {
                 client,
                 policy,
                 stop_rx.clone(),
+                self.inner.webhook_concurrency,
             )),
             tokio::spawn(every(PRICE_TICK, stop_rx.clone(), {
                 let inner = Arc::clone(&self.inner);

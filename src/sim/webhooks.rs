@@ -349,14 +349,48 @@ pub(crate) fn http_client(policy: &RetryPolicy) -> reqwest::Result<reqwest::Clie
         .build()
 }
 
-/// Delivers queued events until `stop` turns true or the queue closes.
+/// Delivers queued events until `stop` turns true or the queue closes. With `concurrency` 1 one
+/// event at a time, in order, each with its retries before the next; with more, up to that many
+/// at once (each still with its own retries), so they can arrive out of order, as the venue's
+/// docs say they may, and one slow answer does not hold up the rest.
 pub(crate) async fn run_delivery(
     outbox: Arc<Outbox>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     client: reqwest::Client,
     policy: RetryPolicy,
     mut stop: watch::Receiver<bool>,
+    concurrency: usize,
 ) {
+    if concurrency > 1 {
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        // Dropped on return, which aborts the deliveries still running.
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            let item = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                item = rx.recv() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
+            let permit = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                p = Arc::clone(&permits).acquire_owned() => p.expect("never closed"),
+            };
+            while running.try_join_next().is_some() {}
+            let fate = outbox.injector().webhook();
+            let (outbox, client) = (Arc::clone(&outbox), client.clone());
+            running.spawn(async move {
+                process(&outbox, &client, policy, item, fate).await;
+                drop(permit);
+            });
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = async { while running.join_next().await.is_some() {} } => {}
+        }
+        return;
+    }
     // An event held back by the reorder fault, sent right after its successor.
     let mut held: Option<(Outgoing, WebhookFate)> = None;
     loop {
@@ -544,7 +578,7 @@ mod tests {
         let (stop_tx, stop_rx) = watch::channel(false);
         let rx = outbox.take_receiver().expect("receiver");
         let client = http_client(&fast()).expect("client");
-        tokio::spawn(run_delivery(outbox.clone(), rx, client, fast(), stop_rx));
+        tokio::spawn(run_delivery(outbox.clone(), rx, client, fast(), stop_rx, 1));
         stop_tx
     }
 
@@ -589,6 +623,54 @@ mod tests {
         assert_eq!(dead[0].url, url_of(&outbox));
         assert_eq!(outbox.sent(), 0);
         assert_eq!(outbox.deliveries(100).len(), 6, "every attempt is logged");
+    }
+
+    /// With several deliveries in flight, an event whose receiver hangs does not hold up the
+    /// next one; one at a time, it does (the second would wait out the first's timeout).
+    #[tokio::test]
+    async fn parallel_delivery_lets_an_event_overtake_one_whose_answer_hangs() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let _ = tx.send(Received::new(&headers, body.clone()));
+                async move {
+                    if String::from_utf8_lossy(&body).contains("hang") {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let outbox = Arc::new(Outbox::new("whsec".into(), Some(url), no_faults()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let receiver = outbox.take_receiver().expect("receiver");
+        let client = http_client(&fast()).expect("client");
+        tokio::spawn(run_delivery(
+            outbox.clone(),
+            receiver,
+            client,
+            fast(),
+            stop_rx,
+            4,
+        ));
+
+        outbox.enqueue("test", &json!({"message": "hang"}));
+        outbox.enqueue("test", &json!({"message": "quick"}));
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let r = within(rx.recv()).await.expect("both reach the receiver");
+            bodies.push(String::from_utf8_lossy(&r.body).into_owned());
+        }
+        assert!(bodies.iter().any(|b| b.contains("hang")));
+        assert!(bodies.iter().any(|b| b.contains("quick")));
+        eventually(|| std::future::ready((outbox.sent() == 1).then_some(()))).await;
+        let _ = stop_tx.send(true);
     }
 
     #[test]
