@@ -11,6 +11,7 @@
 //! workers, installed from PyPI into `target/bench/venv`.
 
 mod gen;
+mod minimal;
 mod venue;
 
 use gen::Load;
@@ -120,6 +121,18 @@ fn row(scenario: &'static str, values: &[f64], unit: &'static str) -> Row {
     }
 }
 
+/// `body` as a raw HTTP/1.1 webhook request signed with the bench secret.
+fn signed_request(body: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    format!(
+        "POST {PATH} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Webhook-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Pre-built requests, each a unique signed `test` event.
 fn requests(n: usize, label: &str) -> Vec<Vec<u8>> {
     (0..n)
@@ -127,14 +140,21 @@ fn requests(n: usize, label: &str) -> Vec<Vec<u8>> {
             let body = format!(
                 r#"{{"event":"test","timestamp":"2026-11-27T12:00:00Z","data":{{"message":"{label} {i}"}}}}"#
             );
-            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-            mac.update(body.as_bytes());
-            let sig = hex::encode(mac.finalize().into_bytes());
-            format!(
-                "POST {PATH} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Webhook-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
+            signed_request(&body)
+        })
+        .collect()
+}
+
+/// Pre-built requests, each a unique signed `signal.generated` for a symbol no strategy trades
+/// (a realistic body, decided "ignored"), timestamped now so none is stale.
+fn untraded_signals(n: usize, label: &str) -> Vec<Vec<u8>> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    (0..n)
+        .map(|i| {
+            let body = format!(
+                r#"{{"event":"signal.generated","timestamp":"{now}","data":{{"symbol":"XRP/USD","recommendation":"buy","confidence":85,"timeHorizon":"short_term","riskLevel":"medium","reasoning":["{label} {i}","RSI oversold on the 15m chart","MACD crossing up"],"technicalAnalysis":{{"rsi":28.4,"macd":"bullish","support":0.52,"resistance":0.61}}}}}}"#
+            );
+            signed_request(&body)
         })
         .collect()
 }
@@ -450,6 +470,49 @@ fn main() {
         );
         rows.push(r);
         rows.push(row("sigex CPU per webhook at saturation", &cpu, "us"));
+        // The same load, same run, against the least a durable receiver can do; then both with
+        // realistic signal bodies for a symbol no strategy trades.
+        let minimal_dir = tempfile::tempdir().unwrap();
+        let minimal =
+            minimal::MinimalReceiver::start(&minimal_dir.path().join("minimal.db"), SECRET);
+        load.saturate(minimal.addr, &requests(2000, "warm-minimal"), 16, 1);
+        let (mut minimal_rates, mut sigex_signal, mut minimal_signal) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..o.reps {
+            let out = load.saturate(minimal.addr, &fresh(per_run), o.connections, o.seconds);
+            assert_eq!(out.failed, 0, "the minimal receiver refused requests");
+            minimal_rates.push(out.rate());
+            let bodies = untraded_signals(per_run, &format!("sig{rep}"));
+            let out = load.saturate(sigex.webhook, &bodies, o.connections, o.seconds);
+            assert_eq!(out.failed, 0, "sigex refused signal requests under load");
+            sigex_signal.push(out.rate());
+            let out = load.saturate(minimal.addr, &bodies, o.connections, o.seconds);
+            minimal_signal.push(out.rate());
+        }
+        let mut r = row(
+            "minimal durable receiver: hyper, HMAC, group commit (SQLite, synchronous=FULL)",
+            &minimal_rates,
+            "webhooks/s",
+        );
+        let minimal_median = r.value;
+        let ratio = row("", &ingest_rates, "").value / minimal_median;
+        r.target = "sigex >= 0.8x".into();
+        r.met = Some(ratio >= 0.8);
+        r.note = format!("sigex ingests {ratio:.2}x this");
+        rows.push(r);
+        let mut r = row(
+            "ingest of signal.generated bodies (untraded symbol), sigex",
+            &sigex_signal,
+            "webhooks/s",
+        );
+        let ratio = r.value / row("", &minimal_signal, "").value;
+        r.target = ">= 0.6x minimal".into();
+        r.met = Some(ratio >= 0.6);
+        r.note = format!(
+            "minimal receiver {:.0}/s with the same bodies: sigex {ratio:.2}x",
+            row("", &minimal_signal, "").value
+        );
+        rows.push(r);
         let mut r = row(
             "resident memory under ingest load (peak, VmHWM)",
             &[sigex.status_kb("VmHWM:") / 1024.0],
