@@ -566,19 +566,36 @@ mod tests {
                 }
             }),
         );
+        (serve_hook(app).await, rx)
+    }
+
+    /// Serves `app` on a loopback port; its `/hook` URL.
+    async fn serve_hook(app: axum::Router) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, rx)
+        url
     }
 
     fn start(outbox: &Arc<Outbox>) -> watch::Sender<bool> {
+        start_with(outbox, 1)
+    }
+
+    /// Delivers `outbox` with up to `concurrency` webhooks in flight until the sender says stop.
+    fn start_with(outbox: &Arc<Outbox>, concurrency: usize) -> watch::Sender<bool> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let rx = outbox.take_receiver().expect("receiver");
         let client = http_client(&fast()).expect("client");
-        tokio::spawn(run_delivery(outbox.clone(), rx, client, fast(), stop_rx, 1));
+        tokio::spawn(run_delivery(
+            outbox.clone(),
+            rx,
+            client,
+            fast(),
+            stop_rx,
+            concurrency,
+        ));
         stop_tx
     }
 
@@ -642,23 +659,9 @@ mod tests {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = serve_hook(app).await;
         let outbox = Arc::new(Outbox::new("whsec".into(), Some(url), no_faults()));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let receiver = outbox.take_receiver().expect("receiver");
-        let client = http_client(&fast()).expect("client");
-        tokio::spawn(run_delivery(
-            outbox.clone(),
-            receiver,
-            client,
-            fast(),
-            stop_rx,
-            4,
-        ));
+        let stop = start_with(&outbox, 4);
 
         outbox.enqueue("test", &json!({"message": "hang"}));
         outbox.enqueue("test", &json!({"message": "quick"}));
@@ -670,7 +673,7 @@ mod tests {
         assert!(bodies.iter().any(|b| b.contains("hang")));
         assert!(bodies.iter().any(|b| b.contains("quick")));
         eventually(|| std::future::ready((outbox.sent() == 1).then_some(()))).await;
-        let _ = stop_tx.send(true);
+        let _ = stop.send(true);
     }
 
     #[test]
