@@ -11,10 +11,9 @@ use crate::model::events::OrderNews;
 use crate::model::Side;
 use crate::order::{self, OrderStatus};
 use crate::portfolio;
-use crate::store::{OrderRow, Store, StoreError};
+use crate::store::{OrderRow, Store, StoreError, Tx};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::SqliteConnection;
 
 pub mod cash;
 pub mod drift;
@@ -47,7 +46,7 @@ pub enum PassError {
 
 /// Applies a report about an order, matched by venue id, then by our `clientOrderId`.
 pub async fn apply_news(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     news: &OrderNews,
     now: DateTime<Utc>,
 ) -> Result<NewsOutcome, StoreError> {
@@ -113,7 +112,7 @@ pub async fn apply_answer(
 /// Halts `symbol` for drift found by reconciliation (its reason shows both views), unless it is
 /// halted already. Never lifted automatically: a person looks first.
 pub async fn halt_symbol(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     symbol: &str,
     reason: &str,
     now: DateTime<Utc>,
@@ -147,7 +146,7 @@ pub async fn halt_symbol(
 /// books the difference from what was booked before, so estimates converge to the reported
 /// fees once the fill list is read, and a report seen twice books nothing.
 pub async fn apply_report(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     order: &OrderRow,
     news: &OrderNews,
     now: DateTime<Utc>,

@@ -1,4 +1,4 @@
-//! The structure of `src/`: no import circle between its files.
+//! The structure of `src/`: no import circle between its files, and the database library named only in `src/store/`.
 //!
 //! A file "uses" another when it names a path into it (`crate::store::Store`, `super::apply_answer`,
 //! `use crate::risk::{self, Gate}`), resolved to the deepest file that exists. A module
@@ -246,5 +246,29 @@ fn the_circle_check_sees_a_circle_when_there_is_one() {
     assert!(
         inline.contains(&vec!["a".to_owned(), "g".to_owned()]),
         "{inline:?}"
+    );
+}
+
+/// The store is the only part that knows which database library (and engine) is underneath:
+/// outside `src/store/` no code names `sqlx` or a SQLite type, so a second engine changes
+/// `store/` alone.
+#[test]
+fn no_code_outside_the_store_names_the_database_library() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let store = src.join("store");
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(&store))
+        .filter(|f| {
+            let code = code_only(&std::fs::read_to_string(f).unwrap());
+            code.contains("sqlx") || code.contains("Sqlite")
+        })
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "these files name sqlx or a SQLite type outside src/store/: {offenders:?}"
     );
 }
