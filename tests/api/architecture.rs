@@ -1,4 +1,5 @@
-//! The structure of `src/`: no import circle between its files, and the database library named only in `src/store/`.
+//! The structure of `src/`: no import circle between its files, and the database library named
+//! only in `src/store/`.
 //!
 //! A file "uses" another when it names a path into it (`crate::store::Store`, `super::apply_answer`,
 //! `use crate::risk::{self, Gate}`), resolved to the deepest file that exists. A module
