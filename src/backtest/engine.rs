@@ -5,8 +5,9 @@
 //! `Strategy::evaluate`, the circuit breakers (`AccountLimits::breaker_halt`), a gate and an
 //! account view assembled from the books as the dispatcher assembles them from SQL
 //! (`maintenance::blocking`, `state::effective`, `alerts::applicable_scale`, `risk::elsewhere`),
-//! then `risk::decide`; an approved order gets the dispatcher's client order id and is placed on
-//! the paper venue's `Book` (fees, slippage through its synthetic book, partial fills, stops);
+//! then `risk::decide_guarded` (an order whose numbers a `Decimal` cannot hold is refused, as
+//! live); an approved order gets the dispatcher's client order id and is placed on the paper
+//! venue's `Book` (fees, slippage through its synthetic book, partial fills, stops);
 //! the `Book`'s events come back as the webhooks would in paper mode and are applied as the
 //! dispatcher applies them (`order::apply` and `portfolio::Position` for fills, the equity peak,
 //! the breakers, the margin rule); the supervisor's duties run with its pure rules (protective
@@ -391,7 +392,7 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The dispatcher's `decide`: strategy verdict, breakers, gate, `risk::decide`, intent.
+    /// The dispatcher's `decide`: strategy verdict, breakers, gate, `risk::decide_guarded`, intent.
     fn on_signal(
         &mut self,
         signal: &Signal,
@@ -426,7 +427,7 @@ impl<'a> Engine<'a> {
                     account: &account,
                     now: self.now(),
                 };
-                match risk::decide(&request) {
+                match risk::decide_guarded(&request) {
                     Err(refusal) => ("refused", Some(refusal.rule.as_str()), refusal.reason, None),
                     Ok(approved) => {
                         let cid = order::client_order_id(&strategy.name, key, "entry");

@@ -1413,3 +1413,23 @@ async fn events_export_writes_the_inbox_as_json_lines_filtered_by_type_and_time(
         "the signed body, byte for byte"
     );
 }
+
+/// An order whose numbers a `Decimal` cannot hold is refused with the reason, as the live
+/// dispatcher refuses it (`risk::decide_guarded`), instead of ending the whole backtest.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_too_large_for_a_decimal_is_refused_as_live_not_a_crash() {
+    let strategy = STRATEGY.replace("quantity = 0.02", "quantity = 100000000000");
+    let s = Scenario::new()
+        .strategy("t", &strategy)
+        .hourly("BTC/USD", 3, &[(0, "10000000000000000000")])
+        .event(signal(&at(1, 0), "BTC/USD", "buy", 80));
+    let report = s.run().await.expect("the backtest finishes");
+    let run = &report.runs[0];
+    assert_eq!((run.signals.ordered, run.signals.refused), (0, 1));
+    assert_eq!(
+        run.signals.refused_by.get("overflow"),
+        Some(&1),
+        "{:?}",
+        run.signals.refused_by
+    );
+}
