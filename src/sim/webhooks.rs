@@ -352,7 +352,8 @@ pub(crate) fn http_client(policy: &RetryPolicy) -> reqwest::Result<reqwest::Clie
 /// Delivers queued events until `stop` turns true or the queue closes. With `concurrency` 1 one
 /// event at a time, in order, each with its retries before the next; with more, up to that many
 /// at once (each still with its own retries), so they can arrive out of order, as the venue's
-/// docs say they may, and one slow answer does not hold up the rest.
+/// docs say they may, and one slow answer does not hold up the rest. The reorder fault holds an
+/// event back until its successor has been handed out, either way.
 pub(crate) async fn run_delivery(
     outbox: Arc<Outbox>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
@@ -361,78 +362,63 @@ pub(crate) async fn run_delivery(
     mut stop: watch::Receiver<bool>,
     concurrency: usize,
 ) {
-    if concurrency > 1 {
-        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
-        // Dropped on return, which aborts the deliveries still running.
-        let mut running = tokio::task::JoinSet::new();
-        loop {
-            let item = tokio::select! {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    // Dropped on return, which aborts the deliveries still running.
+    let mut running = tokio::task::JoinSet::new();
+    // An event held back by the reorder fault, sent right after its successor.
+    let mut held: Option<(Outgoing, WebhookFate)> = None;
+    loop {
+        // The next event, and whether the queue has closed. A held event waits for a successor
+        // at most REORDER_WAIT, then goes alone.
+        let (next, closed) = if held.is_some() {
+            tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                item = rx.recv() => match item {
-                    Some(item) => item,
-                    None => break,
+                r = tokio::time::timeout(REORDER_WAIT, rx.recv()) => match r {
+                    Ok(Some(item)) => (Some(item), false),
+                    Ok(None) => (None, true),
+                    Err(_) => (None, false),
                 },
-            };
+            }
+        } else {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                item = rx.recv() => {
+                    let closed = item.is_none();
+                    (item, closed)
+                }
+            }
+        };
+        let mut due = Vec::with_capacity(2);
+        if let Some(item) = next {
+            let fate = outbox.injector().webhook();
+            if fate.reorder && held.is_none() {
+                outbox.reordered.fetch_add(1, Ordering::Relaxed);
+                held = Some((item, fate));
+                continue;
+            }
+            due.push((item, fate));
+        }
+        due.extend(held.take());
+        for (item, fate) in due {
+            // One permit per delivery in flight: with one, the next waits for this one to end.
             let permit = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 p = Arc::clone(&permits).acquire_owned() => p.expect("never closed"),
             };
             while running.try_join_next().is_some() {}
-            let fate = outbox.injector().webhook();
             let (outbox, client) = (Arc::clone(&outbox), client.clone());
             running.spawn(async move {
                 process(&outbox, &client, policy, item, fate).await;
                 drop(permit);
             });
         }
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => {}
-            _ = async { while running.join_next().await.is_some() {} } => {}
+        if closed {
+            break;
         }
-        return;
     }
-    // An event held back by the reorder fault, sent right after its successor.
-    let mut held: Option<(Outgoing, WebhookFate)> = None;
-    loop {
-        let next = if held.is_some() {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                r = tokio::time::timeout(REORDER_WAIT, rx.recv()) => r.ok().flatten(),
-            }
-        } else {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                item = rx.recv() => match item {
-                    Some(item) => Some(item),
-                    None => return,
-                },
-            }
-        };
-        let work = async {
-            match next {
-                None => {
-                    if let Some((item, fate)) = held.take() {
-                        process(&outbox, &client, policy, item, fate).await;
-                    }
-                }
-                Some(item) => {
-                    let fate = outbox.injector().webhook();
-                    if fate.reorder && held.is_none() {
-                        outbox.reordered.fetch_add(1, Ordering::Relaxed);
-                        held = Some((item, fate));
-                        return;
-                    }
-                    process(&outbox, &client, policy, item, fate).await;
-                    if let Some((item, fate)) = held.take() {
-                        process(&outbox, &client, policy, item, fate).await;
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            () = work => {}
-        }
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = async { while running.join_next().await.is_some() {} } => {}
     }
 }
 
