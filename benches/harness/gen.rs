@@ -245,16 +245,50 @@ pub fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 /// An HTTP server that answers every request with 200 and a tiny body, on its own runtime.
-pub struct NullServer {
+/// `body` as a raw HTTP/1.1 webhook request to `path`, signed with `secret`.
+pub fn signed_request(secret: &str, path: &str, body: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Webhook-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The body of a reference receiver's answer, and the answer with `status`.
+pub fn answer(status: u16) -> hyper::Response<http_body_util::Full<axum::body::Bytes>> {
+    let mut r = hyper::Response::new(http_body_util::Full::new(axum::body::Bytes::from_static(
+        b"{\"status\":\"accepted\"}",
+    )));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// A loopback HTTP/1.1 server on its own two-thread runtime, every connection served by a clone
+/// of `service`; the reference receivers the generator is measured against.
+pub struct Served {
     pub addr: SocketAddr,
     _rt: tokio::runtime::Runtime,
 }
 
-impl NullServer {
-    pub fn start() -> Self {
+impl Served {
+    pub fn start<S>(name: &str, service: S) -> Self
+    where
+        S: hyper::service::Service<
+                hyper::Request<hyper::body::Incoming>,
+                Response = hyper::Response<http_body_util::Full<axum::body::Bytes>>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("null")
+            .thread_name(name)
             .enable_all()
             .build()
             .unwrap();
@@ -268,18 +302,8 @@ impl NullServer {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let service = service.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        |req: hyper::Request<hyper::body::Incoming>| async move {
-                            use http_body_util::BodyExt;
-                            let _ = req.into_body().collect().await;
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(axum::body::Bytes::from_static(
-                                    b"{\"status\":\"accepted\"}",
-                                )),
-                            ))
-                        },
-                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
@@ -288,4 +312,16 @@ impl NullServer {
         });
         Self { addr, _rt: rt }
     }
+}
+
+/// A server that reads each request and answers 200: the generator's own ceiling.
+pub fn null_server() -> Served {
+    Served::start(
+        "null",
+        hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            use http_body_util::BodyExt;
+            let _ = req.into_body().collect().await;
+            Ok::<_, std::convert::Infallible>(answer(200))
+        }),
+    )
 }

@@ -15,8 +15,6 @@ mod minimal;
 mod venue;
 
 use gen::Load;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -121,18 +119,6 @@ fn row(scenario: &'static str, values: &[f64], unit: &'static str) -> Row {
     }
 }
 
-/// `body` as a raw HTTP/1.1 webhook request signed with the bench secret.
-fn signed_request(body: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let sig = hex::encode(mac.finalize().into_bytes());
-    format!(
-        "POST {PATH} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Webhook-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// Pre-built requests, each a unique signed `test` event.
 fn requests(n: usize, label: &str) -> Vec<Vec<u8>> {
     (0..n)
@@ -140,7 +126,7 @@ fn requests(n: usize, label: &str) -> Vec<Vec<u8>> {
             let body = format!(
                 r#"{{"event":"test","timestamp":"2026-11-27T12:00:00Z","data":{{"message":"{label} {i}"}}}}"#
             );
-            signed_request(&body)
+            gen::signed_request(SECRET, PATH, &body)
         })
         .collect()
 }
@@ -154,7 +140,7 @@ fn untraded_signals(n: usize, label: &str) -> Vec<Vec<u8>> {
             let body = format!(
                 r#"{{"event":"signal.generated","timestamp":"{now}","data":{{"symbol":"XRP/USD","recommendation":"buy","confidence":85,"timeHorizon":"short_term","riskLevel":"medium","reasoning":["{label} {i}","RSI oversold on the 15m chart","MACD crossing up"],"technicalAnalysis":{{"rsi":28.4,"macd":"bullish","support":0.52,"resistance":0.61}}}}}}"#
             );
-            signed_request(&body)
+            gen::signed_request(SECRET, PATH, &body)
         })
         .collect()
 }
@@ -427,7 +413,7 @@ fn main() {
     // 1. The generator against a server that does nothing: its own ceiling.
     let mut null_rates = Vec::new();
     if run("null") || run("ingest") {
-        let null = gen::NullServer::start();
+        let null = gen::null_server();
         for _ in 0..o.reps {
             let out = load.saturate(null.addr, &fresh(per_run), o.connections, o.seconds);
             null_rates.push(out.rate());
@@ -475,18 +461,18 @@ fn main() {
         let minimal_dir = tempfile::tempdir().unwrap();
         let minimal =
             minimal::MinimalReceiver::start(&minimal_dir.path().join("minimal.db"), SECRET);
-        load.saturate(minimal.addr, &requests(2000, "warm-minimal"), 16, 1);
+        load.saturate(minimal.addr(), &requests(2000, "warm-minimal"), 16, 1);
         let (mut minimal_rates, mut sigex_signal, mut minimal_signal) =
             (Vec::new(), Vec::new(), Vec::new());
         for rep in 0..o.reps {
-            let out = load.saturate(minimal.addr, &fresh(per_run), o.connections, o.seconds);
+            let out = load.saturate(minimal.addr(), &fresh(per_run), o.connections, o.seconds);
             assert_eq!(out.failed, 0, "the minimal receiver refused requests");
             minimal_rates.push(out.rate());
             let bodies = untraded_signals(per_run, &format!("sig{rep}"));
             let out = load.saturate(sigex.webhook, &bodies, o.connections, o.seconds);
             assert_eq!(out.failed, 0, "sigex refused signal requests under load");
             sigex_signal.push(out.rate());
-            let out = load.saturate(minimal.addr, &bodies, o.connections, o.seconds);
+            let out = load.saturate(minimal.addr(), &bodies, o.connections, o.seconds);
             minimal_signal.push(out.rate());
         }
         let mut r = row(
@@ -680,48 +666,62 @@ fn main() {
         }
         let col = |k: usize| stats.iter().map(|s| s[k]).collect::<Vec<_>>();
         let wsecs = window / rate as usize;
-        let labels: [(&'static str, f64, usize); 8] = [
+        let whole = format!(
+            "{rate} signals/s for {seconds} s, simulator delivering {} webhook(s) at once; {} signals without an order at the venue",
+            o.webhook_concurrency, missing.0
+        );
+        let first = format!("{wsecs} s window; {} without an order", missing.1);
+        let last = format!("{wsecs} s window; {} without an order", missing.2);
+        // (row, target in ms, note), in the order of `stats`' columns.
+        let labels: [(&'static str, Option<f64>, String); 8] = [
             (
                 "signal -> signed POST at the venue, p50 over the whole run",
-                5.0,
-                missing.0,
+                Some(5.0),
+                whole,
             ),
             (
                 "signal -> signed POST at the venue, p99 over the whole run",
-                25.0,
-                0,
+                Some(25.0),
+                String::new(),
             ),
             (
                 "signal -> signed POST, p50 of the first window",
-                5.0,
-                missing.1,
+                Some(5.0),
+                first,
             ),
-            ("signal -> signed POST, p99 of the first window", 25.0, 0),
+            (
+                "signal -> signed POST, p99 of the first window",
+                Some(25.0),
+                String::new(),
+            ),
             (
                 "signal -> signed POST, p50 of the last window",
-                5.0,
-                missing.2,
+                Some(5.0),
+                last,
             ),
-            ("signal -> signed POST, p99 of the last window", 25.0, 0),
-            ("signal webhook acknowledged (200), p50", f64::NAN, 0),
-            ("signal webhook acknowledged (200), p99", f64::NAN, 0),
+            (
+                "signal -> signed POST, p99 of the last window",
+                Some(25.0),
+                String::new(),
+            ),
+            (
+                "signal webhook acknowledged (200), p50",
+                None,
+                String::new(),
+            ),
+            (
+                "signal webhook acknowledged (200), p99",
+                None,
+                String::new(),
+            ),
         ];
-        for (k, (label, target, gone)) in labels.into_iter().enumerate() {
+        for (k, (label, target, note)) in labels.into_iter().enumerate() {
             let mut r = row(label, &col(k), "ms");
-            if k < 6 {
+            if let Some(target) = target {
                 r.target = format!("<= {target}");
                 r.met = Some(r.value <= target);
             }
-            r.note = if k == 0 {
-                format!(
-                    "{rate} signals/s for {seconds} s, simulator delivering {} webhook(s) at once; {gone} signals without an order at the venue",
-                    o.webhook_concurrency
-                )
-            } else if k == 2 || k == 4 {
-                format!("{wsecs} s window; {gone} without an order")
-            } else {
-                String::new()
-            };
+            r.note = note;
             rows.push(r);
         }
     }

@@ -5,6 +5,7 @@
 //! deduplication beyond a unique key, no processing: sigex's ingest is measured against it in the
 //! same run, so the ratio is always at hand.
 
+use super::gen::{answer, Served};
 use hmac::{Hmac, Mac};
 use libsqlite3_sys as ffi;
 use sha2::{Digest, Sha256};
@@ -18,8 +19,7 @@ use tokio::sync::oneshot;
 type Pending = ([u8; 32], Vec<u8>, oneshot::Sender<bool>);
 
 pub struct MinimalReceiver {
-    pub addr: SocketAddr,
-    _rt: tokio::runtime::Runtime,
+    served: Served,
 }
 
 impl MinimalReceiver {
@@ -30,72 +30,45 @@ impl MinimalReceiver {
             .name("minimal-writer".into())
             .spawn(move || writer(&db, rx))
             .unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("minimal")
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
         let key = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (tx, key) = (tx.clone(), key.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (tx, mut mac) = (tx.clone(), key.clone());
-                            async move {
-                                use http_body_util::BodyExt;
-                                let signature = req
-                                    .headers()
-                                    .get("x-webhook-signature")
-                                    .and_then(|v| hex::decode(v.as_bytes()).ok());
-                                let body = match req.into_body().collect().await {
-                                    Ok(b) => b.to_bytes().to_vec(),
-                                    Err(_) => return Ok(answer(400)),
-                                };
-                                mac.update(&body);
-                                let valid = signature.is_some_and(|s| mac.verify_slice(&s).is_ok());
-                                if !valid {
-                                    return Ok::<_, std::convert::Infallible>(answer(401));
-                                }
-                                let key: [u8; 32] = Sha256::digest(&body).into();
-                                let (done, committed) = oneshot::channel();
-                                if tx.send((key, body, done)).is_err() {
-                                    return Ok(answer(503));
-                                }
-                                Ok(answer(if committed.await == Ok(true) {
-                                    200
-                                } else {
-                                    503
-                                }))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, _rt: rt }
+        let served = Served::start(
+            "minimal",
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (tx, mut mac) = (tx.clone(), key.clone());
+                async move {
+                    use http_body_util::BodyExt;
+                    let signature = req
+                        .headers()
+                        .get("x-webhook-signature")
+                        .and_then(|v| hex::decode(v.as_bytes()).ok());
+                    let body = match req.into_body().collect().await {
+                        Ok(b) => b.to_bytes().to_vec(),
+                        Err(_) => return Ok(answer(400)),
+                    };
+                    mac.update(&body);
+                    let valid = signature.is_some_and(|s| mac.verify_slice(&s).is_ok());
+                    if !valid {
+                        return Ok::<_, std::convert::Infallible>(answer(401));
+                    }
+                    let key: [u8; 32] = Sha256::digest(&body).into();
+                    let (done, committed) = oneshot::channel();
+                    if tx.send((key, body, done)).is_err() {
+                        return Ok(answer(503));
+                    }
+                    Ok(answer(if committed.await == Ok(true) {
+                        200
+                    } else {
+                        503
+                    }))
+                }
+            }),
+        );
+        Self { served }
     }
-}
 
-fn answer(status: u16) -> hyper::Response<http_body_util::Full<axum::body::Bytes>> {
-    let mut r = hyper::Response::new(http_body_util::Full::new(axum::body::Bytes::from_static(
-        b"{\"status\":\"accepted\"}",
-    )));
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-    r
+    pub fn addr(&self) -> SocketAddr {
+        self.served.addr
+    }
 }
 
 /// The raw SQLite connection of the writer thread.

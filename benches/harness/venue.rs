@@ -1,8 +1,6 @@
 //! Scenarios that need a venue: the simulator runs in this process on its own runtime, so the
 //! harness can read when each order's POST reached it (`Simulator::order_arrivals`).
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use sigex::sim::{SimConfig, Simulator};
 
 pub struct SimHost {
@@ -56,19 +54,12 @@ pub fn signal_requests(
                 r#"{{"event":"signal.generated","timestamp":"{now}","data":{{"symbol":"{}","recommendation":"{rec}","confidence":90,"timeHorizon":"short_term","riskLevel":"medium","reasoning":["{label} {i}"],"technicalAnalysis":{{"rsi":50.0,"macd":"bullish","support":1.0,"resistance":1000000.0}}}}}}"#,
                 symbols[i % 3]
             );
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-            mac.update(body.as_bytes());
-            let sig = hex::encode(mac.finalize().into_bytes());
             let cid = sigex::order::client_order_id(
                 "bench",
                 &sigex::inbox::dedupe_key(body.as_bytes()),
                 "entry",
             );
-            let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Webhook-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes();
+            let request = super::gen::signed_request(secret, path, &body);
             (request, cid)
         })
         .unzip()
